@@ -1,0 +1,1 @@
+"""Lark grammar files (package data)."""

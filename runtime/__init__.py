@@ -1,0 +1,1 @@
+"""protogen.runtime: the event-loop engine every generated server runs on."""

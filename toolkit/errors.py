@@ -1,0 +1,54 @@
+"""Typed protocol errors raised by generated codecs and seen by handlers.
+
+Codecs raise these while decoding bytes from the network; the runtime closes the
+offending connection and passes the error to `on_close(conn, err)`.
+"""
+
+from __future__ import annotations
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that do not follow the protocol."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame announced or grew beyond the codec's max frame size."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class ChecksumMismatch(ProtocolError):
+    """A checksum field does not match the bytes it covers."""
+
+    def __init__(self, field: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"checksum {field}: frame carries 0x{actual:x}, bytes give 0x{expected:x}"
+        )
+        self.field = field
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidValue(ProtocolError):
+    """A field holds a value its spec does not allow (magic, enum, allowed set)."""
+
+    def __init__(self, field: str, value: object, allowed: str) -> None:
+        super().__init__(f"field {field}: {value!r} is not allowed (expected {allowed})")
+        self.field = field
+        self.value = value
+
+
+class MalformedFrame(ProtocolError):
+    """Bytes that cannot be framed: bad varint, bad decimal length, bad head."""
+
+
+__all__ = [
+    "ProtocolError",
+    "FrameTooLarge",
+    "ChecksumMismatch",
+    "InvalidValue",
+    "MalformedFrame",
+]
