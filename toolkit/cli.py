@@ -24,13 +24,26 @@ def _build_parser() -> argparse.ArgumentParser:
     build.add_argument("--templates", metavar="DIR", help="override templates from DIR")
     build.add_argument("--package", metavar="NAME", help="package name of the output")
     build.add_argument("--with-tests", action="store_true", help="also emit property tests")
+    build.add_argument(
+        "--handler-base",
+        metavar="MODULE:CLASS",
+        help="base class of the generated handler",
+    )
+    build.add_argument(
+        "--frame-base",
+        metavar="MODULE:CLASS",
+        help="base class of the generated frames",
+    )
 
     check = commands.add_parser("check", help="parse and validate specs only")
     check.add_argument("specs", nargs="+", metavar="SPEC")
 
     serve = commands.add_parser("serve", help="build a spec into a cache and serve it")
     serve.add_argument("spec", metavar="SPEC")
-    serve.add_argument("--handler", metavar="MODULE:CLASS")
+    serve.add_argument(
+        "--handler", metavar="MODULE:CLASS", help="handler class (default: echo)"
+    )
+    serve.add_argument("--templates", metavar="DIR", help="override templates from DIR")
     serve.add_argument("--listen", action="append", metavar="URL")
     serve.add_argument("--loops", type=int, metavar="N")
     serve.add_argument(
@@ -44,6 +57,7 @@ def _build_parser() -> argparse.ArgumentParser:
     template_commands.required = True
     export = template_commands.add_parser("export", help="write the default templates")
     export.add_argument("directory", metavar="DIR")
+    export.add_argument("--force", action="store_true", help="overwrite existing files")
     return parser
 
 

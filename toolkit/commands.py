@@ -1,10 +1,287 @@
-"""Implementations of the CLI commands (filled in by the generator work)."""
+"""Implementations of the CLI commands: build, check, serve, templates export.
+
+Every user error (bad spec, missing file, bad URL, bad handler) ends as a short
+message on stderr and an exit status: 1 for errors in the inputs, 2 for usage
+errors. A traceback means a bug in protogen.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from .diagnostics import SpecError
+from .models import ProtocolSpec
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A user error: printed as `protogen: error: <message>`, exits with `status`."""
+
+    def __init__(self, message: str, status: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    parser.error(f"command {args.command!r} is not available yet")
-    return 2
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "build": cmd_build,
+        "check": cmd_check,
+        "serve": cmd_serve,
+        "templates": cmd_templates,
+    }
+    try:
+        return commands[args.command](args)
+    except CommandError as error:
+        print(f"protogen: error: {error}", file=sys.stderr)
+        return error.status
+
+
+# --- shared steps ----------------------------------------------------------------
+
+
+def _load(path: str) -> ProtocolSpec | None:
+    """Parse one spec; print its diagnostics and return None when it is bad."""
+    from .parser import load_spec
+
+    try:
+        return load_spec(path)
+    except SpecError as error:
+        print(error.render(), file=sys.stderr)
+        return None
+
+
+def _with_bases(
+    spec: ProtocolSpec, handler_base: str | None, frame_base: str | None
+) -> ProtocolSpec:
+    changes: dict[str, Any] = {}
+    for option, value in (("handler_base", handler_base), ("frame_base", frame_base)):
+        if value is None:
+            continue
+        module, sep, name = value.partition(":")
+        if not sep or not module or not name:
+            raise CommandError(
+                f"--{option.replace('_', '-')} {value!r}: expected MODULE:CLASS",
+                EXIT_USAGE,
+            )
+        changes[option] = value
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def _check_templates_dir(templates: str | None) -> None:
+    if templates is not None and not os.path.isdir(templates):
+        raise CommandError(f"--templates {templates}: no such directory", EXIT_USAGE)
+
+
+def _generate(
+    spec: ProtocolSpec, args: argparse.Namespace, package: str | None, with_tests: bool
+) -> dict[str, str]:
+    """Run the generator; template and formatting failures become CommandErrors."""
+    import jinja2
+
+    from .format import GeneratedCodeError
+    from .generator import generate
+
+    try:
+        return generate(
+            spec, templates_dir=args.templates, package=package, with_tests=with_tests
+        )
+    except jinja2.TemplateError as error:
+        where = (
+            f"{error.filename}:{error.lineno}: "
+            if getattr(error, "filename", None)
+            else ""
+        )
+        raise CommandError(
+            f"{spec.source_file}: template error: {where}{error}"
+        ) from None
+    except GeneratedCodeError as error:
+        raise CommandError(f"{spec.source_file}: {error}") from None
+
+
+# --- protogen build ------------------------------------------------------------------
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    _check_templates_dir(args.templates)
+    package = args.package
+    if package is not None and not all(
+        part.isidentifier() for part in package.split(".")
+    ):
+        raise CommandError(
+            f"--package {package!r}: not a Python package name", EXIT_USAGE
+        )
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CommandError(f"-o {out_dir}: not a directory")
+    specs = [_load(path) for path in args.specs]
+    if any(spec is None for spec in specs):
+        return EXIT_ERROR
+    target = out_dir.joinpath(*package.split(".")) if package else out_dir
+    names: dict[str, str] = {}
+    written: list[Path] = []
+    for spec in specs:
+        assert spec is not None
+        spec = _with_bases(spec, args.handler_base, args.frame_base)
+        if spec.name in names:
+            raise CommandError(
+                f"{spec.source_file}: protocol {spec.name!r} is also defined by {names[spec.name]}"
+            )
+        names[spec.name] = spec.source_file
+        outputs = _generate(spec, args, package, args.with_tests)
+        written += _write(outputs, target)
+    if package:
+        written += _write_package_inits(out_dir, package, [n for n in names])
+    for path in written:
+        print(path)
+    return EXIT_OK
+
+
+def _write(outputs: dict[str, str], directory: Path) -> list[Path]:
+    from .generator import write_outputs
+
+    try:
+        return [Path(path) for path in write_outputs(outputs, directory)]
+    except OSError as error:
+        raise CommandError(f"cannot write {error.filename or directory}: {error.strerror}") from None
+
+
+def _write_package_inits(
+    out_dir: Path, package: str, protocols: list[str]
+) -> list[Path]:
+    """`__init__.py` for the package (and its parents), unless one exists already."""
+    written = []
+    parts = package.split(".")
+    for depth in range(1, len(parts) + 1):
+        init = out_dir.joinpath(*parts[:depth], "__init__.py")
+        if init.exists():
+            continue
+        text = (
+            f'"""Generated by protogen from {", ".join(protocols)}."""\n'
+            if depth == len(parts)
+            else ""
+        )
+        written += _write({"__init__.py": text}, init.parent)
+    return written
+
+
+# --- protogen check ------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for path in args.specs:
+        if _load(path) is None:
+            status = EXIT_ERROR
+        else:
+            print(f"{path}: ok")
+    return status
+
+
+# --- protogen serve ------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .cache import ensure_built, import_built
+
+    templates = getattr(args, "templates", None)
+    _check_templates_dir(templates)
+    if args.loops is not None and args.loops < 1:
+        raise CommandError(f"--loops {args.loops}: must be at least 1", EXIT_USAGE)
+    listen = _parse_listen(args.listen or [])
+    spec = _load(args.spec)
+    if spec is None:
+        return EXIT_ERROR
+    spec = _with_bases(spec, getattr(args, "handler_base", None), None)
+    try:
+        root, package = ensure_built(spec, templates)
+    except OSError as error:
+        raise CommandError(f"cannot build into the cache: {error}") from None
+    modules = import_built(spec, root, package)
+    server = modules["server"]
+    handler_class = _handler_class(args.handler, server)
+    addrs = listen or list(server.DEFAULT_LISTEN)
+    options = server.runtime_options(args.loops, args.lb)
+    try:
+        handler = handler_class()
+    except Exception as error:  # the user's constructor: report, don't trace
+        raise CommandError(
+            f"--handler: cannot create {handler_class.__name__}(): {error}"
+        ) from None
+    print(
+        f"protogen: serving {spec.name} on {' '.join(addrs)} with {handler_class.__name__}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.serve(handler, *addrs, **options)
+    except (TypeError, ValueError) as error:  # options or addresses the runtime refused
+        raise CommandError(str(error), EXIT_USAGE) from None
+    except OSError as error:  # address in use, permission denied
+        raise CommandError(
+            f"cannot serve on {' '.join(addrs)}: {error.strerror or error}"
+        ) from None
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _parse_listen(urls: list[str]) -> list[str]:
+    from protogen.runtime.address import AddressError, parse_address
+
+    for url in urls:
+        try:
+            parse_address(url)
+        except AddressError as error:
+            raise CommandError(f"--listen: {error}", EXIT_USAGE) from None
+    return urls
+
+
+def _handler_class(target: str | None, server: Any) -> type:
+    """The --handler class, or the generated echo handler without one."""
+    if target is None:
+        return server.DEFAULT_HANDLER
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # the user's handler module lives beside them
+    try:
+        return server.load_handler(target)
+    except ValueError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
+    except Exception as error:  # the user's module raised while importing
+        raise CommandError(
+            f"--handler {target!r}: importing failed: {type(error).__name__}: {error}"
+        ) from None
+
+
+# --- protogen templates export ---------------------------------------------------------
+
+
+def cmd_templates(args: argparse.Namespace) -> int:
+    from .render import default_template_names, export_templates
+
+    directory = Path(args.directory)
+    if directory.exists() and not directory.is_dir():
+        raise CommandError(f"{directory}: not a directory")
+    existing = [
+        name for name in default_template_names() if (directory / name).exists()
+    ]
+    if existing and not args.force:
+        raise CommandError(
+            f"{directory} already holds {', '.join(existing)}; use --force to overwrite"
+        )
+    try:
+        written = export_templates(directory)
+    except OSError as error:
+        raise CommandError(
+            f"cannot write {error.filename or directory}: {error.strerror}"
+        ) from None
+    for path in written:
+        print(path)
+    return EXIT_OK

@@ -130,7 +130,9 @@ class HeaderField:
     `allowed` restricts it to a set; `enum` names an EnumDef whose base type is
     `type`; `checksum` makes it computed on encode and verified on decode;
     `computed_length` marks the field that carries the frame's length (filled on
-    encode, never passed by the user).
+    encode, never passed by the user). `size_of` names the body field whose
+    length this field holds (`key: bytes[key_length]`); the encoder may compute
+    it from that field (`is_user_supplied` does not consider it).
     """
 
     name: str
@@ -142,6 +144,7 @@ class HeaderField:
     allowed: tuple[int, ...] | None = None
     checksum: Checksum | None = None
     computed_length: bool = False
+    size_of: str | None = None  # the body field whose length this field carries
 
     @property
     def size(self) -> int:

@@ -1,0 +1,155 @@
+"""The servers compared by the benchmark, and how each one is built and started.
+
+A peer that cannot be prepared (its example not written yet, a build failure, a
+missing module) is skipped with a reason rather than failing the whole run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .paths import EXAMPLES, PEERS
+
+ECHO, HTTP, LINES = "echo", "http", "lines"
+
+
+def listen_url(port: int) -> str:
+    return f"tcp://127.0.0.1:{port}"
+
+
+@dataclass
+class Peer:
+    """A server implementation of one protocol family (`kind`)."""
+
+    name: str
+    kind: str
+    protogen: bool = False
+    skip_reason: str | None = field(default=None, init=False)
+
+    def prepare(self, workdir: Path) -> bool:
+        """Build whatever is needed; False (with `skip_reason`) if unavailable."""
+        return True
+
+    def command(self, port: int) -> tuple[list[str], Path | None]:
+        raise NotImplementedError
+
+
+@dataclass
+class ScriptPeer(Peer):
+    """A script of `bench/peers/` (or an example script) taking `--port`/`--listen`."""
+
+    script: Path = PEERS
+    args: tuple[str, ...] = ()
+    listen_flag: bool = False  # protogen scripts take --listen URL, peers --port
+
+    def prepare(self, workdir: Path) -> bool:
+        if not self.script.is_file():
+            self.skip_reason = f"{self.script.relative_to(EXAMPLES.parent)} does not exist yet"
+            return False
+        return True
+
+    def command(self, port: int) -> tuple[list[str], Path | None]:
+        where = ["--listen", listen_url(port)] if self.listen_flag else ["--port", str(port)]
+        return [sys.executable, str(self.script), *self.args, *where], None
+
+
+@dataclass
+class GeneratedPeer(Peer):
+    """The server `protogen build SPEC` generates, run as `python -m MODULE`."""
+
+    spec: Path = EXAMPLES
+    module: str = ""
+    outdir: Path | None = None
+
+    def prepare(self, workdir: Path) -> bool:
+        if not self.spec.is_file():
+            self.skip_reason = f"{self.spec.relative_to(EXAMPLES.parent)} does not exist yet"
+            return False
+        self.outdir = workdir / f"gen-{self.name}"
+        build = subprocess.run(
+            [sys.executable, "-m", "protogen", "build", str(self.spec), "-o", str(self.outdir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if build.returncode != 0:
+            tail = (build.stderr or build.stdout).strip().splitlines()[-3:]
+            self.skip_reason = f"`protogen build {self.spec.name}` failed: {' | '.join(tail)}"
+            return False
+        if not (
+            (self.outdir / f"{self.module}.py").is_file()
+            or (self.outdir / self.module / "__init__.py").is_file()
+        ):
+            made = sorted(p.name for p in self.outdir.iterdir()) if self.outdir.is_dir() else []
+            self.skip_reason = f"build produced no module {self.module!r} (got {made})"
+            return False
+        return True
+
+    def command(self, port: int) -> tuple[list[str], Path | None]:
+        return [sys.executable, "-m", self.module, "--listen", listen_url(port)], self.outdir
+
+
+@dataclass
+class HttpExamplePeer(Peer):
+    """protogen's HTTP example (`examples/http/`): a `server.py`/`serve.py` script
+    taking `--listen`, or else its spec, built and run as `python -m <stem>_server`."""
+
+    directory: Path = EXAMPLES / "http"
+    _delegate: Peer | None = None
+
+    def prepare(self, workdir: Path) -> bool:
+        if not self.directory.is_dir():
+            self.skip_reason = "examples/http/ does not exist yet"
+            return False
+        for name in ("server.py", "serve.py"):
+            if (self.directory / name).is_file():
+                self._delegate = ScriptPeer(
+                    self.name, self.kind, True, script=self.directory / name, listen_flag=True
+                )
+                return True
+        specs = sorted(self.directory.glob("*.proto.dsl"))
+        if not specs:
+            self.skip_reason = "examples/http/ has no server.py and no *.proto.dsl"
+            return False
+        module = specs[0].name.removesuffix(".proto.dsl") + "_server"
+        self._delegate = GeneratedPeer(self.name, self.kind, True, spec=specs[0], module=module)
+        if not self._delegate.prepare(workdir):
+            self.skip_reason = self._delegate.skip_reason
+            return False
+        return True
+
+    def command(self, port: int) -> tuple[list[str], Path | None]:
+        assert self._delegate is not None
+        return self._delegate.command(port)
+
+
+def all_peers() -> list[Peer]:
+    """Every peer, uvloop first (it is the baseline of every ratio)."""
+    echo = PEERS / "echo_protocol.py"
+    lines = PEERS / "lines_protocol.py"
+    return [
+        ScriptPeer("uvloop", ECHO, script=echo, args=("--loop", "uvloop")),
+        ScriptPeer("asyncio", ECHO, script=echo, args=("--loop", "asyncio")),
+        ScriptPeer("twisted", ECHO, script=PEERS / "twisted_echo.py"),
+        GeneratedPeer(
+            "protogen", ECHO, True, spec=EXAMPLES / "echo.proto.dsl", module="echo_server"
+        ),
+        ScriptPeer(
+            "protogen-runtime",
+            ECHO,
+            True,
+            script=EXAMPLES / "runtime_echo.py",
+            listen_flag=True,
+        ),
+        ScriptPeer("uvloop", HTTP, script=PEERS / "http_uvloop.py"),
+        HttpExamplePeer("protogen", HTTP, True),
+        ScriptPeer("uvloop", LINES, script=lines, args=("--loop", "uvloop")),
+        GeneratedPeer(
+            "protogen", LINES, True, spec=EXAMPLES / "lines.proto.dsl", module="lines_server"
+        ),
+    ]
+
+
+BASELINE = "uvloop"

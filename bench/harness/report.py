@@ -1,0 +1,122 @@
+"""Medians, ratios to uvloop, the stdout table, the JSON file and the PNG chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from .peers import BASELINE
+
+THROUGHPUT, MEMORY, CAPACITY = "throughput", "memory", "capacity"
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (scenario, peer): medians over rounds and the ratio to uvloop
+    (req/s ratio for throughput, RSS-per-connection ratio for memory)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["scenario"], run["peer"]), []).append(run)
+    rows = []
+    for (scenario, peer), group in groups.items():
+        good = [r for r in group if r.get("ok")]
+        row: dict[str, Any] = {
+            "scenario": scenario,
+            "family": group[0]["family"],
+            "peer": peer,
+            "runs": len(group),
+            "ok_runs": len(good),
+            "errors": sum(int(r.get("errors", 0)) for r in group),
+            "first_error": next((r["first_error"] for r in group if r.get("first_error")), ""),
+        }
+        for key in ("rps", "p50_us", "p99_us", "bytes_per_conn", "held", "connect_s"):
+            values = [r[key] for r in good if r.get(key) is not None]
+            row[key] = median(values) if values else None
+        rows.append(row)
+    for row in rows:
+        base = next(
+            (r for r in rows if r["scenario"] == row["scenario"] and r["peer"] == BASELINE),
+            None,
+        )
+        metric = "bytes_per_conn" if row["family"] == MEMORY else "rps"
+        if base and base.get(metric) and row.get(metric) is not None:
+            row["ratio"] = row[metric] / base[metric]
+        else:
+            row["ratio"] = None
+    return rows
+
+
+def _fmt(value: Any, pattern: str) -> str:
+    return "-" if value is None else format(value, pattern)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    header = (
+        f"{'scenario':<26} {'peer':<17} {'req/s':>11} {'x uvloop':>8} "
+        f"{'p50 us':>9} {'p99 us':>9} {'B/conn':>8} {'held':>6} {'errors':>6}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        lines.append(
+            f"{row['scenario']:<26} {row['peer']:<17} {_fmt(row['rps'], ',.0f'):>11} "
+            f"{_fmt(row['ratio'], '.2f'):>8} {_fmt(row['p50_us'], '.0f'):>9} "
+            f"{_fmt(row['p99_us'], '.0f'):>9} {_fmt(row['bytes_per_conn'], '.0f'):>8} "
+            f"{_fmt(row['held'], '.0f'):>6} {row['errors']:>6}"
+        )
+    return "\n".join(lines)
+
+
+def write_json(path: Path, meta: dict[str, Any], runs: list, rows: list, skipped: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"meta": meta, "skipped": skipped, "summary": rows, "runs": runs}
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def write_chart(path: Path, rows: list[dict[str, Any]], title: str) -> bool:
+    """Grouped bars: throughput as a ratio to uvloop per scenario, and idle-connection
+    memory in bytes. False if matplotlib is missing or there is nothing to draw."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    speed = [r for r in rows if r["family"] == THROUGHPUT and r["ratio"] is not None]
+    memory = [r for r in rows if r["family"] == MEMORY and r["bytes_per_conn"] is not None]
+    if not speed and not memory:
+        return False
+    panels = [p for p in (speed, memory) if p]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(12, 4.5 * len(panels)), squeeze=False
+    )
+    for ax, panel in zip(axes[:, 0], panels):
+        scenarios = list(dict.fromkeys(r["scenario"] for r in panel))
+        peers = list(dict.fromkeys(r["peer"] for r in panel))
+        width = 0.8 / max(1, len(peers))
+        for i, peer in enumerate(peers):
+            values = []
+            for scenario in scenarios:
+                row = next((r for r in panel if r["scenario"] == scenario and r["peer"] == peer), None)
+                if panel is speed:
+                    values.append(row["ratio"] if row else 0)
+                else:
+                    values.append(row["bytes_per_conn"] if row else 0)
+            xs = [x + (i - (len(peers) - 1) / 2) * width for x in range(len(scenarios))]
+            ax.bar(xs, values, width, label=peer)
+        ax.set_xticks(range(len(scenarios)))
+        ax.set_xticklabels(scenarios, rotation=20, ha="right", fontsize=8)
+        if panel is speed:
+            ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+            ax.set_ylabel("req/s relative to uvloop (higher is better)")
+        else:
+            ax.axhline(600, color="red", linewidth=0.8, linestyle="--", label="target 600 B")
+            ax.set_ylabel("RSS per idle connection, bytes (lower is better)")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

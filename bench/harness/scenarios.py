@@ -1,0 +1,136 @@
+"""The benchmark scenarios and how one run of each is carried out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .client import ClientError, HeldConnections, LoadSpec, Target, run_load
+from .peers import ECHO, HTTP, Peer
+from .report import CAPACITY, MEMORY, THROUGHPUT
+from .servers import Server, ServerError, free_port
+from .wrk import check_plaintext, run_wrk
+
+
+@dataclass
+class Scenario:
+    name: str
+    family: str  # THROUGHPUT, MEMORY or CAPACITY
+    kind: str  # which peers serve it: ECHO or HTTP
+    load: LoadSpec | None = None  # echo throughput
+    http: tuple[int, int] | None = None  # (connections, pipelined requests)
+    hold: int = 0  # idle connections held (memory, capacity)
+
+
+def echo_scenarios(duration: float, warmup: float) -> list[Scenario]:
+    scenarios = []
+    for depth in (1, 16):
+        for size, label in ((64, "64B"), (4096, "4KiB")):
+            for conns in (50, 1000):
+                spec = LoadSpec(conns=conns, depth=depth, size=size, duration=duration, warmup=warmup)
+                name = f"echo-d{depth}-{label}-c{conns}"
+                scenarios.append(Scenario(name, THROUGHPUT, ECHO, load=spec))
+    return scenarios
+
+
+def all_scenarios(
+    duration: float, warmup: float, idle_conns: int, max_conns: int
+) -> list[Scenario]:
+    return [
+        *echo_scenarios(duration, warmup),
+        Scenario("http-plaintext-c256-p16", THROUGHPUT, HTTP, http=(256, 16)),
+        Scenario(f"idle-rss-c{idle_conns}", MEMORY, ECHO, hold=idle_conns),
+        Scenario(f"concurrent-c{max_conns}", CAPACITY, ECHO, hold=max_conns),
+    ]
+
+
+def start_server(peer: Peer) -> Server:
+    port = free_port()
+    cmd, cwd = peer.command(port)
+    return Server(f"{peer.name}-{peer.kind}", cmd, port, cwd=cwd).start()
+
+
+class ServerPool:
+    """One long-lived server per peer for the throughput runs (idle servers cost no
+    CPU); a server that died is reported by the run and restarted for the next."""
+
+    def __init__(self) -> None:
+        self.servers: dict[tuple[str, str], Server] = {}
+
+    def get(self, peer: Peer) -> Server:
+        key = (peer.name, peer.kind)
+        server = self.servers.get(key)
+        if server is None or not server.alive():
+            self.servers[key] = server = start_server(peer)
+        return server
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+        self.servers.clear()
+
+
+def _record(scenario: Scenario, peer: Peer, round_no: int, **values: Any) -> dict[str, Any]:
+    record = {"scenario": scenario.name, "family": scenario.family, "peer": peer.name}
+    record.update(round=round_no, **values)
+    record.setdefault("errors", 0)
+    record["ok"] = record["errors"] == 0
+    return record
+
+
+def run_throughput(
+    scenario: Scenario, peer: Peer, pool: ServerPool, binary: Path, round_no: int, duration: float
+) -> dict[str, Any]:
+    try:
+        server = pool.get(peer)
+        if scenario.load is not None:
+            report = run_load(binary, Target(server.port), scenario.load)
+        else:
+            assert scenario.http is not None
+            if wrong := check_plaintext(server.port):
+                return _record(scenario, peer, round_no, errors=1, first_error=wrong)
+            conns, pipeline = scenario.http
+            report = run_wrk(server.port, conns, pipeline, duration)
+    except (ClientError, ServerError, OSError) as exc:
+        return _record(scenario, peer, round_no, errors=1, first_error=str(exc)[-300:])
+    keep = ("rps", "p50_us", "p99_us", "errors", "first_error", "sent", "received", "lost", "mismatches")
+    values = {k: report[k] for k in keep if k in report}
+    if not server.alive():
+        values["errors"] = int(values.get("errors", 0)) + 1
+        values["first_error"] = f"server died: {server.log_tail(300)}"
+    return _record(scenario, peer, round_no, **values)
+
+
+def run_idle(scenario: Scenario, peer: Peer, binary: Path) -> dict[str, Any]:
+    """Fresh server; RSS before and while holding `scenario.hold` connections that
+    have each been answered once; then every held connection is answered again."""
+    count = scenario.hold
+    try:
+        with start_server(peer) as server:
+            target = Target(server.port)
+            with HeldConnections(binary, target, 16) as warm:  # imports, first allocations
+                warm.release()
+            time.sleep(0.5)
+            before = server.rss()
+            with HeldConnections(binary, target, count) as held:
+                time.sleep(1.0)  # let the server settle before sampling
+                after = server.rss()
+                report = held.release()
+            alive = server.alive()
+    except (ClientError, ServerError, OSError) as exc:
+        return _record(scenario, peer, 0, errors=1, first_error=str(exc)[-300:])
+    errors = int(report.get("errors", 0)) + (0 if alive else 1)
+    return _record(
+        scenario,
+        peer,
+        0,
+        errors=errors,
+        first_error=report.get("first_error", "") or ("" if alive else "server died"),
+        held=report.get("held"),
+        connect_s=report.get("connect_s"),
+        rss_before=before,
+        rss_after=after,
+        bytes_per_conn=(after - before) / count,
+    )

@@ -1,0 +1,220 @@
+"""The engine: listeners + one event loop, boot/shutdown protocol, `run()`.
+
+    run(handler, "tcp://127.0.0.1:9000", "unix:///tmp/app.sock", ticker=True)
+
+blocks until shutdown (engine.stop(), Action.SHUTDOWN, SIGINT or SIGTERM).
+With loops > 1 or multicore=True, run() hands over to
+protogen.runtime.multicore.run_multicore.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .acceptor import Acceptor
+from .address import Address, bind_listener, parse_address
+from .eventloop import EventLoop
+from .handler import Action, EventHandler
+from .options import Options
+from .udp import UDPListener
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    connections_opened: int
+    connections_closed: int
+    connections_active: int
+    bytes_in: int
+    bytes_out: int
+
+
+class Engine:
+    """One process, one loop. Passed to on_boot/on_shutdown.
+
+    Thread-safe: stop(), count_connections(), stats().
+    """
+
+    def __init__(
+        self,
+        handler: EventHandler,
+        addresses: Iterable[str | Address] = (),
+        options: Options | None = None,
+    ) -> None:
+        self.handler = handler
+        self.options = options or Options()
+        self.addresses = [a if isinstance(a, Address) else parse_address(a) for a in addresses]
+        self.loop = EventLoop(handler, self.options, engine=self)
+        self.listeners: list[Acceptor | UDPListener] = []
+        self.started = threading.Event()
+        self.stopped = threading.Event()
+        self._stop_requested = False
+        self._unix_paths: list[str] = []
+
+    # ------------------------------------------------------------ public API
+    def stop(self) -> None:
+        """Begin a graceful shutdown; callable from any thread (or a signal handler)."""
+        self._stop_requested = True
+        self.loop.request_stop()
+
+    def count_connections(self) -> int:
+        return self.loop.count_connections()
+
+    def stats(self) -> EngineStats:
+        loop = self.loop
+        return EngineStats(loop.opened, loop.closed, len(loop._conns), loop.bytes_in, loop.bytes_out)
+
+    @property
+    def bound_addresses(self) -> list[Any]:
+        """The sockaddr each listener is bound to (real ports when 0 was asked)."""
+        return [listener.sock.getsockname() for listener in self.listeners]
+
+    @property
+    def urls(self) -> list[str]:
+        """Listener URLs with real ports, e.g. tcp://127.0.0.1:41234."""
+        urls = []
+        for listener in self.listeners:
+            address = listener.address
+            if address.network == "unix":
+                urls.append(address.url)
+                continue
+            host, port = listener.sock.getsockname()[:2]
+            scheme = address.url.split("://", 1)[0]
+            host = f"[{host}]" if ":" in host else host
+            urls.append(f"{scheme}://{host}:{port}")
+        return urls
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        return self.started.wait(timeout)
+
+    # ------------------------------------------------------------ lifecycle
+    def listen(self) -> None:
+        """Bind every address (before run(); run() calls it if needed)."""
+        if self.listeners:
+            return
+        options = self.options
+        try:
+            for address in self.addresses:
+                sock = bind_listener(
+                    address,
+                    backlog=options.backlog,
+                    reuse_addr=options.reuse_addr,
+                    reuse_port=options.reuse_port,
+                    recv_buffer=options.socket_recv_buffer,
+                    send_buffer=options.socket_send_buffer,
+                    unix_mode=options.unix_mode,
+                )
+                if address.network == "udp":
+                    listener: Acceptor | UDPListener = UDPListener(self.loop, sock, address)
+                else:
+                    listener = Acceptor(self.loop, sock, address)
+                    if address.network == "unix" and not address.is_abstract and address.path:
+                        self._unix_paths.append(address.path)
+                self.listeners.append(listener)
+                self.loop.add_acceptor(listener)
+        except BaseException:
+            self._close_listeners()
+            raise
+
+    def run(self) -> None:
+        """Listen, boot, serve until stopped, then shut down gracefully."""
+        previous = self._install_signals()
+        try:
+            self.listen()
+            self.loop.thread_id = threading.get_ident()
+            try:
+                action = self.handler.on_boot(self)
+            except Exception as exc:
+                self.loop._handler_error(None, exc, "on_boot")
+                action = Action.SHUTDOWN if self.options.fatal_handler_errors else None
+            if action == Action.SHUTDOWN or self._stop_requested:
+                self.loop.request_stop()
+            if self.options.ticker:
+                self.loop.call_soon_threadsafe(self._tick)
+            self.started.set()
+            self.loop.run()
+            try:
+                self.handler.on_shutdown(self)
+            except Exception:
+                self.loop.logger.exception("protogen: on_shutdown raised")
+        finally:
+            self._close_listeners()
+            self.loop.close()
+            self._restore_signals(previous)
+            self.started.set()
+            self.stopped.set()
+        if self.loop.fatal_error is not None:
+            raise self.loop.fatal_error
+
+    def _tick(self) -> None:
+        loop = self.loop
+        if loop._stopping:
+            return
+        try:
+            result = self.handler.on_tick()
+        except Exception as exc:
+            loop._handler_error(None, exc, "on_tick")
+            result = None
+        delay, action = result if result is not None else (1.0, Action.NONE)
+        if action == Action.SHUTDOWN:
+            loop.request_stop()
+            return
+        loop.call_later(max(0.0, float(delay if delay is not None else 1.0)), self._tick)
+
+    def _close_listeners(self) -> None:
+        for listener in self.listeners:
+            try:
+                self.loop.remove_reader(listener.fileno())
+            except (OSError, ValueError):
+                pass
+            try:
+                listener.close()
+            except OSError:
+                pass
+        for path in self._unix_paths:
+            try:
+                if stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.unlink(path)
+            except OSError:
+                pass
+        self._unix_paths.clear()
+
+    def _install_signals(self) -> dict[int, Any] | None:
+        if not self.options.install_signal_handlers:
+            return None
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda _s, _f: self.stop())
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any] | None) -> None:
+        if previous:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def run(handler: EventHandler, *addrs: str, **options: Any) -> None:
+    """Serve `handler` on every address URL until shutdown (blocks).
+
+    Unknown options raise TypeError; bad values ValueError; bad URLs AddressError.
+    """
+    opts = Options.from_kwargs(**options)
+    addresses = [parse_address(a) for a in addrs]
+    if not addresses:
+        raise ValueError("run() needs at least one address URL, e.g. tcp://127.0.0.1:9000")
+    if opts.loops > 1 or opts.multicore:
+        from .multicore import run_multicore  # lazy: most servers are single-loop
+
+        return run_multicore(handler, addresses, opts)
+    Engine(handler, addresses, opts).run()
+    return None
+
+
+__all__ = ["Engine", "EngineStats", "run"]

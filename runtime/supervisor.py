@@ -1,0 +1,619 @@
+"""The parent process of the multi-process engine: forks, feeds and supervises workers.
+
+One :class:`Supervisor` owns N worker processes.  Each worker is forked with
+a *channel* - a unix socketpair (``SOCK_SEQPACKET`` where available, else
+``SOCK_STREAM``) - that carries, parent to worker:
+
+* accepted connections, as file descriptors in ``SCM_RIGHTS`` ancillary data
+  (``socket.send_fds``), up to :data:`FDS_PER_MESSAGE` per message, each
+  message with a one-byte payload ``b"c"``;
+* ``b"Q"``: stop gracefully (drain, ``on_close`` for every connection,
+  ``on_shutdown``, exit 0);
+
+and worker to parent:
+
+* ``b"S"``: the handler asked the whole server to stop (``engine.stop()`` or
+  ``Action.SHUTDOWN`` in a worker).
+
+When the parent disappears the worker reads EOF on its channel and stops, so
+no worker outlives its supervisor.
+
+Supervision: a worker that exits with a non-zero status or a signal is logged
+and restarted after a backoff (``backoff_initial`` doubling per consecutive
+quick failure, capped at ``backoff_max``; a worker that lived
+``stable_after`` seconds resets the backoff).  A worker that exits 0 on its
+own asked for shutdown, and the supervisor stops everything.  Connections
+for a dead worker go to the next live one; if none is alive they wait (in
+the parent, bounded) for the restart.
+
+Stopping (``stop()`` from any thread, or SIGINT/SIGTERM when the supervisor
+runs in the main thread): listeners are closed, every worker gets ``b"Q"``,
+and workers still alive after ``stop_timeout`` are killed.  Every child is
+reaped before :meth:`Supervisor.run` returns.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+from .balancer import Balancer, ConnectionCounters, LeastConnections
+
+__all__ = ["FDS_PER_MESSAGE", "Supervisor", "WorkerLink"]
+
+FDS_PER_MESSAGE = 128  # below SCM_MAX_FD (253 on Linux)
+ACCEPTS_PER_WAKEUP = 256  # bound one listener's turn so others are served too
+MAX_PENDING_PER_WORKER = 8192
+MSG_CONN = b"c"
+MSG_QUIT = b"Q"
+MSG_SHUTDOWN = b"S"
+
+_CHANNEL_TYPE = getattr(socket, "SOCK_SEQPACKET", socket.SOCK_STREAM)
+_ACCEPT_PAUSE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_DEAD_CHANNEL_ERRNOS = {errno.EPIPE, errno.ECONNREFUSED, errno.ECONNRESET, errno.ENOTCONN}
+
+
+def _new_channel() -> tuple[socket.socket, socket.socket]:
+    try:
+        return socket.socketpair(socket.AF_UNIX, _CHANNEL_TYPE)
+    except OSError:  # a platform without unix SOCK_SEQPACKET
+        return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+
+class WorkerLink:
+    """What a worker process knows of its supervisor (used in the child)."""
+
+    def __init__(
+        self, index: int, workers: int, channel: socket.socket, counters: ConnectionCounters
+    ) -> None:
+        self.index = index
+        self.workers = workers
+        self.channel = channel
+        self.counters = counters
+        self.parent_pid = os.getppid()
+
+    def receive(self) -> tuple[list[int], bool, bool]:
+        """Read one message: ``(fds, quit_requested, parent_gone)``.
+
+        Call when the channel is readable; it is non-blocking.
+        """
+        try:
+            data, fds, msg_flags, _ = socket.recv_fds(
+                self.channel, 1024, FDS_PER_MESSAGE, getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+            )
+        except (BlockingIOError, InterruptedError):
+            return [], False, False
+        except OSError:
+            return [], True, True
+        if msg_flags & getattr(socket, "MSG_CTRUNC", 0):
+            logging.getLogger("protogen.runtime.multicore").error(
+                "worker %d: connection fds truncated in transit", self.index
+            )
+        if not data and not fds:
+            return [], True, True  # EOF: the supervisor is gone
+        return fds, MSG_QUIT in data, False
+
+    def request_shutdown(self) -> None:
+        """Ask the supervisor to stop every worker (thread-safe, never blocks long)."""
+        try:
+            self.channel.send(MSG_SHUTDOWN)
+        except OSError:
+            pass  # parent gone or channel full: it is stopping anyway
+
+
+@dataclass
+class _Slot:
+    index: int
+    pid: int = 0
+    channel: socket.socket | None = None  # parent end
+    pidfd: int = -1
+    started: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    pending: deque = field(default_factory=deque)  # fds waiting for this worker
+    want_write: bool = False
+
+    @property
+    def alive(self) -> bool:
+        return self.pid > 0
+
+    @property
+    def usable(self) -> bool:
+        """Alive and its channel still accepts connections."""
+        return self.pid > 0 and self.channel is not None
+
+
+WorkerMain = Callable[[WorkerLink], int]
+
+
+class Supervisor:
+    def __init__(
+        self,
+        *,
+        workers: int,
+        worker_main: WorkerMain,
+        counters: ConnectionCounters,
+        listeners: Sequence[socket.socket] = (),
+        balancer: Balancer | None = None,
+        logger: logging.Logger | None = None,
+        stop_timeout: float = 10.0,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        stable_after: float = 5.0,
+        install_signal_handlers: bool = True,
+        final_exit_codes: Iterable[int] = (0,),
+        on_exit_status: Callable[[int], None] | None = None,
+    ) -> None:
+        if listeners and balancer is None:
+            raise ValueError("listeners in the parent need a balancer")
+        self.workers = workers
+        self.counters = counters
+        self._worker_main = worker_main
+        self._listeners = list(listeners)
+        self._balancer = balancer
+        self._log = logger or logging.getLogger("protogen.runtime.multicore")
+        self._stop_timeout = stop_timeout
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._stable_after = stable_after
+        self._install_signals = install_signal_handlers
+        # A worker exiting by itself with one of these stops the server.
+        self._final_exit_codes = frozenset(final_exit_codes)
+        self._on_exit_status = on_exit_status
+        self._slots = [_Slot(i) for i in range(workers)]
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stopping = False
+        self._started = threading.Event()
+        self._accept_paused_until: float | None = None
+        self.restarts = 0
+
+    # -- public ------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin a graceful stop; safe from any thread and from signal handlers."""
+        self._stopping = True
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass  # pipe full (a wake-up is pending anyway) or already closed
+
+    def count_connections(self) -> int:
+        return self.counters.total(ConnectionCounters.LIVE)
+
+    def worker_pids(self) -> list[int]:
+        return [slot.pid for slot in self._slots if slot.alive]
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        return self._started.wait(timeout)
+
+    def run(self) -> None:
+        """Fork the workers and supervise them until stopped; reaps every child."""
+        previous = self._install_signal_handlers()
+        self._selector = selectors.DefaultSelector()
+        try:
+            self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+            for listener in self._listeners:
+                listener.setblocking(False)
+                self._selector.register(listener, selectors.EVENT_READ, self._on_accept)
+            for slot in self._slots:
+                self._spawn(slot)
+            self._started.set()
+            self._serve()
+        finally:
+            try:
+                self._shutdown()
+            finally:
+                self._restore_signal_handlers(previous)
+                self._selector.close()
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+
+    # -- signals -------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> dict[int, object]:
+        previous: dict[int, object] = {}
+        if not self._install_signals or threading.current_thread() is not threading.main_thread():
+            return previous
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *_: self.stop())
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, object]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+    # -- the parent's loop ---------------------------------------------------------------
+
+    def _serve(self) -> None:
+        selector = self._selector
+        assert selector is not None
+        while not self._stopping:
+            timeout = self._next_timeout()
+            for key, events in selector.select(timeout):
+                key.data(key, events)
+                if self._stopping:
+                    return
+            self._reap_without_pidfd()
+            self._restart_due()
+            self._resume_accepting()
+
+    def _next_timeout(self) -> float:
+        now = time.monotonic()
+        # Without pidfds deaths are only noticed by polling waitpid.
+        timeout = 1.0 if all(s.pidfd >= 0 or not s.alive for s in self._slots) else 0.1
+        for slot in self._slots:
+            if slot.restart_at is not None:
+                timeout = min(timeout, max(0.0, slot.restart_at - now))
+        if self._accept_paused_until is not None:
+            timeout = min(timeout, max(0.0, self._accept_paused_until - now))
+        return timeout
+
+    def _on_wake(self, key: selectors.SelectorKey, events: int) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    # -- workers: fork, death, restart --------------------------------------------------
+
+    def _spawn(self, slot: _Slot) -> None:
+        parent_end, child_end = _new_channel()
+        parent_end.setblocking(False)
+        child_end.setblocking(False)
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                parent_end.close()
+                self._close_in_child()
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                code = self._worker_main(
+                    WorkerLink(slot.index, self.workers, child_end, self.counters)
+                )
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        child_end.close()
+        self.counters.reset(slot.index)
+        if isinstance(self._balancer, LeastConnections):
+            self._balancer.worker_restarted(slot.index)
+        slot.pid = pid
+        slot.channel = parent_end
+        slot.started = time.monotonic()
+        slot.restart_at = None
+        slot.want_write = False
+        assert self._selector is not None
+        self._selector.register(parent_end, selectors.EVENT_READ, self._on_channel)
+        try:
+            slot.pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            slot.pidfd = -1
+        else:
+            self._selector.register(slot.pidfd, selectors.EVENT_READ, self._on_pidfd)
+        self._log.debug("worker %d started (pid %d)", slot.index, pid)
+        if slot.pending:
+            self._flush(slot)
+
+    def _close_in_child(self) -> None:
+        """Close the parent's descriptors in a new worker.
+
+        Listeners, other workers' channels, the parent's poller: a worker
+        holding them would keep sockets alive after the parent closes them
+        (and would hide the parent's death from other workers).  Socket
+        objects are detached first so nothing closes a reused fd number later.
+        """
+        fds = [self._wake_r, self._wake_w]
+        for sock in self._listeners:
+            fds.append(sock.detach())
+        for slot in self._slots:
+            if slot.channel is not None:
+                fds.append(slot.channel.detach())
+                slot.channel = None
+            if slot.pidfd >= 0:
+                fds.append(slot.pidfd)
+                slot.pidfd = -1
+            fds.extend(slot.pending)
+            slot.pending.clear()
+        if self._selector is not None and hasattr(self._selector, "fileno"):
+            fds.append(self._selector.fileno())
+        for fd in fds:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _on_pidfd(self, key: selectors.SelectorKey, events: int) -> None:
+        for slot in self._slots:
+            if slot.pidfd == key.fd:
+                self._reap(slot, block=False)
+                return
+
+    def _reap_without_pidfd(self) -> None:
+        for slot in self._slots:
+            if slot.alive and slot.pidfd < 0:
+                self._reap(slot, block=False)
+
+    def _reap(self, slot: _Slot, *, block: bool) -> bool:
+        """Collect the worker's exit status if it has exited; True if it had."""
+        try:
+            pid, status = os.waitpid(slot.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            pid, status = slot.pid, 0
+        if pid == 0:
+            return False
+        self._forget(slot)
+        if self._stopping:
+            return True
+        lived = time.monotonic() - slot.started
+        if os.WIFEXITED(status):
+            code = os.WEXITSTATUS(status)
+            if self._on_exit_status is not None:
+                self._on_exit_status(code)
+            if code in self._final_exit_codes:
+                self._log.info(
+                    "worker %d (pid %d) exited with status %d: stopping the server",
+                    slot.index,
+                    pid,
+                    code,
+                )
+                self.stop()
+                return True
+        slot.failures = 1 if lived >= self._stable_after else slot.failures + 1
+        delay = min(self._backoff_max, self._backoff_initial * 2 ** (slot.failures - 1))
+        slot.restart_at = time.monotonic() + delay
+        self._log.error(
+            "worker %d (pid %d) died (%s) after %.1fs; restarting in %.2fs",
+            slot.index,
+            pid,
+            _describe_status(status),
+            lived,
+            delay,
+        )
+        self._redistribute(slot)
+        return True
+
+    def _drop_channel(self, slot: _Slot) -> None:
+        """The worker's channel is dead: hand its waiting fds to a live worker."""
+        if slot.channel is not None:
+            if self._selector is not None:
+                self._selector.unregister(slot.channel)
+            slot.channel.close()
+            slot.channel = None
+            slot.want_write = False
+        if not self._stopping:
+            self._redistribute(slot)
+
+    def _forget(self, slot: _Slot) -> None:
+        selector = self._selector
+        if slot.channel is not None:
+            if selector is not None:
+                selector.unregister(slot.channel)
+            slot.channel.close()
+            slot.channel = None
+        if slot.pidfd >= 0:
+            if selector is not None:
+                selector.unregister(slot.pidfd)
+            os.close(slot.pidfd)
+            slot.pidfd = -1
+        self.counters.reset(slot.index)
+        slot.pid = 0
+        slot.want_write = False
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for slot in self._slots:
+            if slot.restart_at is not None and slot.restart_at <= now and not self._stopping:
+                self.restarts += 1
+                self._spawn(slot)
+
+    # -- channels ---------------------------------------------------------------------
+
+    def _on_channel(self, key: selectors.SelectorKey, events: int) -> None:
+        slot = next(s for s in self._slots if s.channel is key.fileobj)
+        if events & selectors.EVENT_WRITE:
+            self._flush(slot)
+        if events & selectors.EVENT_READ and slot.channel is not None:
+            try:
+                data = slot.channel.recv(64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if MSG_SHUTDOWN in data:
+                self._log.info("worker %d requested shutdown", slot.index)
+                self.stop()
+            elif not data:
+                # The worker closed its end: it is exiting.  The pidfd/waitpid
+                # path records the death; stop using the channel now.
+                self._drop_channel(slot)
+
+    def _flush(self, slot: _Slot) -> None:
+        """Send the slot's pending fds; keeps what the channel cannot take yet."""
+        channel = slot.channel
+        while slot.pending and channel is not None:
+            batch = [slot.pending[i] for i in range(min(FDS_PER_MESSAGE, len(slot.pending)))]
+            try:
+                socket.send_fds(channel, [MSG_CONN], batch)
+            except (BlockingIOError, InterruptedError):
+                self._want_write(slot, True)
+                return
+            except OSError as exc:
+                if exc.errno in _DEAD_CHANNEL_ERRNOS:
+                    self._drop_channel(slot)
+                    return
+                raise
+            for _ in batch:
+                os.close(slot.pending.popleft())
+        self._want_write(slot, False)
+
+    def _want_write(self, slot: _Slot, on: bool) -> None:
+        if slot.want_write == on or slot.channel is None or self._selector is None:
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0)
+        self._selector.modify(slot.channel, events, self._on_channel)
+        slot.want_write = on
+
+    def _redistribute(self, dead: _Slot) -> None:
+        if not dead.pending:
+            return
+        target = self._live_slot(dead.index)
+        if target is None:
+            return  # nobody alive: keep them for the restart
+        if self._balancer is not None:
+            for _ in dead.pending:
+                self._balancer.handed(target.index)
+        target.pending.extend(dead.pending)
+        dead.pending.clear()
+        self._flush(target)
+
+    def _live_slot(self, preferred: int) -> _Slot | None:
+        for offset in range(self.workers):
+            slot = self._slots[(preferred + offset) % self.workers]
+            if slot.usable:
+                return slot
+        return None
+
+    # -- accepting -----------------------------------------------------------------------
+
+    def _on_accept(self, key: selectors.SelectorKey, events: int) -> None:
+        listener: socket.socket = key.fileobj  # type: ignore[assignment]
+        balancer = self._balancer
+        assert balancer is not None
+        touched: set[int] = set()
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                # _accept() gives the raw fd: no socket object is needed in
+                # the parent, the fd only passes through to a worker.
+                fd, remote = listener._accept()  # type: ignore[attr-defined]
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in _ACCEPT_PAUSE_ERRNOS:
+                    self._pause_accepting(exc)
+                    break
+                raise
+            slot = self._live_slot(balancer.choose(remote)) or self._slots[0]
+            if len(slot.pending) >= MAX_PENDING_PER_WORKER:
+                os.close(fd)  # no worker can take it: shed load rather than hoard fds
+                continue
+            slot.pending.append(fd)
+            # Counted as soon as it is assigned: the next choice in this very
+            # batch must already see it (least-connections).
+            balancer.handed(slot.index)
+            touched.add(slot.index)
+        for index in touched:
+            slot = self._slots[index]
+            if slot.usable and not slot.want_write:
+                self._flush(slot)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        self._log.error("accept failed (%s); pausing accepts for 100 ms", exc)
+        assert self._selector is not None
+        for listener in self._listeners:
+            self._selector.unregister(listener)
+        self._accept_paused_until = time.monotonic() + 0.1
+
+    def _resume_accepting(self) -> None:
+        if self._accept_paused_until is None or time.monotonic() < self._accept_paused_until:
+            return
+        self._accept_paused_until = None
+        assert self._selector is not None
+        for listener in self._listeners:
+            self._selector.register(listener, selectors.EVENT_READ, self._on_accept)
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        self._stopping = True
+        selector = self._selector
+        assert selector is not None
+        for listener in self._listeners:
+            try:
+                selector.unregister(listener)
+            except (KeyError, ValueError):
+                pass
+        # Connections handed over are delivered; the rest are closed unserved.
+        for slot in self._slots:
+            if slot.usable and slot.pending:
+                self._flush_blocking(slot)
+            while slot.pending:
+                os.close(slot.pending.popleft())
+            slot.restart_at = None
+        for slot in self._slots:
+            if slot.alive:
+                self._tell_quit(slot)
+        deadline = time.monotonic() + self._stop_timeout
+        while any(slot.alive for slot in self._slots):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for slot in self._slots:
+                if slot.alive:
+                    self._reap(slot, block=False)
+            time.sleep(min(0.02, remaining))
+        for slot in self._slots:
+            if slot.alive:
+                self._log.error(
+                    "worker %d (pid %d) did not stop within %.1fs: killing it",
+                    slot.index,
+                    slot.pid,
+                    self._stop_timeout,
+                )
+                try:
+                    os.kill(slot.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self._reap(slot, block=True)
+
+    def _flush_blocking(self, slot: _Slot, timeout: float = 1.0) -> None:
+        deadline = time.monotonic() + timeout
+        while slot.pending and slot.usable and time.monotonic() < deadline:
+            self._flush(slot)
+            if slot.pending:
+                time.sleep(0.005)
+
+    def _tell_quit(self, slot: _Slot) -> None:
+        try:
+            if slot.channel is None:
+                raise ConnectionResetError
+            slot.channel.send(MSG_QUIT)
+        except OSError:
+            try:
+                os.kill(slot.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        return f"killed by {name}"
+    if os.WIFEXITED(status):
+        return f"exit status {os.WEXITSTATUS(status)}"
+    return f"status {status:#x}"

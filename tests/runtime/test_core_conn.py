@@ -1,0 +1,262 @@
+"""Conn API: reading primitives, cross-thread writes, wake, close, socket options."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+from core_harness import connect, frame, recv_exact, recv_frame, serving, wait_for, is_closed_by_peer
+from protogen.runtime import Action, ConnectionClosed, EventHandler
+
+
+class Recorder(EventHandler):
+    """Keeps the server-side conns and lets the test drive them from its thread."""
+
+    def __init__(self) -> None:
+        self.conns: list = []
+        self.closed: list = []
+        self.opened = threading.Event()
+        self.closed_event = threading.Event()
+
+    def on_open(self, conn):
+        self.conns.append(conn)
+        self.opened.set()
+        return None, Action.NONE
+
+    def on_close(self, conn, err):
+        self.closed.append((conn, err))
+        self.closed_event.set()
+        return Action.NONE
+
+
+def test_peek_next_discard_read_into_semantics() -> None:
+    seen: list = []
+
+    class Reader(Recorder):
+        def on_traffic(self, conn):
+            if conn.inbound_buffered() < 10:
+                short = conn.peek(10)
+                seen.append(("short", bytes(short)))
+                return Action.NONE
+            seen.append(("all", bytes(conn.peek()), bytes(conn.peek(-1)), conn.inbound_buffered()))
+            seen.append(("peek3", bytes(conn.peek(3)), conn.inbound_buffered()))
+            seen.append(("next2", bytes(conn.next(2)), conn.inbound_buffered()))
+            seen.append(("discard", conn.discard(3), conn.inbound_buffered()))
+            buf = bytearray(4)
+            seen.append(("read_into", conn.read_into(buf), bytes(buf), conn.inbound_buffered()))
+            seen.append(("discard_rest", conn.discard(100), conn.inbound_buffered(), bytes(conn.peek())))
+            conn.write(b"done")
+            return Action.NONE
+
+    with serving(Reader(), "tcp://127.0.0.1:0") as engine:
+        with connect(engine.urls[0]) as sock:
+            sock.sendall(b"01234")
+            assert wait_for(lambda: len(seen) == 1)
+            sock.sendall(b"56789AB")
+            assert recv_exact(sock, 4) == b"done"
+    assert seen[0] == ("short", b"01234")
+    assert seen[1:] == [
+        ("all", b"0123456789AB", b"0123456789AB", 12),
+        ("peek3", b"012", 12),
+        ("next2", b"01", 10),
+        ("discard", 3, 7),
+        ("read_into", 4, b"5678", 3),
+        ("discard_rest", 3, 0, b""),
+    ]
+
+
+def test_partial_frame_survives_between_reads() -> None:
+    """A frame left in the buffer is kept (off the shared buffer) until completed."""
+    from runtime_echo import LengthPrefixedEcho
+
+    with serving(LengthPrefixedEcho(), "tcp://127.0.0.1:0") as engine:
+        with connect(engine.urls[0]) as sock:
+            blob = frame(b"A" * 5000) + frame(b"B" * 10)
+            sock.sendall(blob[:3000])
+            # Another connection's traffic reuses the loop's shared buffer meanwhile.
+            with connect(engine.urls[0]) as other:
+                other.sendall(frame(b"Z" * 4000))
+                assert recv_frame(other) == b"Z" * 4000
+            sock.sendall(blob[3000:])
+            assert recv_frame(sock) == b"A" * 5000
+            assert recv_frame(sock) == b"B" * 10
+
+
+def test_async_write_from_8_threads_keeps_per_thread_order() -> None:
+    handler = Recorder()
+    per_thread = 500
+    record = struct.Struct(">II")  # thread id, sequence
+    callbacks: list = []
+    lock = threading.Lock()
+
+    def done(conn, err):
+        with lock:
+            callbacks.append(err)
+
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        with connect(engine.urls[0]) as sock:
+            assert handler.opened.wait(10)
+            conn = handler.conns[0]
+
+            def producer(tid: int) -> None:
+                for seq in range(per_thread):
+                    conn.async_write(record.pack(tid, seq), done if seq == per_thread - 1 else None)
+
+            threads = [threading.Thread(target=producer, args=(t,)) for t in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(20)
+            data = recv_exact(sock, 8 * per_thread * record.size)
+            assert wait_for(lambda: len(callbacks) == 8)
+    last = {}
+    for tid, seq in record.iter_unpack(data):
+        assert seq == last.get(tid, -1) + 1, f"thread {tid}: {seq} after {last.get(tid)}"
+        last[tid] = seq
+    assert last == {t: per_thread - 1 for t in range(8)}
+    assert callbacks == [None] * 8
+
+
+def test_async_writev_and_callback_after_close_reports_error() -> None:
+    handler = Recorder()
+    results: list = []
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        with connect(engine.urls[0]) as sock:
+            assert handler.opened.wait(10)
+            conn = handler.conns[0]
+            conn.async_writev([b"ab", bytearray(b"cd"), memoryview(b"ef")], lambda c, e: results.append(e))
+            assert recv_exact(sock, 6) == b"abcdef"
+            conn.close()
+            assert handler.closed_event.wait(10)
+            conn.async_write(b"late", lambda c, e: results.append(e))
+            assert wait_for(lambda: len(results) == 2)
+    assert results[0] is None
+    assert isinstance(results[1], ConnectionClosed)
+
+
+def test_wake_runs_on_traffic_on_the_loop_thread() -> None:
+    calls: list = []
+
+    class Waking(Recorder):
+        def on_traffic(self, conn):
+            calls.append((threading.get_ident(), conn.inbound_buffered()))
+            conn.write(b"woken")
+            return Action.NONE
+
+    handler = Waking()
+    woke: list = []
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        with connect(engine.urls[0]) as sock:
+            assert handler.opened.wait(10)
+            handler.conns[0].wake(lambda c, e: woke.append((threading.get_ident(), e)))
+            assert recv_exact(sock, 5) == b"woken"
+            assert wait_for(lambda: woke)
+    loop_thread = engine.loop.thread_id
+    assert calls == [(loop_thread, 0)]
+    assert woke == [(loop_thread, None)]
+
+
+def test_close_with_pending_writes_delivers_them() -> None:
+    big = bytes(range(256)) * 16384  # 4 MiB: far more than the socket buffers hold
+
+    class WriteThenClose(Recorder):
+        def on_open(self, conn):
+            super().on_open(conn)
+            return big, Action.CLOSE
+
+    handler = WriteThenClose()
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        with connect(engine.urls[0]) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+            assert handler.opened.wait(10)
+            assert wait_for(lambda: handler.conns[0].outbound_buffered() > 0 or handler.closed)
+            assert recv_exact(sock, len(big)) == big
+            assert sock.recv(10) == b""  # then the orderly close
+            assert handler.closed_event.wait(10)
+    assert handler.closed[0][1] is None
+
+
+def test_close_with_callback_from_another_thread() -> None:
+    handler = Recorder()
+    order: list = []
+
+    class Ordered(Recorder):
+        def on_close(self, conn, err):
+            order.append("on_close")
+            return super().on_close(conn, err)
+
+    handler = Ordered()
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        with connect(engine.urls[0]) as sock:
+            assert handler.opened.wait(10)
+            handler.conns[0].close_with_callback(lambda c, e: order.append(("cb", e)))
+            assert is_closed_by_peer(sock)
+            assert wait_for(lambda: len(order) == 2)
+    assert order == ["on_close", ("cb", None)]
+
+
+def test_context_addresses_fileno_and_socket_options() -> None:
+    info: dict = {}
+
+    class Inspect(EventHandler):
+        def on_open(self, conn):
+            conn.context = {"greeted": True}
+            conn.set_no_delay(True)
+            conn.set_keep_alive(30, 5, 3)
+            conn.set_read_buffer(131072)
+            conn.set_write_buffer(131072)
+            conn.set_linger(0)
+            conn.set_linger(None)
+            sock = socket.socket(fileno=socket.dup(conn.fileno()))
+            info.update(
+                local=conn.local_addr,
+                remote=conn.remote_addr,
+                nodelay=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+                keepalive=sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                keepidle=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            )
+            sock.close()
+            return b"hi", Action.NONE
+
+        def on_traffic(self, conn):
+            info["context"] = conn.context
+            conn.discard()
+            conn.write(b"ok")
+            return Action.NONE
+
+    with serving(Inspect(), "tcp://127.0.0.1:0") as engine:
+        with connect(engine.urls[0]) as sock:
+            assert recv_exact(sock, 2) == b"hi"
+            sock.sendall(b"x")
+            assert recv_exact(sock, 2) == b"ok"
+            assert info["local"] == sock.getpeername()
+            assert info["remote"] == sock.getsockname()
+    assert info["nodelay"] and info["keepalive"] and info["keepidle"] == 30
+    assert info["context"] == {"greeted": True}
+
+
+def test_write_after_close_raises_and_bytearray_is_copied() -> None:
+    outcome: list = []
+
+    class Writer(EventHandler):
+        def on_traffic(self, conn):
+            scratch = bytearray(b"first")
+            conn.write(scratch)
+            scratch[:] = b"XXXXX"  # reusing the buffer must not change what is sent
+            conn.discard()
+            return Action.CLOSE
+
+        def on_close(self, conn, err):
+            try:
+                conn.write(b"after")
+            except ConnectionClosed as exc:
+                outcome.append(exc)
+            return Action.NONE
+
+    with serving(Writer(), "tcp://127.0.0.1:0") as engine:
+        with connect(engine.urls[0]) as sock:
+            sock.sendall(b"go")
+            assert recv_exact(sock, 5) == b"first"
+            assert wait_for(lambda: outcome)
+    assert isinstance(outcome[0], ConnectionClosed)

@@ -1,0 +1,590 @@
+"""Validation of one `frame` block: fields, offsets, framing, checksums, dispatch."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from . import spec_ast as ast
+from .models import (
+    BodyField,
+    ByteOrder,
+    BytesType,
+    Checksum,
+    FixedFraming,
+    FrameDef,
+    Framing,
+    HeaderField,
+    ScalarType,
+)
+from .validate import byte_order, describe_type, suggestion
+from .validate_framing import FramingRules, span_at
+
+if TYPE_CHECKING:
+    from .validate import SpecBuilder
+
+CHECKSUM_WIDTHS = {"crc32": 4, "crc16_ccitt": 2, "adler32": 4}
+# Framings whose frames are a single payload, with no typed header or trailer.
+_HEADERLESS = {
+    ast.DecimalFramingDecl: "decimal",
+    ast.DelimitedFramingDecl: "delimited",
+    ast.CompositeFramingDecl: "composite",
+}
+_UNBOUNDED = 1 << 62  # "as long as you like" when reasoning about frame lengths
+DEFAULT_BODY_FIELD = "payload"
+
+
+class FrameBuilder(FramingRules):
+    def __init__(
+        self, spec: SpecBuilder, decl: ast.FrameDecl, default_max: int
+    ) -> None:
+        super().__init__(spec.bag)
+        self.types = spec.types
+        self.decl = decl
+        self.default_max = default_max
+        self.declared: dict[str, tuple[str, ast.FieldDecl]] = {}  # name -> block, decl
+        self.poisoned: set[str] = set()  # declared but broken: references stay quiet
+        self.header: list[HeaderField] = []
+        self.trailer: list[HeaderField] = []
+        self.body: list[BodyField] = []
+        self.header_size = 0
+        self.trailer_size = 0
+
+    def build(self) -> FrameDef | None:
+        framing_stmt, max_stmt, blocks, dispatch_stmt = self._partition()
+        for block in sorted(blocks.values(), key=lambda b: _position(b.span)):
+            self._declare_fields(block)
+        framing_decl = framing_stmt.framing if framing_stmt else None
+        headerless = _HEADERLESS.get(type(framing_decl))
+        for kind in ("header", "trailer"):
+            block = blocks.get(kind)
+            if block is not None and headerless:
+                self.error(
+                    block.span,
+                    f"{headerless} framing has no {kind}; typed fields need length, "
+                    "varint or fixed framing",
+                )
+        self.header, self.header_size = self._fixed_block(
+            blocks.get("header"), "header"
+        )
+        self.trailer, self.trailer_size = self._fixed_block(
+            blocks.get("trailer"), "trailer"
+        )
+        self._body(blocks.get("body"), framing_decl)
+        framing = self._framing(framing_decl) if framing_decl else None
+        if framing_stmt is None:
+            self.error(
+                self.decl.name.span,
+                f"frame '{self.decl.name.text}' has no `framing` statement",
+            )
+        self._link_size_fields()
+        max_frame = self._frame_max(max_stmt, framing)
+        self._checksums(framing)
+        dispatch = self._dispatch(dispatch_stmt)
+        if framing is None or self.bag:
+            return None
+        return FrameDef(
+            name=self.decl.name.text,
+            framing=framing,
+            location=self.decl.span.location,
+            header=tuple(self.header),
+            header_size=self.header_size,
+            body=tuple(self.body),
+            trailer=tuple(self.trailer),
+            trailer_size=self.trailer_size,
+            max_frame=max_frame,
+            dispatch=dispatch,
+        )
+
+    # --- structure -----------------------------------------------------------------
+
+    def _partition(
+        self,
+    ) -> tuple[
+        ast.FramingStmt | None,
+        ast.MaxFrameStmt | None,
+        dict[str, ast.BlockDecl],
+        ast.DispatchStmt | None,
+    ]:
+        firsts: dict[str, ast.FrameItem] = {}
+        blocks: dict[str, ast.BlockDecl] = {}
+        for item in self.decl.items:
+            if isinstance(item, ast.BlockDecl):
+                key = item.kind
+            else:
+                key = {
+                    ast.FramingStmt: "framing",
+                    ast.MaxFrameStmt: "max_frame",
+                    ast.DispatchStmt: "dispatch",
+                }[type(item)]
+            if key in firsts:
+                what = (
+                    f"`{key}` block"
+                    if isinstance(item, ast.BlockDecl)
+                    else f"`{key}` statement"
+                )
+                self.error(
+                    item.span,
+                    f"duplicate {what} in frame '{self.decl.name.text}' "
+                    f"(first at {self.where(firsts[key].span)})",
+                )
+                continue
+            firsts[key] = item
+            if isinstance(item, ast.BlockDecl):
+                blocks[key] = item
+        return (
+            firsts.get("framing"),  # type: ignore[return-value]
+            firsts.get("max_frame"),  # type: ignore[return-value]
+            blocks,
+            firsts.get("dispatch"),  # type: ignore[return-value]
+        )
+
+    def _declare_fields(self, block: ast.BlockDecl) -> None:
+        for field in block.fields:
+            name = field.name.text
+            if name in self.declared:
+                first = self.declared[name][1]
+                self.error(
+                    field.name.span,
+                    f"duplicate field '{name}' (first at {self.where(first.span)})",
+                )
+                continue
+            self.declared[name] = (block.kind, field)
+            if not self.check_identifier(field.name, "field name"):
+                self.poisoned.add(name)
+
+    def _is_own(self, block: str, field: ast.FieldDecl) -> bool:
+        """False for a repeated name: only its first declaration is built."""
+        return self.declared.get(field.name.text) == (block, field)
+
+    # --- header and trailer --------------------------------------------------------
+
+    def _fixed_block(
+        self, block: ast.BlockDecl | None, kind: str
+    ) -> tuple[list[HeaderField], int]:
+        if block is None:
+            return [], 0
+        order = byte_order(block.order, ByteOrder.BIG)
+        fields: list[HeaderField] = []
+        offset = 0
+        for decl in block.fields:
+            if not self._is_own(kind, decl):
+                continue
+            resolved = self.types.fixed(decl.type, order, kind)
+            if resolved is None:
+                self.poisoned.add(decl.name.text)
+                continue
+            field_type, enum = resolved
+            field = HeaderField(
+                name=decl.name.text,
+                type=field_type,
+                offset=offset,
+                location=decl.name.span.location,
+                enum=enum,
+            )
+            field = self._field_value(field, decl)
+            fields.append(field)
+            offset += field_type.size
+        return fields, offset
+
+    def _field_value(self, field: HeaderField, decl: ast.FieldDecl) -> HeaderField:
+        value = decl.value
+        shown = describe_type(field.type, field.enum)
+        if isinstance(value, ast.ConstValue):
+            const = self._const(field, value.value, shown)
+            return (
+                dataclasses.replace(field, const=const) if const is not None else field
+            )
+        if isinstance(value, ast.AllowedValues):
+            allowed = self._allowed(field, value, shown)
+            return dataclasses.replace(field, allowed=allowed) if allowed else field
+        if isinstance(value, ast.ChecksumValue):
+            checksum = self._checksum_decl(field, value, shown)
+            return dataclasses.replace(field, checksum=checksum) if checksum else field
+        return field
+
+    def _const(
+        self, field: HeaderField, literal: ast.IntLit | ast.StrLit, shown: str
+    ) -> int | bytes | None:
+        if isinstance(field.type, BytesType):
+            if not isinstance(literal, ast.StrLit):
+                self.error(
+                    literal.span,
+                    f"field '{field.name}' is {shown}; its constant must be a string",
+                )
+                return None
+            if len(literal.value) != field.type.size:
+                self.error(
+                    literal.span,
+                    f"constant of {len(literal.value)} bytes for field '{field.name}' of {shown}",
+                )
+                return None
+            return literal.value
+        if field.type.kind == "float":
+            self.error(literal.span, f"float field '{field.name}' cannot be a constant")
+            return None
+        if not isinstance(literal, ast.IntLit):
+            self.error(
+                literal.span,
+                f"field '{field.name}' is {shown}; its constant must be an integer",
+            )
+            return None
+        if self._in_range(field.type, literal, field.name, shown):
+            return literal.value
+        return None
+
+    def _in_range(
+        self, field_type: ScalarType, literal: ast.IntLit, name: str, shown: str
+    ) -> bool:
+        if field_type.min_value <= literal.value <= field_type.max_value:
+            return True
+        self.error(
+            literal.span,
+            f"value {literal.value} out of range for field '{name}' of {shown} "
+            f"({field_type.min_value}..{field_type.max_value})",
+        )
+        return False
+
+    def _allowed(
+        self, field: HeaderField, value: ast.AllowedValues, shown: str
+    ) -> tuple[int, ...] | None:
+        if not isinstance(field.type, ScalarType) or field.type.kind == "float":
+            self.error(
+                value.span,
+                f"an allowed set needs an integer field; '{field.name}' is {shown}",
+            )
+            return None
+        allowed: list[int] = []
+        for literal in value.values:
+            if literal.value in allowed:
+                self.error(literal.span, f"value {literal.value} listed twice")
+            elif self._in_range(field.type, literal, field.name, shown):
+                allowed.append(literal.value)
+        return tuple(allowed)
+
+    def _checksum_decl(
+        self, field: HeaderField, value: ast.ChecksumValue, shown: str
+    ) -> Checksum | None:
+        algorithm = value.algorithm.text
+        if algorithm not in CHECKSUM_WIDTHS:
+            self.error(
+                value.algorithm.span,
+                f"unknown checksum algorithm '{algorithm}' (expected crc32, crc16_ccitt or adler32)",
+            )
+            return None
+        width = CHECKSUM_WIDTHS[algorithm]
+        if (
+            field.enum
+            or not isinstance(field.type, ScalarType)
+            or field.type.kind != "uint"
+            or field.size != width
+        ):
+            self.error(
+                value.algorithm.span,
+                f"{algorithm} needs a u{8 * width} field; '{field.name}' is {shown}",
+            )
+            return None
+        start = value.start.value if value.start else 0
+        end = value.end.value if value.end else None
+        if start < 0:
+            assert value.start is not None
+            self.error(
+                value.start.span,
+                f"checksum range start must not be negative, not {start}",
+            )
+            return None
+        if end is not None and 0 <= end <= start:
+            self.error(value.span, f"empty checksum range [{start}:{end}]")
+            return None
+        return Checksum(algorithm, start, end)  # type: ignore[arg-type]
+
+    # --- body -----------------------------------------------------------------------
+
+    def _body(
+        self, block: ast.BlockDecl | None, framing: ast.FramingDecl | None
+    ) -> None:
+        if block is None:
+            if self._wants_default_body(framing):
+                if DEFAULT_BODY_FIELD in self.declared:
+                    self.error(
+                        self.decl.name.span,
+                        f"frame '{self.decl.name.text}' needs a `body` block: its "
+                        f"default body field '{DEFAULT_BODY_FIELD}' would repeat a field name",
+                    )
+                    return
+                self.body.append(
+                    BodyField(DEFAULT_BODY_FIELD, self.decl.span.location, rest=True)
+                )
+            return
+        if block.order is not None:
+            self.error(block.order.span, "body fields are bytes and have no byte order")
+        rest_field: ast.FieldDecl | None = None
+        for decl in block.fields:
+            if not self._is_own("body", decl):
+                continue
+            if rest_field is not None:
+                self.error(
+                    rest_field.name.span,
+                    f"bytes[rest] field '{rest_field.name.text}' must be the last body field",
+                )
+                rest_field = None  # say it once
+            field = self._body_field(decl)
+            if field is None:
+                self.poisoned.add(decl.name.text)
+                continue
+            if field.rest:
+                if any(previous.rest for previous in self.body):
+                    self.error(decl.type.span, "only one body field can be bytes[rest]")
+                    continue
+                rest_field = decl
+            self.body.append(field)
+        headerless = _HEADERLESS.get(type(framing))
+        if (
+            headerless
+            and not (len(self.body) == 1 and self.body[0].rest)
+            and not self.poisoned
+        ):
+            self.error(
+                block.span,
+                f"the body of a {headerless}-framed frame is a single bytes[rest] field",
+            )
+
+    def _wants_default_body(self, framing: ast.FramingDecl | None) -> bool:
+        if not isinstance(framing, ast.FixedFramingDecl):
+            return True
+        # A fixed frame gets a payload only for the bytes its fields leave over.
+        has_fields = any(block != "body" for block, _ in self.declared.values())
+        if not has_fields:
+            return True
+        if framing.size is None:
+            return False
+        size = self.size_value(framing.size, "fixed size")
+        return size is not None and size > self.header_size + self.trailer_size
+
+    def _body_field(self, decl: ast.FieldDecl) -> BodyField | None:
+        ref = decl.type
+        name = decl.name.text
+        location = decl.name.span.location
+        if ref.name.text != "bytes":
+            self.error(
+                ref.name.span,
+                "body fields are byte strings (bytes[N], bytes[FIELD] or bytes[rest]); "
+                "typed fields belong in the header",
+            )
+            return None
+        if ref.order is not None:
+            self.error(ref.order.span, "bytes fields have no byte order")
+        if decl.value is not None:
+            self.error(decl.value.span, f"body field '{name}' cannot have a value")
+        arg = ref.arg
+        if arg is None:
+            self.error(
+                ref.span, "bytes needs a size: bytes[N], bytes[FIELD] or bytes[rest]"
+            )
+            return None
+        if isinstance(arg, ast.RestArg):
+            return BodyField(name, location, rest=True)
+        if isinstance(arg, ast.IntLit):
+            if arg.value <= 0:
+                self.error(arg.span, f"bytes size must be positive, not {arg.value}")
+                return None
+            return BodyField(name, location, size=arg.value)
+        return (
+            BodyField(name, location, size_field=arg.text)
+            if self._size_field_ok(name, arg)
+            else None
+        )
+
+    def _size_field_ok(self, body_name: str, ref: ast.Ident) -> bool:
+        name = ref.text
+        if name in self.poisoned:
+            return False
+        if name not in self.declared:
+            self.error(
+                ref.span, f"unknown field '{name}'" + suggestion(name, self.declared)
+            )
+            return False
+        block = self.declared[name][0]
+        if block != "header":
+            self.error(
+                ref.span,
+                f"body field '{body_name}' is sized by '{name}', which must be a header "
+                f"field (it is in the {block})",
+            )
+            return False
+        field = next(field for field in self.header if field.name == name)
+        if (
+            field.enum
+            or not isinstance(field.type, ScalarType)
+            or field.type.kind == "float"
+        ):
+            self.error(
+                ref.span,
+                f"body field '{body_name}' is sized by '{name}', which is not an integer "
+                f"({describe_type(field.type, field.enum)})",
+            )
+            return False
+        if field.checksum is not None:
+            self.error(
+                ref.span,
+                f"body field '{body_name}' is sized by checksum field '{name}'",
+            )
+            return False
+        return True
+
+    def _link_size_fields(self) -> None:
+        """Mark header fields that carry a body field's size (`size_of`)."""
+        for body_field in self.body:
+            if body_field.size_field is None:
+                continue
+            index = next(
+                i for i, f in enumerate(self.header) if f.name == body_field.size_field
+            )
+            field = self.header[index]
+            if field.computed_length:
+                self.error(
+                    span_at(body_field.location),
+                    f"body field '{body_field.name}' is sized by the length field "
+                    f"'{field.name}'; use bytes[rest]",
+                )
+            elif field.size_of is not None:
+                self.error(
+                    span_at(body_field.location),
+                    f"field '{field.name}' already sizes body field '{field.size_of}'",
+                )
+            else:
+                self.header[index] = dataclasses.replace(field, size_of=body_field.name)
+
+    # --- limits, checksums, dispatch ---------------------------------------------------
+
+    def _min_frame(self) -> int:
+        return (
+            self.header_size + sum(f.size or 0 for f in self.body) + self.trailer_size
+        )
+
+    def _frame_max(self, stmt: ast.MaxFrameStmt | None, framing: Framing | None) -> int:
+        max_frame = self.default_max
+        if stmt is not None:
+            max_frame = self.size_value(stmt.size, "max_frame") or self.default_max
+        span = stmt.size.span if stmt else self.decl.name.span
+        if isinstance(framing, FixedFraming) and framing.size > max_frame:
+            self.error(span, f"fixed size {framing.size} exceeds max_frame {max_frame}")
+        elif self._min_frame() > max_frame:
+            self.error(
+                span,
+                f"max_frame {max_frame} is smaller than the smallest frame ({self._min_frame()} bytes)",
+            )
+        return max_frame
+
+    def _checksums(self, framing: Framing | None) -> None:
+        fixed = framing.size if isinstance(framing, FixedFraming) else None
+        shortest = fixed if fixed is not None else self._min_frame()
+        longest = fixed if fixed is not None else _UNBOUNDED
+        for in_trailer, fields in ((False, self.header), (True, self.trailer)):
+            for field in fields:
+                if field.checksum is None:
+                    continue
+                decl = self.declared[field.name][1]
+                assert isinstance(decl.value, ast.ChecksumValue)
+                checksum = field.checksum
+                shown = (
+                    f"[{checksum.start}:{'' if checksum.end is None else checksum.end}]"
+                )
+                if (
+                    fixed is not None
+                    and checksum.end is not None
+                    and checksum.end > fixed
+                ):
+                    self.error(
+                        decl.value.span,
+                        f"checksum range {shown} ends beyond the {fixed}-byte frame",
+                    )
+                    continue
+                for length in _candidate_lengths(
+                    checksum, field, in_trailer, self.trailer_size, shortest, longest
+                ):
+                    if _covers_itself(
+                        checksum, field, in_trailer, self.trailer_size, length
+                    ):
+                        self.error(
+                            decl.value.span,
+                            f"checksum range {shown} includes the checksum field '{field.name}' itself",
+                        )
+                        break
+
+    def _dispatch(self, stmt: ast.DispatchStmt | None) -> str | None:
+        if stmt is None:
+            return None
+        name = stmt.field.text
+        if name in self.poisoned:
+            return None
+        field = next((f for f in self.header + self.trailer if f.name == name), None)
+        if field is None:
+            if name in self.declared:
+                self.error(
+                    stmt.field.span,
+                    f"cannot dispatch on '{name}': it is a body field, not an enum field",
+                )
+            else:
+                self.error(
+                    stmt.field.span,
+                    f"unknown field '{name}'" + suggestion(name, self.declared),
+                )
+            return None
+        if field.enum is None:
+            self.error(
+                stmt.field.span,
+                f"cannot dispatch on '{name}': it is not an enum field ({describe_type(field.type)})",
+            )
+            return None
+        return name
+
+
+def _position(span: ast.Span) -> tuple[int, int]:
+    return span.location.line, span.location.column
+
+
+def _field_range(
+    field: HeaderField, in_trailer: bool, trailer_size: int, length: int
+) -> tuple[int, int]:
+    start = length - trailer_size + field.offset if in_trailer else field.offset
+    return start, start + field.size
+
+
+def _range_end(checksum: Checksum, length: int) -> int:
+    if checksum.end is None:
+        return length
+    return length + checksum.end if checksum.end < 0 else checksum.end
+
+
+def _covers_itself(
+    checksum: Checksum,
+    field: HeaderField,
+    in_trailer: bool,
+    trailer_size: int,
+    length: int,
+) -> bool:
+    field_start, field_end = _field_range(field, in_trailer, trailer_size, length)
+    return checksum.start < field_end and _range_end(checksum, length) > field_start
+
+
+def _candidate_lengths(
+    checksum: Checksum,
+    field: HeaderField,
+    in_trailer: bool,
+    trailer_size: int,
+    shortest: int,
+    longest: int,
+) -> list[int]:
+    """Frame lengths where overlap can first appear: both bounds and the breakpoints.
+
+    Overlap conditions are linear in the frame length, so checking the ends of
+    the allowed lengths and where each condition flips is enough.
+    """
+    candidates = {shortest, longest}
+    if in_trailer:
+        base = trailer_size - field.offset
+        candidates.add(checksum.start + base - field.size + 1)
+        if checksum.end is not None and checksum.end >= 0:
+            candidates.add(checksum.end + base - 1)
+    return sorted(min(max(length, shortest), longest) for length in candidates)

@@ -1,0 +1,267 @@
+"""Validation of a frame's `framing` statement (mixed into FrameBuilder).
+
+Each framing kind has its rules here; they read the already-built header,
+body and trailer of the frame and return the IR framing, or None after
+reporting what is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from . import spec_ast as ast
+from .models import (
+    BodyField,
+    CompositeFraming,
+    DecimalFraming,
+    DelimitedFraming,
+    FixedFraming,
+    Framing,
+    HeaderField,
+    LengthFraming,
+    ScalarType,
+    VarintFraming,
+)
+from .validate import Checker, describe_type, suggestion
+
+LENGTH_WIDTHS = (1, 2, 3, 4, 8)
+LENGTH_COUNTS = ("body", "frame", "after_field")
+VARINT_STYLES = ("leb128", "mqtt")
+
+
+class FramingRules(Checker):
+    """The framing half of FrameBuilder; needs the attributes declared below."""
+
+    declared: dict[str, tuple[str, ast.FieldDecl]]
+    poisoned: set[str]
+    header: list[HeaderField]
+    header_size: int
+    body: list[BodyField]
+    trailer_size: int
+
+    def _framing(self, decl: ast.FramingDecl) -> Framing | None:
+        if isinstance(decl, ast.LengthFramingDecl):
+            return self._length_framing(decl)
+        if isinstance(decl, ast.VarintFramingDecl):
+            style = decl.style.text if decl.style else "leb128"
+            if style not in VARINT_STYLES:
+                assert decl.style is not None
+                self.error(
+                    decl.style.span,
+                    f"unknown varint style '{style}' (expected leb128 or mqtt)",
+                )
+                return None
+            return VarintFraming(style=style, offset=self.header_size)  # type: ignore[arg-type]
+        if isinstance(decl, ast.DecimalFramingDecl):
+            return self._decimal_framing(decl)
+        if isinstance(decl, ast.DelimitedFramingDecl):
+            delimiters = self._delimiters(decl.delimiters)
+            strip = decl.mode is None or decl.mode.text == "strip"
+            return (
+                DelimitedFraming(delimiters=delimiters, strip=strip)
+                if delimiters
+                else None
+            )
+        if isinstance(decl, ast.FixedFramingDecl):
+            return self._fixed_framing(decl)
+        return self._composite_framing(decl)
+
+    def _length_framing(self, decl: ast.LengthFramingDecl) -> LengthFraming | None:
+        field = self._length_field(decl.field)
+        options: dict[str, ast.LengthOption] = {}
+        for option in decl.options:
+            if option.name in options:
+                self.error(option.span, f"duplicate length option '{option.name}'")
+            else:
+                options[option.name] = option
+        counts = "body"
+        if "counts" in options:
+            value = options["counts"].value
+            shown = value.text if isinstance(value, ast.Ident) else str(value.value)
+            if shown not in LENGTH_COUNTS:
+                self.error(
+                    value.span,
+                    f"unknown length count '{shown}' (expected body, frame or after_field)",
+                )
+                return None
+            counts = shown
+        adjustment = options["adjust"].value.value if "adjust" in options else 0  # type: ignore[union-attr]
+        strip = 0
+        if "strip" in options:
+            literal = options["strip"].value
+            assert isinstance(literal, ast.IntLit)
+            strip = literal.value
+            if strip < 0:
+                self.error(literal.span, f"strip must not be negative, not {strip}")
+                return None
+            if strip > self.header_size:
+                self.error(
+                    literal.span,
+                    f"strip {strip} is larger than the header ({self.header_size} bytes)",
+                )
+                return None
+        if field is None:
+            return None
+        index = self.header.index(field)
+        self.header[index] = dataclasses.replace(field, computed_length=True)
+        assert isinstance(field.type, ScalarType)
+        return LengthFraming(
+            field=field.name,
+            offset=field.offset,
+            size=field.size,
+            order=field.type.order,
+            adjustment=adjustment,
+            counts=counts,  # type: ignore[arg-type]
+            strip=strip,
+        )
+
+    def _length_field(self, ref: ast.Ident) -> HeaderField | None:
+        name = ref.text
+        if name in self.poisoned:
+            return None
+        if name not in self.declared:
+            self.error(
+                ref.span, f"unknown field '{name}'" + suggestion(name, self.declared)
+            )
+            return None
+        block = self.declared[name][0]
+        if block != "header":
+            self.error(
+                ref.span,
+                f"length field '{name}' must be in the header, not the {block}",
+            )
+            return None
+        field = next(field for field in self.header if field.name == name)
+        shown = describe_type(field.type, field.enum)
+        if (
+            field.enum
+            or not isinstance(field.type, ScalarType)
+            or field.type.kind == "float"
+        ):
+            self.error(
+                ref.span, f"length field '{name}' must be an integer, not {shown}"
+            )
+            return None
+        if field.size not in LENGTH_WIDTHS:
+            self.error(
+                ref.span,
+                f"width not allowed: length field '{name}' is {field.size} bytes ({shown}); "
+                "length fields are 1, 2, 3, 4 or 8 bytes",
+            )
+            return None
+        if (
+            field.const is not None
+            or field.allowed is not None
+            or field.checksum is not None
+        ):
+            self.error(
+                ref.span,
+                f"length field '{name}' is computed on encode; it cannot also be "
+                "a constant, an allowed set or a checksum",
+            )
+            return None
+        return field
+
+    def _decimal_framing(self, decl: ast.DecimalFramingDecl) -> DecimalFraming | None:
+        if decl.separator is None or decl.terminator is None:
+            return DecimalFraming()
+        if not decl.separator.value:
+            self.error(decl.separator.span, "empty separator")
+            return None
+        if any(char in b"0123456789" for char in decl.separator.value):
+            self.error(decl.separator.span, "the separator must not contain digits")
+            return None
+        return DecimalFraming(
+            separator=decl.separator.value, terminator=decl.terminator.value
+        )
+
+    def _delimiters(self, literals: tuple[ast.StrLit, ...]) -> tuple[bytes, ...]:
+        delimiters: list[bytes] = []
+        for literal in literals:
+            if not literal.value:
+                self.error(literal.span, "empty delimiter")
+            elif literal.value in delimiters:
+                self.error(literal.span, f"duplicate delimiter {literal.value!r}")
+            else:
+                delimiters.append(literal.value)
+        return tuple(delimiters) if len(delimiters) == len(literals) else ()
+
+    def _fixed_framing(self, decl: ast.FixedFramingDecl) -> FixedFraming | None:
+        fixed_body = sum(field.size or 0 for field in self.body)
+        needed = self.header_size + fixed_body + self.trailer_size
+        has_rest = any(field.rest for field in self.body)
+        for field in self.body:
+            if field.size_field is not None:
+                self.error(
+                    span_at(field.location),
+                    f"body field '{field.name}' of a fixed-size frame cannot be sized by a field",
+                )
+                return None
+        if decl.size is None:
+            if has_rest:
+                self.error(
+                    decl.span,
+                    "fixed framing with a bytes[rest] field needs a size: `framing fixed N`",
+                )
+                return None
+            return FixedFraming(size=needed)
+        size = self.size_value(decl.size, "fixed size")
+        if size is None:
+            return None
+        if size < needed:
+            parts = "the header" if needed == self.header_size else "its fields"
+            self.error(
+                decl.size.span,
+                f"fixed size {size} is smaller than {parts} ({needed} bytes)",
+            )
+            return None
+        if size > needed and not has_rest:
+            self.error(
+                decl.size.span,
+                f"fixed size {size} leaves {size - needed} bytes without a field; "
+                "add a bytes[rest] body field",
+            )
+            return None
+        return FixedFraming(size=size)
+
+    def _composite_framing(
+        self, decl: ast.CompositeFramingDecl
+    ) -> CompositeFraming | None:
+        ok = True
+        if not decl.head.value:
+            self.error(decl.head.span, "empty delimiter")
+            ok = False
+        if decl.length_header is not None:
+            name = decl.length_header.value
+            if not name or any(char in b": \t\r\n" for char in name):
+                self.error(
+                    decl.length_header.span,
+                    "a header name is non-empty, without ':' or spaces",
+                )
+                ok = False
+        if decl.length_token is not None and decl.length_token.value < 0:
+            self.error(decl.length_token.span, "token positions count from 0")
+            ok = False
+        for command in decl.commands or ():
+            if not command.value or any(char in b" \t\r\n" for char in command.value):
+                self.error(command.span, "a command is a non-empty word")
+                ok = False
+        if not ok:
+            return None
+        return CompositeFraming(
+            head_delimiter=decl.head.value,
+            length_header=(
+                decl.length_header.value.decode("latin-1")
+                if decl.length_header
+                else None
+            ),
+            length_token=decl.length_token.value if decl.length_token else None,
+            token_commands=(
+                tuple(c.value for c in decl.commands) if decl.commands else None
+            ),
+            body_trailer=decl.body_trailer.value if decl.body_trailer else b"",
+        )
+
+
+def span_at(location: object) -> ast.Span:
+    return ast.Span(location)  # type: ignore[arg-type]

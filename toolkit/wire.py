@@ -1,0 +1,100 @@
+"""Small runtime helpers that generated codecs import.
+
+Everything that is the same for every protocol lives here instead of being
+pasted into each generated module: checksums that `zlib` lacks and varint
+coding. Hot paths stay in C where the standard library allows it.
+"""
+
+from __future__ import annotations
+
+import binascii
+import zlib
+
+from .errors import MalformedFrame
+
+Buffer = bytes | bytearray | memoryview
+
+# --- checksums -----------------------------------------------------------------
+
+crc32 = zlib.crc32
+adler32 = zlib.adler32
+
+
+def crc16_ccitt(data: Buffer) -> int:
+    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final xor.
+
+    `binascii.crc_hqx` is the same table-driven CRC written in C, so no Python
+    loop runs per byte. Check value: crc16_ccitt(b"123456789") == 0x29B1.
+    """
+    return binascii.crc_hqx(data, 0xFFFF)
+
+
+# --- varints -------------------------------------------------------------------
+
+LEB128_MAX_BYTES = 10
+MQTT_MAX_BYTES = 4
+MQTT_MAX_VALUE = 268_435_455  # 0xFF 0xFF 0xFF 0x7F
+
+
+def read_varint(data: Buffer, pos: int, max_bytes: int) -> tuple[int, int]:
+    """Decode a base-128 little-endian varint (LEB128 and MQTT share the coding).
+
+    Returns (value, end) or (-1, pos) when the buffer ends inside the varint.
+    Raises MalformedFrame for a varint longer than `max_bytes` and for
+    non-minimal encodings (a final 0x00 byte after a continuation), so every
+    value has exactly one wire form.
+    """
+    value = 0
+    shift = 0
+    limit = min(len(data), pos + max_bytes)
+    index = pos
+    while index < limit:
+        byte = data[index]
+        index += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            if byte == 0 and index - pos > 1:
+                raise MalformedFrame(f"non-minimal varint at offset {pos}")
+            if max_bytes == LEB128_MAX_BYTES and value >= 1 << 64:
+                raise MalformedFrame(f"varint at offset {pos} exceeds 64 bits")
+            return value, index
+        shift += 7
+    if index - pos >= max_bytes:
+        raise MalformedFrame(f"varint at offset {pos} is longer than {max_bytes} bytes")
+    return -1, pos
+
+
+def encode_leb128(value: int) -> bytes:
+    """Encode an unsigned integer below 2**64 as LEB128 (protobuf's varint)."""
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"varint value {value} is outside 0..2**64-1")
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_mqtt_varint(value: int) -> bytes:
+    """Encode MQTT's remaining length (at most 4 bytes, so at most 268435455)."""
+    if not 0 <= value <= MQTT_MAX_VALUE:
+        raise ValueError(
+            f"MQTT remaining length {value} is outside 0..{MQTT_MAX_VALUE}"
+        )
+    return encode_leb128(value)
+
+
+__all__ = [
+    "crc32",
+    "adler32",
+    "crc16_ccitt",
+    "read_varint",
+    "encode_leb128",
+    "encode_mqtt_varint",
+    "LEB128_MAX_BYTES",
+    "MQTT_MAX_BYTES",
+    "MQTT_MAX_VALUE",
+]
