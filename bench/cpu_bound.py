@@ -59,8 +59,7 @@ def serve(port: int, loops: int, burn_us: float, policy: str) -> None:
                 conn.discard(end)
             return Action.NONE
 
-    options = {"reuse_port": True} if policy == "reuseport" else {"load_balancing": policy}
-    run(BurningEcho(), f"tcp://127.0.0.1:{port}", loops=loops, **options)
+    run(BurningEcho(), f"tcp://127.0.0.1:{port}", loops=loops, load_balancing=policy)
 
 
 def free_port() -> int:

@@ -47,15 +47,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s, small counts")
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="seconds before measuring"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round of 1 s, small counts"
+    )
     parser.add_argument("--peers", help="comma list of peer names (default: all)")
-    parser.add_argument("--idle-peers", default=IDLE_PEERS, help="peers for the memory/capacity runs")
-    parser.add_argument("--scenarios", help="comma list of substrings selecting scenarios")
+    parser.add_argument(
+        "--idle-peers", default=IDLE_PEERS, help="peers for the memory/capacity runs"
+    )
+    parser.add_argument(
+        "--scenarios", help="comma list of substrings selecting scenarios"
+    )
     parser.add_argument("--idle-conns", type=int, default=10_000)
     parser.add_argument("--max-conns", type=int, default=15_000)
     parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
-    parser.add_argument("--output", type=Path, default=RESULTS, help="directory for JSON/PNG")
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS, help="directory for JSON/PNG"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 1.0, 0.3
@@ -71,7 +81,9 @@ def _selected(scenarios: list[Scenario], spec: str | None) -> list[Scenario]:
     return [s for s in scenarios if any(w in s.name for w in wanted)]
 
 
-def _prepare_peers(names: str | None, workdir: Path) -> tuple[list[Peer], dict[str, str]]:
+def _prepare_peers(
+    names: str | None, workdir: Path
+) -> tuple[list[Peer], dict[str, str]]:
     wanted = {n.strip() for n in names.split(",")} if names else None
     ready, skipped = [], {}
     for peer in all_peers():
@@ -97,7 +109,11 @@ def _rotate(items: list[Peer], by: int) -> list[Peer]:
 def _git_revision() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return out.stdout.strip()
     except OSError:
@@ -114,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     scenarios = _selected(
-        all_scenarios(args.duration, args.warmup, args.idle_conns, args.max_conns), args.scenarios
+        all_scenarios(args.duration, args.warmup, args.idle_conns, args.max_conns),
+        args.scenarios,
     )
     runs: list[dict] = []
     started = time.strftime("%Y%m%d-%H%M%S")
@@ -128,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                 for scenario in (s for s in scenarios if s.family == THROUGHPUT):
                     serving = [p for p in peers if p.kind == scenario.kind]
                     for peer in _rotate(serving, round_no):
-                        run = run_throughput(scenario, peer, pool, binary, round_no, args.duration)
+                        run = run_throughput(
+                            scenario, peer, pool, binary, round_no, args.duration
+                        )
                         runs.append(run)
                         _progress(run, args.rounds)
         finally:
@@ -160,23 +179,36 @@ def main(argv: list[str] | None = None) -> int:
     write_json(json_path, meta, runs, rows, skipped)
     print(f"\nresults: {json_path}")
     png_path = json_path.with_suffix(".png")
-    if write_chart(png_path, rows, f"protogen benchmarks {started} (medians of {args.rounds} rounds)"):
+    if write_chart(
+        png_path,
+        rows,
+        f"protogen benchmarks {started} (medians of {args.rounds} rounds)",
+    ):
         print(f"chart:   {png_path}")
     failed = [r for r in runs if not r["ok"]]
     for run in failed:
-        print(f"ERROR {run['scenario']} {run['peer']}: {run.get('first_error', '')}", file=sys.stderr)
+        print(
+            f"ERROR {run['scenario']} {run['peer']}: {run.get('first_error', '')}",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 
 def _progress(run: dict, rounds: int) -> None:
     what = (
-        f"{run['rps']:,.0f} req/s" if run.get("rps") is not None
-        else f"{run['bytes_per_conn']:,.0f} B/conn, held {run.get('held')}"
-        if run.get("bytes_per_conn") is not None
-        else "-"
+        f"{run['rps']:,.0f} req/s"
+        if run.get("rps") is not None
+        else (
+            f"{run['bytes_per_conn']:,.0f} B/conn, held {run.get('held')}"
+            if run.get("bytes_per_conn") is not None
+            else "-"
+        )
     )
     status = "ok" if run["ok"] else f"ERROR {run.get('first_error', '')}"
-    print(f"[{run['round'] + 1}/{rounds}] {run['scenario']:<26} {run['peer']:<17} {what}  {status}", flush=True)
+    print(
+        f"[{run['round'] + 1}/{rounds}] {run['scenario']:<26} {run['peer']:<17} {what}  {status}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

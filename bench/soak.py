@@ -37,11 +37,21 @@ RSS_SAMPLE_EVERY = 5.0
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
-    parser.add_argument("--conns", type=int, default=32, help="connections per protocol")
-    parser.add_argument("--depth", type=int, default=8, help="frames in flight per connection")
-    parser.add_argument("--churn", type=int, default=500, help="reconnect after K frames")
-    parser.add_argument("--echo-max", type=int, default=16384, help="largest echo payload")
+    parser.add_argument(
+        "--duration", type=float, default=600.0, help="seconds (default 600)"
+    )
+    parser.add_argument(
+        "--conns", type=int, default=32, help="connections per protocol"
+    )
+    parser.add_argument(
+        "--depth", type=int, default=8, help="frames in flight per connection"
+    )
+    parser.add_argument(
+        "--churn", type=int, default=500, help="reconnect after K frames"
+    )
+    parser.add_argument(
+        "--echo-max", type=int, default=16384, help="largest echo payload"
+    )
     parser.add_argument("--lines-max", type=int, default=2048, help="longest line")
     parser.add_argument("--against", choices=("protogen", "uvloop"), default="protogen")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -51,7 +61,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _peers(against: str, workdir: Path) -> dict[str, Peer]:
     chosen = {}
     for peer in all_peers():
-        if peer.kind in (ECHO, LINES) and peer.name == against and peer.kind not in chosen:
+        if (
+            peer.kind in (ECHO, LINES)
+            and peer.name == against
+            and peer.kind not in chosen
+        ):
             chosen[peer.kind] = peer
     for kind, peer in chosen.items():
         if not peer.prepare(workdir):
@@ -73,7 +87,9 @@ def _spec(kind: str, args: argparse.Namespace) -> LoadSpec:
     )
 
 
-def soak(args: argparse.Namespace, binary: Path, peers: dict[str, Peer]) -> dict[str, dict]:
+def soak(
+    args: argparse.Namespace, binary: Path, peers: dict[str, Peer]
+) -> dict[str, dict]:
     servers: dict[str, Server] = {}
     results: dict[str, dict] = {}
     try:
@@ -84,7 +100,9 @@ def soak(args: argparse.Namespace, binary: Path, peers: dict[str, Peer]) -> dict
         for kind, server in servers.items():
             spec = _spec(kind, args)
             cmd = load_command(binary, Target(server.port), spec, cpu=None)
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
             clients[kind] = (proc, spec)
         started = time.monotonic()
         next_report = started + 60
@@ -95,7 +113,9 @@ def soak(args: argparse.Namespace, binary: Path, peers: dict[str, Peer]) -> dict
             if time.monotonic() >= next_report:
                 next_report += 60
                 elapsed = time.monotonic() - started
-                mem = ", ".join(f"{k} RSS {rss[k]['peak'] / 2**20:.1f} MiB peak" for k in servers)
+                mem = ", ".join(
+                    f"{k} RSS {rss[k]['peak'] / 2**20:.1f} MiB peak" for k in servers
+                )
                 print(f"  {elapsed:5.0f} s elapsed; {mem}", flush=True)
         for kind, (proc, spec) in clients.items():
             server = servers[kind]
@@ -157,9 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     _print_summary(results)
     args.output.mkdir(parents=True, exist_ok=True)
     path = args.output / f"soak-{stamp}.json"
-    path.write_text(json.dumps({"args": vars(args) | {"output": str(args.output)}, "results": results}, indent=2) + "\n")
+    path.write_text(
+        json.dumps(
+            {"args": vars(args) | {"output": str(args.output)}, "results": results},
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"results: {path}")
-    failed = any(int(r.get("errors", 0)) or int(r.get("lost", 0)) for r in results.values())
+    failed = any(
+        int(r.get("errors", 0)) or int(r.get("lost", 0)) for r in results.values()
+    )
     print("SOAK FAILED" if failed else "soak passed: 0 frames lost")
     return 1 if failed else 0
 

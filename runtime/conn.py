@@ -176,9 +176,16 @@ class Conn:
         out = self._out
         if out is None:
             self._out = [data]
+        elif self._ostate == OUT_WAITING:
+            # The kernel is refusing bytes: this chunk outlives the callback (own a
+            # copy) and may push the queue over the water marks.
+            out.append(data if type(data) is bytes else bytes(data))
+            self._out_bytes += n
+            self._queued += n
+            if self._out_bytes > self.loop._high:
+                self.loop._pressure(self)
+            return n
         else:
-            if self._ostate == OUT_WAITING and type(data) is not bytes:
-                data = bytes(data)  # stays queued past this callback: own a copy
             out.append(data)
         self._out_bytes += n
         self._queued += n

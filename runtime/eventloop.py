@@ -481,7 +481,7 @@ class EventLoop:
                     out[j] = bytes(chunk)
             conn._ostate = OUT_WAITING
         if remaining > self._write_cap:
-            self._finish_close(conn, OutboundOverflow(f"{remaining} unsent bytes exceed write_buffer_cap {self._write_cap}"))
+            self._overflow(conn)
             return
         if remaining > self._high and not conn._paused:
             conn._paused = True
@@ -503,6 +503,23 @@ class EventLoop:
                 break
             sent += len(chunk)
         return sent
+
+    def _pressure(self, conn: Conn) -> None:
+        """A write while the kernel refuses bytes took the queue above the high mark."""
+        if conn._out_bytes > self._write_cap:
+            # Closing inside the caller's write would pull the conn from under it.
+            self._tasks.append((self._overflow, (conn,)))
+        elif not conn._paused:
+            conn._paused = True
+            if self._pause_hook is not None:
+                self._call_pause_hook(conn, True)
+            self._update_interest(conn)
+
+    def _overflow(self, conn: Conn) -> None:
+        if conn._state != CLOSED and conn._out_bytes > self._write_cap:
+            self._finish_close(
+                conn, OutboundOverflow(f"{conn._out_bytes} unsent bytes exceed write_buffer_cap {self._write_cap}")
+            )
 
     def _resume(self, conn: Conn) -> None:
         """Leave the paused state (drained below the low water mark)."""

@@ -123,6 +123,7 @@ class MulticoreServer:
         self._listeners: list[socket.socket] = []
         self._unix_paths: list[str] = []
         self._worker_urls: list[str] = []
+        self._urls: list[str] = []
         self._supervisor: Supervisor | None = None
         self._stop_requested = False
         self._fatal = False
@@ -133,6 +134,7 @@ class MulticoreServer:
     def run(self) -> None:
         try:
             self._bind()
+            self._urls = self.bound_addresses
             policy = ROUND_ROBIN if self.mode == REUSEPORT else self.mode
             balancer = (
                 new_balancer(policy, self.workers, self.counters) if self._listeners else None
@@ -159,6 +161,10 @@ class MulticoreServer:
             self.counters.close()
         if self._fatal:
             raise FatalWorkerError("a worker stopped on a fatal handler error (see the log)")
+        if self._supervisor is not None and self._supervisor.gave_up:
+            raise FatalWorkerError(
+                "workers kept dying right after starting; gave up (see the log)"
+            )
 
     def stop(self) -> None:
         self._stop_requested = True
@@ -180,6 +186,8 @@ class MulticoreServer:
     @property
     def bound_addresses(self) -> list[str]:
         """URLs as bound (port 0 replaced by the real port)."""
+        if self._urls:
+            return list(self._urls)
         return [_url_of(sock) for sock in self._listeners] + list(self._worker_urls)
 
     # -- binding -----------------------------------------------------------------------
@@ -207,17 +215,25 @@ class MulticoreServer:
                 self._worker_urls.append(self._fix_port(address))
 
     def _fix_port(self, address: Address) -> str:
-        """Workers must all bind one port: resolve port 0 here, once."""
-        if address.port != 0:
-            return address.url
+        """Probe-bind a worker address once in the parent.
+
+        Workers must all bind one port, so port 0 is resolved here; and an
+        address that cannot be bound (in use, not ours) fails ``run()`` at
+        once with the bind error instead of crash-looping the workers.
+        """
+        if not hasattr(socket, "SO_REUSEPORT"):
+            raise OSError(f"cannot serve {address.url} with several workers: no SO_REUSEPORT")
         probe = socket.socket(address.family, address.socktype)
         try:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            probe.bind(address.sockaddr)
+            try:
+                probe.bind(address.sockaddr)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot bind {address.url}: {exc.strerror}") from exc
             port = probe.getsockname()[1]
         finally:
             probe.close()
-        return _format_url(address, port)
+        return address.url if address.port == port else _format_url(address, port)
 
     def _close_listeners(self) -> None:
         for sock in self._listeners:
@@ -238,6 +254,7 @@ class MulticoreServer:
 
     def _worker_main(self, link: WorkerLink) -> int:
         """Runs in the forked child; returns its exit status."""
+        _WORKER["urls"] = self._urls
         self._listeners = []  # the supervisor closed these fds in the child
         self._unix_paths = []  # files belong to the parent
         return _serve_worker(self.handler, self._worker_urls, self.options, link)
@@ -273,15 +290,23 @@ class ClusterEngine:
     def count_connections(self) -> int:
         return self._link.counters.total(ConnectionCounters.LIVE)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> Any:
+        """``EngineStats`` summed over every worker (totals lag up to 0.5 s)."""
+        from .engine import EngineStats
+
         counters = self._link.counters
-        return {
-            "connections": counters.total(counters.LIVE),
-            "opened": counters.total(counters.OPENED),
-            "closed": counters.total(counters.CLOSED),
-            "bytes_in": counters.total(counters.BYTES_IN),
-            "bytes_out": counters.total(counters.BYTES_OUT),
-        }
+        return EngineStats(
+            connections_opened=counters.total(counters.OPENED),
+            connections_closed=counters.total(counters.CLOSED),
+            connections_active=counters.total(counters.LIVE),
+            bytes_in=counters.total(counters.BYTES_IN),
+            bytes_out=counters.total(counters.BYTES_OUT),
+        )
+
+    @property
+    def urls(self) -> list[str]:
+        """Every URL the server listens on (real ports), parent- or worker-bound."""
+        return list(_WORKER.get("urls") or self._engine.urls)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
@@ -338,6 +363,7 @@ def _serve_worker(
     from . import engine as engine_module  # deferred: engine imports this module
 
     _WORKER.update(link=link, counters=link.counters, index=link.index, cluster=None)
+    _WORKER.setdefault("urls", urls)
     handler.__class__ = _counting_class(type(handler))
     worker_options = options.replace(loops=1, multicore=False, reuse_port=True)
     engine = engine_module.Engine(handler, urls, worker_options)
@@ -394,6 +420,8 @@ def _url_of(sock: socket.socket) -> str:
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         path = name.decode() if isinstance(name, bytes) else name
+        if path.startswith("\0"):  # Linux abstract namespace
+            path = "@" + path[1:]
         return f"unix://{path}"
     scheme = "udp" if sock.type == socket.SOCK_DGRAM else "tcp"
     if sock.family == socket.AF_INET6:

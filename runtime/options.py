@@ -14,7 +14,8 @@ from typing import Any
 KIB = 1024
 MIB = 1024 * KIB
 
-LOAD_BALANCING = ("round_robin", "least_connections", "source_addr_hash")
+# "reuseport": every worker binds its own SO_REUSEPORT listener (multicore.py).
+LOAD_BALANCING = ("round_robin", "least_connections", "source_addr_hash", "reuseport")
 
 
 @dataclass

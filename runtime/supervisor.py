@@ -21,7 +21,9 @@ no worker outlives its supervisor.
 Supervision: a worker that exits with a non-zero status or a signal is logged
 and restarted after a backoff (``backoff_initial`` doubling per consecutive
 quick failure, capped at ``backoff_max``; a worker that lived
-``stable_after`` seconds resets the backoff).  A worker that exits 0 on its
+``stable_after`` seconds resets the backoff).  After ``max_quick_failures``
+quick deaths in a row of one worker the supervisor gives up and stops (a
+crash loop is a bug to report, not to hide).  A worker that exits 0 on its
 own asked for shutdown, and the supervisor stops everything.  Connections
 for a dead worker go to the next live one; if none is alive they wait (in
 the parent, bounded) for the restart.
@@ -150,6 +152,7 @@ class Supervisor:
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         stable_after: float = 5.0,
+        max_quick_failures: int = 8,
         install_signal_handlers: bool = True,
         final_exit_codes: Iterable[int] = (0,),
         on_exit_status: Callable[[int], None] | None = None,
@@ -166,6 +169,8 @@ class Supervisor:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._stable_after = stable_after
+        self._max_quick_failures = max_quick_failures
+        self.gave_up = False
         self._install_signals = install_signal_handlers
         # A worker exiting by itself with one of these stops the server.
         self._final_exit_codes = frozenset(final_exit_codes)
@@ -379,6 +384,19 @@ class Supervisor:
                 self.stop()
                 return True
         slot.failures = 1 if lived >= self._stable_after else slot.failures + 1
+        if slot.failures > self._max_quick_failures:
+            self._log.critical(
+                "worker %d (pid %d) died (%s) %d times in a row within %.0fs of "
+                "starting: giving up, stopping the server",
+                slot.index,
+                pid,
+                _describe_status(status),
+                slot.failures,
+                self._stable_after,
+            )
+            self.gave_up = True
+            self.stop()
+            return True
         delay = min(self._backoff_max, self._backoff_initial * 2 ** (slot.failures - 1))
         slot.restart_at = time.monotonic() + delay
         self._log.error(

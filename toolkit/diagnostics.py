@@ -56,6 +56,10 @@ class SpecError(Exception):
         )
         super().__init__(self.render())
 
+    def __reduce__(self) -> tuple[type[SpecError], tuple[list[Diagnostic]]]:
+        # Rebuild from the diagnostics (e.g. across a process pool).
+        return (SpecError, (self.diagnostics,))
+
     def render(self) -> str:
         return "\n".join(diagnostic.render() for diagnostic in self.diagnostics)
 

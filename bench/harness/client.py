@@ -95,7 +95,9 @@ def _parse_report(stdout: str) -> dict[str, Any]:
     raise ClientError(f"load client printed no report: {stdout[-500:]!r}")
 
 
-def load_command(binary: Path, target: Target, spec: LoadSpec, cpu: int | None = 1) -> list[str]:
+def load_command(
+    binary: Path, target: Target, spec: LoadSpec, cpu: int | None = 1
+) -> list[str]:
     return pinned([str(binary), *target.args(), "--mode", "load", *spec.args()], cpu)
 
 

@@ -46,12 +46,18 @@ class ScriptPeer(Peer):
 
     def prepare(self, workdir: Path) -> bool:
         if not self.script.is_file():
-            self.skip_reason = f"{self.script.relative_to(EXAMPLES.parent)} does not exist yet"
+            self.skip_reason = (
+                f"{self.script.relative_to(EXAMPLES.parent)} does not exist yet"
+            )
             return False
         return True
 
     def command(self, port: int) -> tuple[list[str], Path | None]:
-        where = ["--listen", listen_url(port)] if self.listen_flag else ["--port", str(port)]
+        where = (
+            ["--listen", listen_url(port)]
+            if self.listen_flag
+            else ["--port", str(port)]
+        )
         return [sys.executable, str(self.script), *self.args, *where], None
 
 
@@ -65,30 +71,52 @@ class GeneratedPeer(Peer):
 
     def prepare(self, workdir: Path) -> bool:
         if not self.spec.is_file():
-            self.skip_reason = f"{self.spec.relative_to(EXAMPLES.parent)} does not exist yet"
+            self.skip_reason = (
+                f"{self.spec.relative_to(EXAMPLES.parent)} does not exist yet"
+            )
             return False
         self.outdir = workdir / f"gen-{self.name}"
         build = subprocess.run(
-            [sys.executable, "-m", "protogen", "build", str(self.spec), "-o", str(self.outdir)],
+            [
+                sys.executable,
+                "-m",
+                "protogen",
+                "build",
+                str(self.spec),
+                "-o",
+                str(self.outdir),
+            ],
             capture_output=True,
             text=True,
             timeout=120,
         )
         if build.returncode != 0:
             tail = (build.stderr or build.stdout).strip().splitlines()[-3:]
-            self.skip_reason = f"`protogen build {self.spec.name}` failed: {' | '.join(tail)}"
+            self.skip_reason = (
+                f"`protogen build {self.spec.name}` failed: {' | '.join(tail)}"
+            )
             return False
         if not (
             (self.outdir / f"{self.module}.py").is_file()
             or (self.outdir / self.module / "__init__.py").is_file()
         ):
-            made = sorted(p.name for p in self.outdir.iterdir()) if self.outdir.is_dir() else []
+            made = (
+                sorted(p.name for p in self.outdir.iterdir())
+                if self.outdir.is_dir()
+                else []
+            )
             self.skip_reason = f"build produced no module {self.module!r} (got {made})"
             return False
         return True
 
     def command(self, port: int) -> tuple[list[str], Path | None]:
-        return [sys.executable, "-m", self.module, "--listen", listen_url(port)], self.outdir
+        return [
+            sys.executable,
+            "-m",
+            self.module,
+            "--listen",
+            listen_url(port),
+        ], self.outdir
 
 
 @dataclass
@@ -106,7 +134,11 @@ class HttpExamplePeer(Peer):
         for name in ("server.py", "serve.py"):
             if (self.directory / name).is_file():
                 self._delegate = ScriptPeer(
-                    self.name, self.kind, True, script=self.directory / name, listen_flag=True
+                    self.name,
+                    self.kind,
+                    True,
+                    script=self.directory / name,
+                    listen_flag=True,
                 )
                 return True
         specs = sorted(self.directory.glob("*.proto.dsl"))
@@ -114,7 +146,9 @@ class HttpExamplePeer(Peer):
             self.skip_reason = "examples/http/ has no server.py and no *.proto.dsl"
             return False
         module = specs[0].name.removesuffix(".proto.dsl") + "_server"
-        self._delegate = GeneratedPeer(self.name, self.kind, True, spec=specs[0], module=module)
+        self._delegate = GeneratedPeer(
+            self.name, self.kind, True, spec=specs[0], module=module
+        )
         if not self._delegate.prepare(workdir):
             self.skip_reason = self._delegate.skip_reason
             return False
@@ -134,7 +168,11 @@ def all_peers() -> list[Peer]:
         ScriptPeer("asyncio", ECHO, script=echo, args=("--loop", "asyncio")),
         ScriptPeer("twisted", ECHO, script=PEERS / "twisted_echo.py"),
         GeneratedPeer(
-            "protogen", ECHO, True, spec=EXAMPLES / "echo.proto.dsl", module="echo_server"
+            "protogen",
+            ECHO,
+            True,
+            spec=EXAMPLES / "echo.proto.dsl",
+            module="echo_server",
         ),
         ScriptPeer(
             "protogen-runtime",
@@ -147,7 +185,11 @@ def all_peers() -> list[Peer]:
         HttpExamplePeer("protogen", HTTP, True),
         ScriptPeer("uvloop", LINES, script=lines, args=("--loop", "uvloop")),
         GeneratedPeer(
-            "protogen", LINES, True, spec=EXAMPLES / "lines.proto.dsl", module="lines_server"
+            "protogen",
+            LINES,
+            True,
+            spec=EXAMPLES / "lines.proto.dsl",
+            module="lines_server",
         ),
     ]
 

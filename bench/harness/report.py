@@ -28,7 +28,9 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "runs": len(group),
             "ok_runs": len(good),
             "errors": sum(int(r.get("errors", 0)) for r in group),
-            "first_error": next((r["first_error"] for r in group if r.get("first_error")), ""),
+            "first_error": next(
+                (r["first_error"] for r in group if r.get("first_error")), ""
+            ),
         }
         for key in ("rps", "p50_us", "p99_us", "bytes_per_conn", "held", "connect_s"):
             values = [r[key] for r in good if r.get(key) is not None]
@@ -36,7 +38,11 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append(row)
     for row in rows:
         base = next(
-            (r for r in rows if r["scenario"] == row["scenario"] and r["peer"] == BASELINE),
+            (
+                r
+                for r in rows
+                if r["scenario"] == row["scenario"] and r["peer"] == BASELINE
+            ),
             None,
         )
         metric = "bytes_per_conn" if row["family"] == MEMORY else "rps"
@@ -67,7 +73,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, meta: dict[str, Any], runs: list, rows: list, skipped: dict) -> None:
+def write_json(
+    path: Path, meta: dict[str, Any], runs: list, rows: list, skipped: dict
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {"meta": meta, "skipped": skipped, "summary": rows, "runs": runs}
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
@@ -84,7 +92,9 @@ def write_chart(path: Path, rows: list[dict[str, Any]], title: str) -> bool:
     except ImportError:
         return False
     speed = [r for r in rows if r["family"] == THROUGHPUT and r["ratio"] is not None]
-    memory = [r for r in rows if r["family"] == MEMORY and r["bytes_per_conn"] is not None]
+    memory = [
+        r for r in rows if r["family"] == MEMORY and r["bytes_per_conn"] is not None
+    ]
     if not speed and not memory:
         return False
     panels = [p for p in (speed, memory) if p]
@@ -98,7 +108,14 @@ def write_chart(path: Path, rows: list[dict[str, Any]], title: str) -> bool:
         for i, peer in enumerate(peers):
             values = []
             for scenario in scenarios:
-                row = next((r for r in panel if r["scenario"] == scenario and r["peer"] == peer), None)
+                row = next(
+                    (
+                        r
+                        for r in panel
+                        if r["scenario"] == scenario and r["peer"] == peer
+                    ),
+                    None,
+                )
                 if panel is speed:
                     values.append(row["ratio"] if row else 0)
                 else:
@@ -111,7 +128,9 @@ def write_chart(path: Path, rows: list[dict[str, Any]], title: str) -> bool:
             ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
             ax.set_ylabel("req/s relative to uvloop (higher is better)")
         else:
-            ax.axhline(600, color="red", linewidth=0.8, linestyle="--", label="target 600 B")
+            ax.axhline(
+                600, color="red", linewidth=0.8, linestyle="--", label="target 600 B"
+            )
             ax.set_ylabel("RSS per idle connection, bytes (lower is better)")
         ax.legend(fontsize=8)
     fig.suptitle(title)

@@ -29,7 +29,13 @@ def echo_scenarios(duration: float, warmup: float) -> list[Scenario]:
     for depth in (1, 16):
         for size, label in ((64, "64B"), (4096, "4KiB")):
             for conns in (50, 1000):
-                spec = LoadSpec(conns=conns, depth=depth, size=size, duration=duration, warmup=warmup)
+                spec = LoadSpec(
+                    conns=conns,
+                    depth=depth,
+                    size=size,
+                    duration=duration,
+                    warmup=warmup,
+                )
                 name = f"echo-d{depth}-{label}-c{conns}"
                 scenarios.append(Scenario(name, THROUGHPUT, ECHO, load=spec))
     return scenarios
@@ -46,10 +52,18 @@ def all_scenarios(
     ]
 
 
-def start_server(peer: Peer) -> Server:
-    port = free_port()
-    cmd, cwd = peer.command(port)
-    return Server(f"{peer.name}-{peer.kind}", cmd, port, cwd=cwd).start()
+def start_server(peer: Peer, attempts: int = 3) -> Server:
+    """Start `peer` on a free port; retry on a new port if it fails to start (the
+    port may have been taken between the probe and the server's bind)."""
+    for attempt in range(attempts):
+        port = free_port()
+        cmd, cwd = peer.command(port)
+        try:
+            return Server(f"{peer.name}-{peer.kind}", cmd, port, cwd=cwd).start()
+        except ServerError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 class ServerPool:
@@ -72,7 +86,9 @@ class ServerPool:
         self.servers.clear()
 
 
-def _record(scenario: Scenario, peer: Peer, round_no: int, **values: Any) -> dict[str, Any]:
+def _record(
+    scenario: Scenario, peer: Peer, round_no: int, **values: Any
+) -> dict[str, Any]:
     record = {"scenario": scenario.name, "family": scenario.family, "peer": peer.name}
     record.update(round=round_no, **values)
     record.setdefault("errors", 0)
@@ -81,7 +97,12 @@ def _record(scenario: Scenario, peer: Peer, round_no: int, **values: Any) -> dic
 
 
 def run_throughput(
-    scenario: Scenario, peer: Peer, pool: ServerPool, binary: Path, round_no: int, duration: float
+    scenario: Scenario,
+    peer: Peer,
+    pool: ServerPool,
+    binary: Path,
+    round_no: int,
+    duration: float,
 ) -> dict[str, Any]:
     try:
         server = pool.get(peer)
@@ -95,7 +116,17 @@ def run_throughput(
             report = run_wrk(server.port, conns, pipeline, duration)
     except (ClientError, ServerError, OSError) as exc:
         return _record(scenario, peer, round_no, errors=1, first_error=str(exc)[-300:])
-    keep = ("rps", "p50_us", "p99_us", "errors", "first_error", "sent", "received", "lost", "mismatches")
+    keep = (
+        "rps",
+        "p50_us",
+        "p99_us",
+        "errors",
+        "first_error",
+        "sent",
+        "received",
+        "lost",
+        "mismatches",
+    )
     values = {k: report[k] for k in keep if k in report}
     if not server.alive():
         values["errors"] = int(values.get("errors", 0)) + 1
@@ -110,7 +141,9 @@ def run_idle(scenario: Scenario, peer: Peer, binary: Path) -> dict[str, Any]:
     try:
         with start_server(peer) as server:
             target = Target(server.port)
-            with HeldConnections(binary, target, 16) as warm:  # imports, first allocations
+            with HeldConnections(
+                binary, target, 16
+            ) as warm:  # imports, first allocations
                 warm.release()
             time.sleep(0.5)
             before = server.rss()

@@ -42,7 +42,9 @@ def _die_with_parent() -> None:
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(
+            1, signal.SIGTERM
+        )  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
@@ -117,14 +119,18 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.stop()
-                raise ServerError(f"{self.name} exited ({self.proc.returncode}): {self.log_tail()}")
+                raise ServerError(
+                    f"{self.name} exited ({self.proc.returncode}): {self.log_tail()}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return self
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise ServerError(f"{self.name} did not listen on {self.port}: {self.log_tail()}")
+        raise ServerError(
+            f"{self.name} did not listen on {self.port}: {self.log_tail()}"
+        )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -134,7 +140,9 @@ class Server:
         if not self.alive():
             return 0
         assert self.proc is not None
-        return sum(_rss_of(pid) for pid in [self.proc.pid, *_descendants(self.proc.pid)])
+        return sum(
+            _rss_of(pid) for pid in [self.proc.pid, *_descendants(self.proc.pid)]
+        )
 
     def log_tail(self, limit: int = 1500) -> str:
         try:

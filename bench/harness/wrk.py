@@ -54,14 +54,18 @@ def parse_wrk(output: str) -> dict[str, Any]:
     if match := re.search(r"(\d+) requests in", output):
         result["requests"] = int(match.group(1))
     errors = 0
-    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+    if match := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    ):
         errors += sum(int(g) for g in match.groups())
     if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
         errors += int(match.group(1))
     result["errors"] = errors
     if errors:
         result["first_error"] = " ".join(
-            line.strip() for line in output.splitlines() if "errors" in line or "Non-2xx" in line
+            line.strip()
+            for line in output.splitlines()
+            if "errors" in line or "Non-2xx" in line
         )
     return result
 

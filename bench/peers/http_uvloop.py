@@ -39,8 +39,12 @@ def _plaintext(keep_alive: bool) -> bytes:
     )
 
 
-NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nServer: uvloop-httptools\r\nContent-Length: 0\r\n\r\n"
-BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+NOT_FOUND = (
+    b"HTTP/1.1 404 Not Found\r\nServer: uvloop-httptools\r\nContent-Length: 0\r\n\r\n"
+)
+BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+)
 
 
 class HttpProtocol(asyncio.Protocol):

@@ -42,9 +42,14 @@ def loadclient(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class ThreadedServer:
     """A tiny asyncio server on its own thread and loop, bound to a free port."""
 
-    def __init__(self, protocol_factory: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(
+        self,
+        protocol_factory: Callable[[], asyncio.Protocol],
+        unix_path: str | None = None,
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self.factory = protocol_factory
+        self.unix_path = unix_path
         self.port = 0
         started = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(started,), daemon=True)
@@ -53,10 +58,15 @@ class ThreadedServer:
 
     def _run(self, started: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(
-            self.loop.create_server(self.factory, "127.0.0.1", 0, backlog=1024)
-        )
-        self.port = server.sockets[0].getsockname()[1]
+        if self.unix_path:
+            listening = self.loop.create_unix_server(self.factory, self.unix_path)
+        else:
+            listening = self.loop.create_server(
+                self.factory, "127.0.0.1", 0, backlog=1024
+            )
+        server = self.loop.run_until_complete(listening)
+        if not self.unix_path:
+            self.port = server.sockets[0].getsockname()[1]
         started.set()
         self.loop.run_forever()
         server.close()
@@ -67,7 +77,7 @@ class ThreadedServer:
         self.thread.join(10)
 
 
-def framed_server(reply: Reply) -> ThreadedServer:
+def framed_server(reply: Reply, unix_path: str | None = None) -> ThreadedServer:
     """Length-prefixed server answering each frame with `reply(index, payload)`."""
     counter = iter(range(1 << 62))
 
@@ -87,7 +97,7 @@ def framed_server(reply: Reply) -> ThreadedServer:
                 del self.buffer[: 4 + size]
             self.transport.write(b"".join(out))
 
-    return ThreadedServer(Framed)
+    return ThreadedServer(Framed, unix_path)
 
 
 def line_server(ending: bytes) -> ThreadedServer:
@@ -111,8 +121,19 @@ def serve() -> Iterator[Callable[[ThreadedServer], ThreadedServer]]:
         server.close()
 
 
-def run_client(binary: Path, port: int, *args: str, timeout: float = 30) -> tuple[int, dict]:
-    cmd = [str(binary), "--port", str(port), "--duration", "0.5", "--warmup", "0.1", *args]
+def run_client(
+    binary: Path, port: int, *args: str, timeout: float = 30
+) -> tuple[int, dict]:
+    cmd = [
+        str(binary),
+        "--port",
+        str(port),
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -125,6 +146,30 @@ def test_correct_echo_passes_with_every_frame_accounted(loadclient, serve) -> No
     assert report["requests"] > 0 and report["rps"] > 0
     assert report["sent"] == report["received"] > report["requests"] - 1
     assert 0 < report["p50_us"] <= report["p99_us"] <= report["max_us"] + 1
+
+
+def test_unix_socket_target(loadclient, serve, tmp_path: Path) -> None:
+    path = str(tmp_path / "echo.sock")
+    serve(framed_server(echo_frame, unix_path=path))
+    proc = subprocess.run(
+        [
+            str(loadclient),
+            "--unix",
+            path,
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0",
+            "--depth",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0, report
+    assert report["requests"] > 0 and report["lost"] == 0
 
 
 def test_random_sizes_and_reconnect_churn_pass(loadclient, serve) -> None:
@@ -157,9 +202,13 @@ def test_a_dropped_frame_is_reported(loadclient, serve) -> None:
         return b"" if index == 30 else echo_frame(index, payload)
 
     server = serve(framed_server(drop_one))
-    code, report = run_client(loadclient, server.port, "--conns", "1", "--depth", "1", "--drain", "0.5")
+    code, report = run_client(
+        loadclient, server.port, "--conns", "1", "--depth", "1", "--drain", "0.5"
+    )
     assert code == 1
-    assert report["lost"] == 1  # depth 1: the client waits for it forever, then gives up
+    assert (
+        report["lost"] == 1
+    )  # depth 1: the client waits for it forever, then gives up
     assert report["sent"] == report["received"] + 1
 
 
@@ -176,7 +225,9 @@ def test_reordered_frames_are_reported(loadclient, serve) -> None:
         return echo_frame(index, payload)
 
     server = serve(framed_server(swap_two))
-    code, report = run_client(loadclient, server.port, "--conns", "1", "--depth", "4", "--drain", "0.5")
+    code, report = run_client(
+        loadclient, server.port, "--conns", "1", "--depth", "4", "--drain", "0.5"
+    )
     assert code == 1
     assert report["mismatches"] == 1
 
@@ -220,13 +271,23 @@ def test_line_mode_reports_a_changed_line(loadclient, serve) -> None:
             self.transport.write(data.upper())  # alters the letters, keeps the framing
 
     server = serve(ThreadedServer(Upper))
-    code, report = run_client(loadclient, server.port, "--proto", "lines", "--conns", "1")
+    code, report = run_client(
+        loadclient, server.port, "--proto", "lines", "--conns", "1"
+    )
     assert code == 1 and report["mismatches"] == 1
 
 
 def test_hold_mode_holds_answers_and_rechecks(loadclient, serve) -> None:
     server = serve(framed_server(echo_frame))
-    cmd = [str(loadclient), "--port", str(server.port), "--mode", "hold", "--conns", "300"]
+    cmd = [
+        str(loadclient),
+        "--port",
+        str(server.port),
+        "--mode",
+        "hold",
+        "--conns",
+        "300",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         ready = proc.stdout.readline()
@@ -245,7 +306,11 @@ def test_hold_mode_holds_answers_and_rechecks(loadclient, serve) -> None:
 
 
 def test_bad_usage_exits_2(loadclient) -> None:
-    proc = subprocess.run([str(loadclient), "--conns", "0", "--port", "1"], capture_output=True, timeout=10)
+    proc = subprocess.run(
+        [str(loadclient), "--conns", "0", "--port", "1"],
+        capture_output=True,
+        timeout=10,
+    )
     assert proc.returncode == 2
 
 
@@ -267,10 +332,27 @@ Requests/sec: 999.50
 def test_summary_takes_medians_and_ratios_to_uvloop() -> None:
     runs = [
         {"scenario": "s", "family": "throughput", "peer": peer, "ok": True, "rps": rps}
-        for peer, rps in [("uvloop", 100), ("uvloop", 300), ("uvloop", 200), ("p", 260), ("p", 240)]
+        for peer, rps in [
+            ("uvloop", 100),
+            ("uvloop", 300),
+            ("uvloop", 200),
+            ("p", 260),
+            ("p", 240),
+        ]
     ]
-    runs.append({"scenario": "s", "family": "throughput", "peer": "p", "ok": False, "rps": 1, "errors": 1})
+    runs.append(
+        {
+            "scenario": "s",
+            "family": "throughput",
+            "peer": "p",
+            "ok": False,
+            "rps": 1,
+            "errors": 1,
+        }
+    )
     rows = {row["peer"]: row for row in summarize(runs)}
     assert rows["uvloop"]["rps"] == 200 and rows["uvloop"]["ratio"] == 1.0
-    assert rows["p"]["rps"] == 250 and rows["p"]["ratio"] == 1.25  # the failed run is excluded
+    assert (
+        rows["p"]["rps"] == 250 and rows["p"]["ratio"] == 1.25
+    )  # the failed run is excluded
     assert rows["p"]["errors"] == 1

@@ -28,10 +28,10 @@ def build(tmp_path: Path):
 @pytest.fixture(scope="session")
 def codec(tmp_path_factory: pytest.TempPathFactory):
     """codec(spec) -> imported codec module, generated once per spec per session."""
-    cache: dict[int, ModuleType] = {}
+    cache: dict[tuple[str, str], ModuleType] = {}
 
     def _codec(protocol: ir.ProtocolSpec) -> ModuleType:
-        key = id(protocol)
+        key = (protocol.name, protocol.source_sha256)
         if key not in cache:
             cache[key] = import_codec(protocol, tmp_path_factory.mktemp("codec"))
         return cache[key]

@@ -199,16 +199,14 @@ def test_load_spec_accepts_str_paths() -> None:
 
 
 def test_length_field_inside_a_header() -> None:
-    frame = frame_of(
-        """
+    frame = frame_of("""
         framing length(size) counts frame adjust -4 strip 2
         header little {
             magic: u16 = 0xCAFE
             size: u24
             flags: u8
         }
-        """
-    )
+        """)
     assert frame.framing == LengthFraming(
         field="size",
         offset=2,
@@ -364,8 +362,7 @@ def test_byte_order_block_default_and_field_overrides() -> None:
 
 
 def test_constants_allowed_sets_and_bytes() -> None:
-    frame = frame_of(
-        """
+    frame = frame_of("""
         framing fixed
         header {
             magic: bytes[4] = "RIFF"
@@ -377,8 +374,7 @@ def test_constants_allowed_sets_and_bytes() -> None:
             zeros: bytes[2] = "\\x00\\0"
             opaque: bytes[8]
         }
-        """
-    )
+        """)
     by_name = {f.name: f for f in frame.header}
     assert by_name["magic"].type == BytesType(4)
     assert by_name["magic"].const == b"RIFF"
@@ -395,14 +391,12 @@ def test_constants_allowed_sets_and_bytes() -> None:
 
 
 def test_checksums_in_header_and_trailer() -> None:
-    frame = frame_of(
-        """
+    frame = frame_of("""
         framing length(n)
         header { n: u16 hcrc: u16 = crc16_ccitt[0:2] }
         body { data: bytes[rest] }
         trailer little { a: u32 = adler32[4:-8] crc: u32 = crc32[:-4] }
-        """
-    )
+        """)
     hcrc = frame.field("hcrc")
     assert hcrc is not None and hcrc.checksum == Checksum("crc16_ccitt", 0, 2)
     assert frame.trailer == (
@@ -432,8 +426,7 @@ def test_checksum_over_the_whole_fixed_frame_before_it() -> None:
 
 
 def test_memcached_binary_request_and_response() -> None:
-    spec = parse(
-        """
+    spec = parse("""
         protocol memcache
         server decodes Request encodes Response
         enum Opcode : u8 { get = 0x00, set = 0x01, delete = 0x04 }
@@ -474,8 +467,7 @@ def test_memcached_binary_request_and_response() -> None:
             }
             body { extras: bytes[extras_length] key: bytes[key_length] value: bytes[rest] }
         }
-        """
-    )
+        """)
     assert (spec.server_decodes, spec.server_encodes) == ("Request", "Response")
     assert spec.enum("Opcode").members == (
         EnumMember("get", 0, loc("t.dsl", 4, 20)),
@@ -515,7 +507,9 @@ def test_memcached_binary_request_and_response() -> None:
 
 
 def test_constant_size_body_fields() -> None:
-    frame = frame_of("framing length(n)\nheader { n: u8 }\nbody { id: bytes[16] rest: bytes[rest] }")
+    frame = frame_of(
+        "framing length(n)\nheader { n: u8 }\nbody { id: bytes[16] rest: bytes[rest] }"
+    )
     assert [(b.name, b.size, b.rest) for b in frame.body] == [
         ("id", 16, False),
         ("rest", None, True),
@@ -531,8 +525,7 @@ def test_empty_body_block_means_no_body() -> None:
 
 
 def test_enum_with_explicit_byte_order_and_signed_base() -> None:
-    spec = parse(
-        """
+    spec = parse("""
         protocol p
         enum Code : i16 le {
             minus = -1
@@ -540,8 +533,7 @@ def test_enum_with_explicit_byte_order_and_signed_base() -> None:
             plus = 1,
         }
         frame F { framing fixed header { a: Code b: Code be } dispatch on a }
-        """
-    )
+        """)
     code = spec.enum("Code")
     assert code.base == ScalarType("int", 2, LITTLE)
     assert [(m.name, m.value) for m in code.members] == [
@@ -565,25 +557,21 @@ def test_enum_takes_the_header_order_when_it_has_none() -> None:
 
 
 def test_max_frame_default_spec_wide_and_per_frame() -> None:
-    spec = parse(
-        """
+    spec = parse("""
         protocol p
         server decodes A encodes B
         frame A { framing varint }
         frame B { framing varint }
-        """
-    )
+        """)
     assert spec.frame("A").max_frame == DEFAULT_MAX_FRAME
-    spec = parse(
-        """
+    spec = parse("""
         protocol p
         max_frame 2 GiB
         server decodes A encodes B
         frame A { framing varint }
         frame B { framing varint max_frame 512 B }
         frame C { max_frame 3 MiB framing varint }
-        """
-    )
+        """)
     assert spec.frame("A").max_frame == 2 << 30
     assert spec.frame("B").max_frame == 512
     assert spec.frame("C").max_frame == 3 << 20
@@ -605,14 +593,12 @@ def test_transports(statement: str, expected: tuple[str, ...]) -> None:
 
 
 def test_base_classes() -> None:
-    spec = parse(
-        """
+    spec = parse("""
         protocol p
         handler_base "app.handlers:BaseHandler"
         frame_base "app.frames.base:Frame"
         frame F { framing varint }
-        """
-    )
+        """)
     assert spec.handler_base == "app.handlers:BaseHandler"
     assert spec.frame_base == "app.frames.base:Frame"
 
@@ -625,21 +611,24 @@ def test_server_encodes_defaults_to_what_it_decodes() -> None:
 
 
 def test_keywords_are_fine_as_field_names() -> None:
-    frame = frame_of(
-        """
+    frame = frame_of("""
         framing length(length)
         header { length: u32 body: u8 frame: u8 header: u8 framing: u8 }
         body { trailer: bytes[rest] }
-        """
-    )
-    assert [f.name for f in frame.header] == ["length", "body", "frame", "header", "framing"]
+        """)
+    assert [f.name for f in frame.header] == [
+        "length",
+        "body",
+        "frame",
+        "header",
+        "framing",
+    ]
     assert frame.body[0].name == "trailer"
 
 
 def test_comments_and_layout_do_not_matter() -> None:
     one_line = parse("protocol p frame F { framing length(n) header { n: u16 } }")
-    spread = parse(
-        """
+    spread = parse("""
         # a comment
         protocol   p   # trailing comment
         frame F
@@ -650,8 +639,7 @@ def test_comments_and_layout_do_not_matter() -> None:
                     u16
             }
         }
-        """
-    )
+        """)
     assert one_line.frames[0].framing == spread.frames[0].framing
     assert one_line.frames[0].header[0].type == spread.frames[0].header[0].type
 

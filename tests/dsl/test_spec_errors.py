@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 import textwrap
 
@@ -24,14 +25,18 @@ def errors(text: str) -> list[str]:
 
 def frame_errors(body: str, prelude: str = "") -> list[str]:
     """Errors of a spec whose frame F (from line 3) holds `body`."""
-    return errors(f"protocol p\n{prelude}frame F {{\n{textwrap.dedent(body).strip()}\n}}\n")
+    return errors(
+        f"protocol p\n{prelude}frame F {{\n{textwrap.dedent(body).strip()}\n}}\n"
+    )
 
 
 # --- rendering ---------------------------------------------------------------------------
 
 
 def test_rendering_names_the_place_shows_the_line_and_a_caret() -> None:
-    text = "protocol p\nframe F {\n    framing length(nosuch)\n    header { n: u16 }\n}\n"
+    text = (
+        "protocol p\nframe F {\n    framing length(nosuch)\n    header { n: u16 }\n}\n"
+    )
     with pytest.raises(SpecError) as caught:
         parse_spec(text, "specs/bad.proto.dsl")
     assert str(caught.value) == (
@@ -46,9 +51,17 @@ def test_caret_keeps_tabs_so_it_lines_up() -> None:
     assert diagnostic.render() == "f:1:3: error: boom\n\t\tx = 1\n\t\t^"
 
 
+def test_spec_errors_survive_pickling() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec("protocol p\nframe F { framing fixed 0 }", "p.dsl")
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert copy.diagnostics == caught.value.diagnostics
+    assert str(copy) == str(caught.value)
+
+
 def test_several_semantic_errors_are_reported_together_in_order() -> None:
-    assert errors(
-        """
+    assert (
+        errors("""
         protocol p
         frame F {
             framing length(len)
@@ -57,27 +70,29 @@ def test_several_semantic_errors_are_reported_together_in_order() -> None:
             dispatch on len
         }
         server decodes G
-        """
-    ) == [
-        "3:20: width not allowed: length field 'len' is 5 bytes (u40); "
-        "length fields are 1, 2, 3, 4 or 8 bytes",
-        "4:29: unknown type 'Nope'",
-        "5:23: unknown field 'missing'",
-        "6:17: cannot dispatch on 'len': it is not an enum field (u40)",
-        "8:16: unknown frame 'G'",
-    ]
+        """)
+        == [
+            "3:20: width not allowed: length field 'len' is 5 bytes (u40); "
+            "length fields are 1, 2, 3, 4 or 8 bytes",
+            "4:29: unknown type 'Nope'",
+            "5:23: unknown field 'missing'",
+            "6:17: cannot dispatch on 'len': it is not an enum field (u40)",
+            "8:16: unknown frame 'G'",
+        ]
+    )
 
 
 def test_errors_in_literals_are_reported_with_semantic_ones() -> None:
-    assert errors(
-        r"""
+    assert (
+        errors(r"""
         protocol p
         frame F { framing delimited "\q" max_frame 0 }
-        """
-    ) == [
-        "2:30: bad escape '\\q' in string (use \\r \\n \\t \\0 \\\\ \\\" or \\xNN)",
-        "2:44: max_frame must be positive, not 0",
-    ]
+        """)
+        == [
+            "2:30: bad escape '\\q' in string (use \\r \\n \\t \\0 \\\\ \\\" or \\xNN)",
+            "2:44: max_frame must be positive, not 0",
+        ]
+    )
 
 
 # --- syntax errors -------------------------------------------------------------------------
@@ -108,7 +123,7 @@ def test_expected_names_and_literals_read_as_words() -> None:
         "3:26: unexpected '}'; expected an integer"
     ]
     assert errors("protocol 12") == ["1:10: unexpected integer 12; expected a name"]
-    assert errors('protocol p handler_base nope') == [
+    assert errors("protocol p handler_base nope") == [
         "1:25: unexpected name 'nope'; expected a string"
     ]
 
@@ -161,13 +176,11 @@ def test_duplicate_top_level_statement() -> None:
 
 
 def test_duplicate_field_across_blocks() -> None:
-    assert frame_errors(
-        """
+    assert frame_errors("""
         framing length(n)
         header { n: u16 key: u8 }
         body { key: bytes[rest] }
-        """
-    ) == ["5:8: duplicate field 'key' (first at 4:17)"]
+        """) == ["5:8: duplicate field 'key' (first at 4:17)"]
 
 
 def test_duplicate_field_in_a_header() -> None:
@@ -183,17 +196,18 @@ def test_duplicate_frame() -> None:
 
 
 def test_duplicate_enum_and_enum_named_like_a_frame() -> None:
-    assert errors(
-        """
+    assert (
+        errors("""
         protocol p
         enum E : u8 { a = 1 }
         enum E : u8 { b = 2 }
         frame E { framing varint }
-        """
-    ) == [
-        "3:6: duplicate name 'E' (first at 2:6)",
-        "4:7: duplicate name 'E' (first at 2:6)",
-    ]
+        """)
+        == [
+            "3:6: duplicate name 'E' (first at 2:6)",
+            "4:7: duplicate name 'E' (first at 2:6)",
+        ]
+    )
 
 
 def test_duplicate_enum_member() -> None:
@@ -232,10 +246,22 @@ def test_type_name_as_frame_name() -> None:
 @pytest.mark.parametrize(
     ("type_name", "message"),
     [
-        ("u9", "width not allowed: 'u9' (integers are u8, u16, u24, ... u64: 1 to 8 whole bytes)"),
-        ("i12", "width not allowed: 'i12' (integers are i8, i16, i24, ... i64: 1 to 8 whole bytes)"),
-        ("u72", "width not allowed: 'u72' (integers are u8, u16, u24, ... u64: 1 to 8 whole bytes)"),
-        ("u0", "width not allowed: 'u0' (integers are u8, u16, u24, ... u64: 1 to 8 whole bytes)"),
+        (
+            "u9",
+            "width not allowed: 'u9' (integers are u8, u16, u24, ... u64: 1 to 8 whole bytes)",
+        ),
+        (
+            "i12",
+            "width not allowed: 'i12' (integers are i8, i16, i24, ... i64: 1 to 8 whole bytes)",
+        ),
+        (
+            "u72",
+            "width not allowed: 'u72' (integers are u8, u16, u24, ... u64: 1 to 8 whole bytes)",
+        ),
+        (
+            "u0",
+            "width not allowed: 'u0' (integers are u8, u16, u24, ... u64: 1 to 8 whole bytes)",
+        ),
         ("f16", "width not allowed: 'f16' (floats are f32 or f64)"),
     ],
 )
@@ -246,7 +272,9 @@ def test_width_not_allowed(type_name: str, message: str) -> None:
 
 
 def test_unknown_type_suggests_a_close_name() -> None:
-    assert frame_errors("framing fixed\nheader { a: uint32 b: Opcod }", "enum Opcode : u8 { x = 1 }\n") == [
+    assert frame_errors(
+        "framing fixed\nheader { a: uint32 b: Opcod }", "enum Opcode : u8 { x = 1 }\n"
+    ) == [
         "5:13: unknown type 'uint32' (did you mean 'u32'?)",
         "5:23: unknown type 'Opcod' (did you mean 'Opcode'?)",
     ]
@@ -271,8 +299,14 @@ def test_unknown_size_unit() -> None:
         ("a: u8 = 256", "value 256 out of range for field 'a' of u8 (0..255)"),
         ("a: u8 = -1", "value -1 out of range for field 'a' of u8 (0..255)"),
         ("a: i8 = -129", "value -129 out of range for field 'a' of i8 (-128..127)"),
-        ("a: u24 = 0x1000000", "value 16777216 out of range for field 'a' of u24 (0..16777215)"),
-        ("a: u16 in {1, 65536}", "value 65536 out of range for field 'a' of u16 (0..65535)"),
+        (
+            "a: u24 = 0x1000000",
+            "value 16777216 out of range for field 'a' of u24 (0..16777215)",
+        ),
+        (
+            "a: u16 in {1, 65536}",
+            "value 65536 out of range for field 'a' of u16 (0..65535)",
+        ),
     ],
 )
 def test_constant_out_of_range(declaration: str, message: str) -> None:
@@ -317,9 +351,9 @@ def test_length_of_an_unknown_field_suggests() -> None:
 
 
 def test_length_field_in_the_trailer_or_body() -> None:
-    assert frame_errors(
-        "framing length(t)\nheader { n: u8 }\ntrailer { t: u16 }"
-    ) == ["3:16: length field 't' must be in the header, not the trailer"]
+    assert frame_errors("framing length(t)\nheader { n: u8 }\ntrailer { t: u16 }") == [
+        "3:16: length field 't' must be in the header, not the trailer"
+    ]
     assert frame_errors(
         "framing length(b)\nheader { n: u8 }\nbody { b: bytes[4] }"
     ) == ["3:16: length field 'b' must be in the header, not the body"]
@@ -389,18 +423,21 @@ def test_body_field_sized_by_unknown_field() -> None:
 
 
 def test_body_field_sized_by_a_non_integer() -> None:
-    assert frame_errors(
-        """
+    assert (
+        frame_errors(
+            """
         framing length(n)
         header { n: u16 f: f32 tag: bytes[2] e: E }
         body { a: bytes[f] b: bytes[tag] c: bytes[e] }
         """,
-        "enum E : u8 { x = 1 }\n",
-    ) == [
-        "6:17: body field 'a' is sized by 'f', which is not an integer (f32)",
-        "6:29: body field 'b' is sized by 'tag', which is not an integer (bytes[2])",
-        "6:43: body field 'c' is sized by 'e', which is not an integer (enum E)",
-    ]
+            "enum E : u8 { x = 1 }\n",
+        )
+        == [
+            "6:17: body field 'a' is sized by 'f', which is not an integer (f32)",
+            "6:29: body field 'b' is sized by 'tag', which is not an integer (bytes[2])",
+            "6:43: body field 'c' is sized by 'e', which is not an integer (enum E)",
+        ]
+    )
 
 
 def test_body_field_sized_by_the_length_field() -> None:
@@ -526,28 +563,33 @@ def test_dispatch_on_a_non_enum_field() -> None:
 
 
 def test_server_decodes_or_encodes_an_unknown_frame() -> None:
-    assert errors(
-        """
+    assert (
+        errors("""
         protocol p
         server decodes Requets encodes Nothing
         frame Request { framing varint }
         frame Response { framing varint }
-        """
-    ) == [
-        "2:16: unknown frame 'Requets' (did you mean 'Request'?)",
-        "2:32: unknown frame 'Nothing'",
-    ]
+        """)
+        == [
+            "2:16: unknown frame 'Requets' (did you mean 'Request'?)",
+            "2:32: unknown frame 'Nothing'",
+        ]
+    )
 
 
 def test_several_frames_need_a_server_statement() -> None:
-    assert errors("protocol p\nframe A { framing varint }\nframe B { framing varint }") == [
+    assert errors(
+        "protocol p\nframe A { framing varint }\nframe B { framing varint }"
+    ) == [
         "1:1: several frames: say which one the server decodes and which one it "
         "encodes (`server decodes REQUEST encodes RESPONSE`)"
     ]
 
 
 def test_missing_framing() -> None:
-    assert frame_errors("header { a: u8 }") == ["2:7: frame 'F' has no `framing` statement"]
+    assert frame_errors("header { a: u8 }") == [
+        "2:7: frame 'F' has no `framing` statement"
+    ]
 
 
 def test_duplicate_framing() -> None:

@@ -144,14 +144,16 @@ def test_write_buffer_cap_closes_with_outbound_overflow() -> None:
     handler = Flooder()
     closes: list = []
     handler.on_close = lambda conn, err: closes.append(err)  # type: ignore[method-assign]
-    options = dict(write_high_water=1 << 20, write_low_water=1 << 19, write_buffer_cap=2 << 20)
+    options = dict(
+        write_high_water=1 << 20, write_low_water=1 << 19, write_buffer_cap=2 << 20, socket_send_buffer=65536
+    )
     with serving(handler, "tcp://127.0.0.1:0", **options) as engine:
         with connect(engine.urls[0]) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
             assert wait_for(lambda: handler.conns)
             conn = handler.conns[0]
-            for _ in range(20):  # async writes bypass read pausing: the cap stops them
-                conn.async_write(b"A" * 262144)
+            for _ in range(40):  # async writes bypass read pausing: the cap stops them
+                conn.async_write(b"A" * (1 << 20))
             assert wait_for(lambda: closes)
     assert isinstance(closes[0], OutboundOverflow)
 

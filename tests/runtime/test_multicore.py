@@ -372,6 +372,106 @@ def test_workers_exit_when_the_parent_is_killed(servers):
     assert wait_until(lambda: not any(pid_alive(pid) for pid in boots), timeout=10)
 
 
+# ------------------------------------------------------------------ supervisor unit tests
+
+
+def make_supervisor(worker_main, **kwargs):
+    from protogen.runtime.balancer import ConnectionCounters
+    from protogen.runtime.supervisor import Supervisor
+
+    counters = ConnectionCounters(kwargs.pop("workers", 1))
+    supervisor = Supervisor(
+        workers=counters.workers,
+        worker_main=worker_main,
+        counters=counters,
+        install_signal_handlers=False,
+        **kwargs,
+    )
+    return supervisor, counters
+
+
+def run_with_deadline(supervisor, timeout: float = 15.0) -> None:
+    runner = threading.Thread(target=supervisor.run, daemon=True)
+    runner.start()
+    runner.join(timeout)
+    if runner.is_alive():
+        supervisor.stop()
+        runner.join(10)
+        raise AssertionError("supervisor did not finish")
+
+
+def test_supervisor_gives_up_on_a_crash_loop(caplog):
+    supervisor, counters = make_supervisor(
+        lambda link: 7, backoff_initial=0.01, backoff_max=0.02, max_quick_failures=3
+    )
+    run_with_deadline(supervisor)
+    assert supervisor.gave_up
+    assert supervisor.restarts == 3
+    assert supervisor.worker_pids() == []
+    assert "exit status 7" in caplog.text and "giving up" in caplog.text
+    counters.close()
+
+
+def test_supervisor_stops_when_a_worker_exits_cleanly():
+    supervisor, counters = make_supervisor(lambda link: 0, workers=2)
+    run_with_deadline(supervisor)
+    assert not supervisor.gave_up and supervisor.restarts == 0
+    counters.close()
+
+
+def test_supervisor_passes_accepted_sockets_to_workers_and_quits_them():
+    """Raw fd passing, without the event loop: each worker answers its index."""
+    from protogen.runtime.balancer import RoundRobin
+
+    def worker_main(link) -> int:
+        link.channel.setblocking(True)
+        while True:
+            fds, quit_requested, parent_gone = link.receive()
+            for fd in fds:
+                with socket.socket(fileno=fd) as conn:
+                    conn.setblocking(True)
+                    conn.sendall(b"%d\n" % link.index)
+            if quit_requested or parent_gone:
+                return 0 if quit_requested else 9
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    supervisor, counters = make_supervisor(
+        worker_main, workers=2, listeners=[listener], balancer=RoundRobin(2)
+    )
+    runner = threading.Thread(target=supervisor.run, daemon=True)
+    runner.start()
+    try:
+        assert supervisor.wait_started(5)
+        answers = []
+        for _ in range(6):
+            with connect(port) as sock:
+                answers.append(sock.recv(8))
+        assert answers == [b"0\n", b"1\n"] * 3
+        pids = supervisor.worker_pids()
+        assert len(pids) == 2
+    finally:
+        supervisor.stop()
+        runner.join(10)
+    assert not runner.is_alive()
+    assert not any(pid_alive(pid) for pid in pids)
+    assert supervisor.restarts == 0 and not supervisor.gave_up
+    listener.close()
+    counters.close()
+
+
+def test_worker_count_follows_loops_and_multicore():
+    from protogen.runtime.multicore import accept_mode, worker_count
+    from protogen.runtime.options import Options
+
+    assert worker_count(Options(loops=3)) == 3
+    assert worker_count(Options(multicore=True)) == (os.cpu_count() or 1)
+    assert worker_count(Options(loops=4, multicore=True)) == 4
+    assert accept_mode(Options(load_balancing="least_connections")) == "least-connections"
+    assert accept_mode(Options(reuse_port=True)) == "reuseport"
+    assert accept_mode(Options(load_balancing="reuseport")) == "reuseport"
+
+
 # ------------------------------------------------------------------ the server script
 
 
@@ -392,9 +492,6 @@ def _serve(argv: list[str]) -> None:
     for item in args.option:
         name, _, value = item.partition("=")
         options[name] = ast.literal_eval(value)
-    if options.get("load_balancing") == "reuseport":
-        del options["load_balancing"]
-        options["reuse_port"] = True
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 
     class PidHandler(EventHandler):
