@@ -82,31 +82,72 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
 def measure(loops: int, args: argparse.Namespace) -> dict:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), "--loops", str(loops),
-         "--burn-us", str(args.burn_us), "--lb", args.lb],
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            str(port),
+            "--loops",
+            str(loops),
+            "--burn-us",
+            str(args.burn_us),
+            "--lb",
+            args.lb,
+        ],
         start_new_session=True,
     )
     try:
         wait_listening(port)
         time.sleep(0.3)  # let every worker boot
         result = subprocess.run(
-            [str(LOADCLIENT), "--port", str(port), "--conns", str(args.conns),
-             "--depth", str(args.depth), "--size", str(args.size),
-             "--duration", str(args.duration), "--warmup", str(args.warmup)],
-            capture_output=True, text=True, timeout=args.duration + args.warmup + 30,
+            [
+                str(LOADCLIENT),
+                "--port",
+                str(port),
+                "--conns",
+                str(args.conns),
+                "--depth",
+                str(args.depth),
+                "--size",
+                str(args.size),
+                "--duration",
+                str(args.duration),
+                "--warmup",
+                str(args.warmup),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=args.duration + args.warmup + 30,
         )
         if not result.stdout.strip():
             raise RuntimeError(f"loadclient failed: {result.stderr}")
         report = json.loads(result.stdout.strip().splitlines()[-1])
     finally:
         server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(5)
+        deadline = time.monotonic() + 15
+        # WNOWAIT: see it exit without reaping, so wait4 can still read its rusage.
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        while os.waitid(os.P_PID, server.pid, flags) is None:
+            if time.monotonic() > deadline:
+                os.killpg(server.pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        cpu = _reap_cpu_seconds(server)
     report["loops"] = loops
+    # CPU the whole server (parent + workers) burned: on a shared machine it
+    # shows whether the workers actually got the cores they needed.
+    report["server_cpu_s"] = cpu
     return report
+
+
+def _reap_cpu_seconds(server: subprocess.Popen) -> float:
+    """Reap the server and return its CPU seconds, reaped workers included."""
+    try:
+        _, _, usage = os.wait4(server.pid, 0)
+    except ChildProcessError:  # reaped elsewhere
+        return float("nan")
+    server.returncode = 0
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,8 +155,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--loops", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--burn-us", type=float, default=50.0)
-    parser.add_argument("--lb", default="round_robin",
-                        help="round_robin, least_connections, source_addr_hash or reuseport")
+    parser.add_argument(
+        "--lb",
+        default="round_robin",
+        help="round_robin, least_connections, source_addr_hash or reuseport",
+    )
     parser.add_argument("--conns", type=int, default=32)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--size", type=int, default=64)
@@ -130,13 +174,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"{LOADCLIENT} is missing: build it (see bench/loadclient.c)")
     reports = [measure(loops, args) for loops in args.loops]
     base = reports[0]["rps"] or 1.0
-    print(f"cpu-bound echo, {args.burn_us:g} us CPU/frame, {args.conns} conns x depth "
-          f"{args.depth}, {args.lb}, {os.cpu_count()} CPUs")
+    print(
+        f"cpu-bound echo, {args.burn_us:g} us CPU/frame, {args.conns} conns x depth "
+        f"{args.depth}, {args.lb}, {os.cpu_count()} CPUs"
+    )
     for report in reports:
         errors = report["lost"] + report["mismatches"] + report["errors"]
-        print(f"  loops={report['loops']}: {report['rps']:10.0f} req/s  p99 "
-              f"{report['p99_us']:8.0f} us  speed-up {report['rps'] / base:4.2f}x"
-              f"{'  ERRORS=' + str(errors) if errors else ''}")
+        print(
+            f"  loops={report['loops']}: {report['rps']:10.0f} req/s  p99 "
+            f"{report['p99_us']:8.0f} us  speed-up {report['rps'] / base:4.2f}x  "
+            f"server CPU {report['server_cpu_s']:5.1f} s"
+            f"{'  ERRORS=' + str(errors) if errors else ''}"
+        )
         if args.json:
             print("   ", json.dumps(report))
 

@@ -636,9 +636,8 @@ int main(int argc, char **argv) {
     struct epoll_event evs[1024];
 
     uint64_t t0 = now_ns(), t_measure = 0, t_stop = 0, t_drain_end = 0, t_hold_end = 0;
-    uint64_t t_ready = 0;
     double measured_s = 0, connect_s = 0;
-    int phase = PH_CONNECT, ready_printed = 0;
+    int phase = PH_CONNECT;
     long next_open = 0;
     last_progress_ns = t0;
     if (opt_mode == MODE_LOAD) {
@@ -676,13 +675,11 @@ int main(int argc, char **argv) {
         } else {
             if (phase == PH_CONNECT) {
                 if (n_ready + n_dead >= opt_conns && next_open >= opt_conns) {
-                    t_ready = t;
                     connect_s = (double)(t - t0) / 1e9;
                     phase = PH_HOLD;
                     t_hold_end = opt_hold > 0 ? t + (uint64_t)(opt_hold * 1e9) : 0;
                     printf("READY {\"held\":%ld,\"dead\":%ld,\"connect_s\":%.3f}\n", n_open, n_dead, connect_s);
                     fflush(stdout);
-                    ready_printed = 1;
                 } else if (t - t0 > (uint64_t)(opt_connect_timeout * 1e9) || sig_stop) {
                     note_error("only %ld of %ld connections answered before the connect timeout", n_ready, opt_conns);
                     for (long i = 0; i < opt_conns; i++) kill_conn(&conns[i]);
@@ -720,8 +717,6 @@ int main(int argc, char **argv) {
             last_progress_ns = t;
         }
     }
-    (void)t_ready;
-    (void)ready_printed;
     /* Whatever is still in flight now was never answered. */
     for (long i = 0; i < opt_conns; i++) {
         conn_t *c = &conns[i];

@@ -19,26 +19,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import pinning  # noqa: E402
-from harness.client import ClientError, ensure_loadclient  # noqa: E402
-from harness.paths import RESULTS, ROOT  # noqa: E402
-from harness.peers import BASELINE, ECHO, HTTP, Peer, all_peers  # noqa: E402
-from harness.report import (  # noqa: E402
+from benchlib import pinning  # noqa: E402
+from benchlib.client import ClientError, ensure_loadclient  # noqa: E402
+from benchlib.paths import RESULTS, ROOT  # noqa: E402
+from benchlib.peers import BASELINE, ECHO, HTTP, Peer, all_peers  # noqa: E402
+from benchlib.report import (  # noqa: E402
     THROUGHPUT,
+    check_targets,
+    format_targets,
     format_table,
     summarize,
     write_chart,
     write_json,
 )
-from harness.scenarios import (  # noqa: E402
+from benchlib.scenarios import (  # noqa: E402
     Scenario,
     ServerPool,
     all_scenarios,
     run_idle,
     run_throughput,
 )
-from harness.servers import install_cleanup  # noqa: E402
-from harness.wrk import wrk_available  # noqa: E402
+from benchlib.servers import install_cleanup  # noqa: E402
+from benchlib.wrk import wrk_available  # noqa: E402
 
 IDLE_PEERS = "uvloop,protogen,protogen-runtime"
 
@@ -162,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(runs)
     print()
     print(format_table(rows))
+    targets = check_targets(rows)
+    if targets:
+        print("\ntargets (generated server):")
+        print(format_targets(targets))
     meta = {
         "started": started,
         "argv": sys.argv[1:] if argv is None else argv,
@@ -176,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "git": _git_revision(),
     }
     json_path = args.output / f"{started}.json"
-    write_json(json_path, meta, runs, rows, skipped)
+    write_json(json_path, meta | {"targets": targets}, runs, rows, skipped)
     print(f"\nresults: {json_path}")
     png_path = json_path.with_suffix(".png")
     if write_chart(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness.client import (  # noqa: E402
+from benchlib.client import (  # noqa: E402
     ClientError,
     LoadSpec,
     Target,
@@ -27,10 +27,10 @@ from harness.client import (  # noqa: E402
     load_budget,
     load_command,
 )
-from harness.paths import RESULTS  # noqa: E402
-from harness.peers import ECHO, LINES, Peer, all_peers  # noqa: E402
-from harness.scenarios import start_server  # noqa: E402
-from harness.servers import Server, ServerError, install_cleanup  # noqa: E402
+from benchlib.paths import RESULTS  # noqa: E402
+from benchlib.peers import ECHO, LINES, Peer, all_peers  # noqa: E402
+from benchlib.scenarios import start_server  # noqa: E402
+from benchlib.servers import Server, ServerError, install_cleanup  # noqa: E402
 
 RSS_SAMPLE_EVERY = 5.0
 

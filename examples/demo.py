@@ -47,7 +47,10 @@ def build(out_dir: str) -> None:
 
 
 def start_server(out_dir: str, url: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([out_dir, os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([out_dir, os.environ.get("PYTHONPATH", "")]),
+    )
     return subprocess.Popen(
         [sys.executable, "-m", "echo_server", "--listen", url],
         cwd=out_dir,
@@ -55,7 +58,9 @@ def start_server(out_dir: str, url: str) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_until_serving(client: ModuleType, url: str, server: subprocess.Popen[bytes]) -> None:
+def wait_until_serving(
+    client: ModuleType, url: str, server: subprocess.Popen[bytes]
+) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -71,7 +76,15 @@ def wait_until_serving(client: ModuleType, url: str, server: subprocess.Popen[by
 class Driver(threading.Thread):
     """One connection: pipelines `pipeline` frames, reads and checks every echo."""
 
-    def __init__(self, index: int, client: ModuleType, codec: ModuleType, url: str, until: float, pipeline: int) -> None:
+    def __init__(
+        self,
+        index: int,
+        client: ModuleType,
+        codec: ModuleType,
+        url: str,
+        until: float,
+        pipeline: int,
+    ) -> None:
         super().__init__(name=f"driver-{index}", daemon=True)
         self.index = index
         self.client = client
@@ -163,7 +176,10 @@ def main() -> int:
             else f"echoed {frames} frames before a failure"
         )
         for driver in failed:
-            print(f"  connection {driver.index} failed: {driver.error or 'still running'}", file=sys.stderr)
+            print(
+                f"  connection {driver.index} failed: {driver.error or 'still running'}",
+                file=sys.stderr,
+            )
         print(f"server stopped with exit status {status}")
         if failed or status != 0 or frames == 0:
             return 1

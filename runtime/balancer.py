@@ -118,6 +118,9 @@ class ConnectionCounters:
         return self._values[worker * self._SLOT + self.LIVE]
 
     def total(self, field: int) -> int:
+        """Sum over every worker (0 once the counters are closed)."""
+        if self._map.closed:
+            return 0
         values, slot = self._values, self._SLOT
         return sum(values[w * slot + field] for w in range(self.workers))
 
@@ -132,8 +135,9 @@ class ConnectionCounters:
         return {name: self._values[base + i] for i, name in enumerate(self.FIELDS)}
 
     def close(self) -> None:
-        self._values.release()
-        self._map.close()
+        if not self._map.closed:
+            self._values.release()
+            self._map.close()
 
 
 class Balancer(abc.ABC):
@@ -241,4 +245,3 @@ def new_balancer(policy: str, workers: int, counters: ConnectionCounters) -> Bal
     if policy == SOURCE_HASH:
         return SourceAddrHash(workers)
     raise ValueError(f"{policy!r} has no balancer: workers accept for themselves")
-

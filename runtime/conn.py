@@ -24,9 +24,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Connection states.
 OPEN = 0
-CLOSING = 1  # close requested: flushing outbound, not reading any more
-CLOSED = 2
-CONNECTING = 3  # a dial in progress
+CONNECTING = 1  # a dial in progress
+CLOSING = 2  # close requested: flushing outbound, not reading any more
+CLOSED = 3  # states >= CLOSING refuse writes
 
 # Outbound states.
 OUT_IDLE = 0
@@ -79,7 +79,7 @@ class Conn:
         "_deadline",
         "_timer",
         "_callbacks",
-        "_queued",
+        "_sent",
         "_err",
     )
 
@@ -107,11 +107,11 @@ class Conn:
         self._deadline = 0.0  # read-timeout or drain deadline, 0 = none
         self._timer: Any = None
         self._callbacks: list | None = None  # [(queued-bytes mark, callback)] and close cbs
-        self._queued = 0  # total bytes ever queued (marks for async_write callbacks)
+        self._sent = 0  # bytes handed to the kernel so far (async_write callback marks)
         self._err: BaseException | None = None  # reason of a graceful close in progress
 
     def __repr__(self) -> str:
-        state = ("open", "closing", "closed", "connecting")[self._state]
+        state = ("open", "connecting", "closing", "closed")[self._state]
         return f"<Conn fd={self.fd} {state} remote={self.remote_addr!r}>"
 
     # ------------------------------------------------------------------ reading
@@ -163,35 +163,35 @@ class Conn:
 
     # ------------------------------------------------------------------ writing
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Queue `data`; it is sent when the current callback returns. Loop thread only."""
-        if self._state == CLOSED or self._state == CLOSING:
+        """Queue `data`; it is sent when the current callback returns. Loop thread only.
+
+        memoryviews must have a byte format (peek/next return such views).
+        """
+        if self._state >= CLOSING:
             raise ConnectionClosed(f"write on a closed connection {self!r}")
         if type(data) is bytearray:
-            data = bytes(data)
-        elif type(data) is memoryview and data.itemsize != 1:
-            data = data.cast("B")
+            data = bytes(data)  # the caller may reuse its bytearray at once
         n = len(data)
         if not n:
             return 0
         out = self._out
         if out is None:
             self._out = [data]
-        elif self._ostate == OUT_WAITING:
+            self._out_bytes = n
+            if self._ostate == OUT_IDLE:
+                self._ostate = OUT_DIRTY
+                self.loop._dirty.append(self)
+            return n
+        if self._ostate == OUT_WAITING:
             # The kernel is refusing bytes: this chunk outlives the callback (own a
             # copy) and may push the queue over the water marks.
             out.append(data if type(data) is bytes else bytes(data))
             self._out_bytes += n
-            self._queued += n
             if self._out_bytes > self.loop._high:
                 self.loop._pressure(self)
             return n
-        else:
-            out.append(data)
+        out.append(data)
         self._out_bytes += n
-        self._queued += n
-        if self._ostate == OUT_IDLE:
-            self._ostate = OUT_DIRTY
-            self.loop._dirty.append(self)
         return n
 
     def writev(self, chunks: Iterable[bytes | bytearray | memoryview]) -> int:

@@ -50,7 +50,7 @@ except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
 
 SHARED_READ_SIZE = 64 * 1024  # one recv into the loop's buffer
 MIN_READ = 4096  # never recv into less free space than this
-ACCEPT_BATCH = 64  # accepts per readiness event (fairness with traffic)
+JOIN_LIMIT = 65536  # below this many queued bytes, join chunks instead of sendmsg
 _ERRHUP = ERROR | HANGUP
 
 
@@ -429,6 +429,9 @@ class EventLoop:
                 n = self._send_datagrams(conn, out)
             elif len(out) == 1:
                 n = sock.send(out[0])
+            elif conn._out_bytes <= JOIN_LIMIT:
+                # Many small chunks: one memcpy beats building an iovec per chunk.
+                n = sock.send(b"".join(out))
             elif len(out) <= IOV_MAX:
                 n = sock.sendmsg(out)
             else:
@@ -440,6 +443,7 @@ class EventLoop:
             return
         if n:
             self.bytes_out += n
+            conn._sent += n
             conn._last = self.now
         remaining = conn._out_bytes - n
         conn._out_bytes = remaining
@@ -558,7 +562,7 @@ class EventLoop:
         conn._events = events
 
     def _fire_write_callbacks(self, conn: Conn) -> None:
-        sent = conn._queued - conn._out_bytes
+        sent = conn._sent
         callbacks = conn._callbacks
         due = [cb for mark, cb in callbacks if mark is not None and mark <= sent]
         if not due:
@@ -584,7 +588,7 @@ class EventLoop:
             else:
                 if conn._callbacks is None:
                     conn._callbacks = []
-                conn._callbacks.append((conn._queued, callback))
+                conn._callbacks.append((conn._sent + conn._out_bytes, callback))
 
     def _wake(self, conn: Conn, callback: Any) -> None:
         if conn._state == CLOSED:

@@ -76,7 +76,14 @@ from .handler import Action, EventHandler
 from .options import Options
 from .supervisor import Supervisor, WorkerLink
 
-__all__ = ["ClusterEngine", "MulticoreServer", "run_multicore", "worker_count"]
+__all__ = [
+    "ClusterEngine",
+    "FatalWorkerError",
+    "MulticoreServer",
+    "accept_mode",
+    "run_multicore",
+    "worker_count",
+]
 
 STATS_INTERVAL = 0.5
 EXIT_FATAL = 3  # a worker hit a fatal handler error: stop the server, report it
@@ -109,14 +116,19 @@ class MulticoreServer:
     """
 
     def __init__(
-        self, handler: EventHandler, addresses: Iterable[str | Address], options: Options
+        self,
+        handler: EventHandler,
+        addresses: Iterable[str | Address],
+        options: Options,
     ) -> None:
         self.handler = handler
         self.options = options
         self.logger = options.get_logger()
         self.workers = worker_count(options)
         self.mode = accept_mode(options)
-        self.addresses = [a if isinstance(a, Address) else parse_address(a) for a in addresses]
+        self.addresses = [
+            a if isinstance(a, Address) else parse_address(a) for a in addresses
+        ]
         if not self.addresses:
             raise ValueError("run() needs at least one address to listen on")
         self.counters = ConnectionCounters(self.workers)
@@ -137,7 +149,9 @@ class MulticoreServer:
             self._urls = self.bound_addresses
             policy = ROUND_ROBIN if self.mode == REUSEPORT else self.mode
             balancer = (
-                new_balancer(policy, self.workers, self.counters) if self._listeners else None
+                new_balancer(policy, self.workers, self.counters)
+                if self._listeners
+                else None
             )
             self._supervisor = Supervisor(
                 workers=self.workers,
@@ -148,6 +162,7 @@ class MulticoreServer:
                 logger=self.logger,
                 stop_timeout=self.options.drain_timeout + 5.0,
                 install_signal_handlers=self.options.install_signal_handlers,
+                max_connections=self.options.max_connections,
                 final_exit_codes=(0, EXIT_FATAL),
                 on_exit_status=self._on_exit_status,
             )
@@ -160,7 +175,9 @@ class MulticoreServer:
             self._close_listeners()
             self.counters.close()
         if self._fatal:
-            raise FatalWorkerError("a worker stopped on a fatal handler error (see the log)")
+            raise FatalWorkerError(
+                "a worker stopped on a fatal handler error (see the log)"
+            )
         if self._supervisor is not None and self._supervisor.gave_up:
             raise FatalWorkerError(
                 "workers kept dying right after starting; gave up (see the log)"
@@ -222,14 +239,18 @@ class MulticoreServer:
         once with the bind error instead of crash-looping the workers.
         """
         if not hasattr(socket, "SO_REUSEPORT"):
-            raise OSError(f"cannot serve {address.url} with several workers: no SO_REUSEPORT")
+            raise OSError(
+                f"cannot serve {address.url} with several workers: no SO_REUSEPORT"
+            )
         probe = socket.socket(address.family, address.socktype)
         try:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
                 probe.bind(address.sockaddr)
             except OSError as exc:
-                raise OSError(exc.errno, f"cannot bind {address.url}: {exc.strerror}") from exc
+                raise OSError(
+                    exc.errno, f"cannot bind {address.url}: {exc.strerror}"
+                ) from exc
             port = probe.getsockname()[1]
         finally:
             probe.close()
@@ -335,7 +356,9 @@ def _counting_class(base: type) -> type:
         def on_open(self, conn: Any) -> Any:
             counters = _WORKER["counters"]
             index = _WORKER["index"]
-            counters.add(index, ConnectionCounters.LIVE)  # before: on_close always follows
+            counters.add(
+                index, ConnectionCounters.LIVE
+            )  # before: on_close always follows
             return base.on_open(self, conn)
 
         def on_close(self, conn: Any, err: BaseException | None) -> Action:

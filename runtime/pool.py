@@ -125,7 +125,9 @@ class WorkerPool:
         if expiry <= 0:
             raise ValueError(f"WorkerPool expiry must be > 0 seconds, got {expiry}")
         if max_blocking < 0:
-            raise ValueError(f"WorkerPool max_blocking must be >= 0, got {max_blocking}")
+            raise ValueError(
+                f"WorkerPool max_blocking must be >= 0, got {max_blocking}"
+            )
         self._capacity = capacity
         self._expiry = float(expiry)
         self._nonblocking = nonblocking

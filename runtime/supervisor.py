@@ -1,22 +1,7 @@
 """The parent process of the multi-process engine: forks, feeds and supervises workers.
 
-One :class:`Supervisor` owns N worker processes.  Each worker is forked with
-a *channel* - a unix socketpair (``SOCK_SEQPACKET`` where available, else
-``SOCK_STREAM``) - that carries, parent to worker:
-
-* accepted connections, as file descriptors in ``SCM_RIGHTS`` ancillary data
-  (``socket.send_fds``), up to :data:`FDS_PER_MESSAGE` per message, each
-  message with a one-byte payload ``b"c"``;
-* ``b"Q"``: stop gracefully (drain, ``on_close`` for every connection,
-  ``on_shutdown``, exit 0);
-
-and worker to parent:
-
-* ``b"S"``: the handler asked the whole server to stop (``engine.stop()`` or
-  ``Action.SHUTDOWN`` in a worker).
-
-When the parent disappears the worker reads EOF on its channel and stops, so
-no worker outlives its supervisor.
+One :class:`Supervisor` owns N worker processes, each forked with a channel
+(``handoff.py``) that carries accepted connections and stop requests.
 
 Supervision: a worker that exits with a non-zero status or a signal is logged
 and restarted after a backoff (``backoff_initial`` doubling per consecutive
@@ -36,7 +21,6 @@ reaped before :meth:`Supervisor.run` returns.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import selectors
@@ -45,100 +29,18 @@ import socket
 import threading
 import time
 import traceback
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from .balancer import Balancer, ConnectionCounters, LeastConnections
+from .dispatch import Dispatcher, WorkerSlot
+from .handoff import MSG_QUIT, WorkerLink, new_channel
 
-__all__ = ["FDS_PER_MESSAGE", "Supervisor", "WorkerLink"]
-
-FDS_PER_MESSAGE = 128  # below SCM_MAX_FD (253 on Linux)
-ACCEPTS_PER_WAKEUP = 256  # bound one listener's turn so others are served too
-MAX_PENDING_PER_WORKER = 8192
-MSG_CONN = b"c"
-MSG_QUIT = b"Q"
-MSG_SHUTDOWN = b"S"
-
-_CHANNEL_TYPE = getattr(socket, "SOCK_SEQPACKET", socket.SOCK_STREAM)
-_ACCEPT_PAUSE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-_DEAD_CHANNEL_ERRNOS = {errno.EPIPE, errno.ECONNREFUSED, errno.ECONNRESET, errno.ENOTCONN}
-
-
-def _new_channel() -> tuple[socket.socket, socket.socket]:
-    try:
-        return socket.socketpair(socket.AF_UNIX, _CHANNEL_TYPE)
-    except OSError:  # a platform without unix SOCK_SEQPACKET
-        return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-
-
-class WorkerLink:
-    """What a worker process knows of its supervisor (used in the child)."""
-
-    def __init__(
-        self, index: int, workers: int, channel: socket.socket, counters: ConnectionCounters
-    ) -> None:
-        self.index = index
-        self.workers = workers
-        self.channel = channel
-        self.counters = counters
-        self.parent_pid = os.getppid()
-
-    def receive(self) -> tuple[list[int], bool, bool]:
-        """Read one message: ``(fds, quit_requested, parent_gone)``.
-
-        Call when the channel is readable; it is non-blocking.
-        """
-        try:
-            data, fds, msg_flags, _ = socket.recv_fds(
-                self.channel, 1024, FDS_PER_MESSAGE, getattr(socket, "MSG_CMSG_CLOEXEC", 0)
-            )
-        except (BlockingIOError, InterruptedError):
-            return [], False, False
-        except OSError:
-            return [], True, True
-        if msg_flags & getattr(socket, "MSG_CTRUNC", 0):
-            logging.getLogger("protogen.runtime.multicore").error(
-                "worker %d: connection fds truncated in transit", self.index
-            )
-        if not data and not fds:
-            return [], True, True  # EOF: the supervisor is gone
-        return fds, MSG_QUIT in data, False
-
-    def request_shutdown(self) -> None:
-        """Ask the supervisor to stop every worker (thread-safe, never blocks long)."""
-        try:
-            self.channel.send(MSG_SHUTDOWN)
-        except OSError:
-            pass  # parent gone or channel full: it is stopping anyway
-
-
-@dataclass
-class _Slot:
-    index: int
-    pid: int = 0
-    channel: socket.socket | None = None  # parent end
-    pidfd: int = -1
-    started: float = 0.0
-    failures: int = 0
-    restart_at: float | None = None
-    pending: deque = field(default_factory=deque)  # fds waiting for this worker
-    want_write: bool = False
-
-    @property
-    def alive(self) -> bool:
-        return self.pid > 0
-
-    @property
-    def usable(self) -> bool:
-        """Alive and its channel still accepts connections."""
-        return self.pid > 0 and self.channel is not None
-
+__all__ = ["Supervisor", "WorkerLink"]
 
 WorkerMain = Callable[[WorkerLink], int]
 
 
-class Supervisor:
+class Supervisor(Dispatcher):
     def __init__(
         self,
         *,
@@ -153,6 +55,7 @@ class Supervisor:
         backoff_max: float = 5.0,
         stable_after: float = 5.0,
         max_quick_failures: int = 8,
+        max_connections: int = 0,
         install_signal_handlers: bool = True,
         final_exit_codes: Iterable[int] = (0,),
         on_exit_status: Callable[[int], None] | None = None,
@@ -170,12 +73,16 @@ class Supervisor:
         self._backoff_max = backoff_max
         self._stable_after = stable_after
         self._max_quick_failures = max_quick_failures
+        # Per-worker connection limit (0 = none), enforced here in acceptor
+        # mode: a worker at its limit gets no more; all at their limit pauses accepting.
+        self._max_conns = max_connections
+        self._assigned = [0] * workers  # fds assigned per worker (since its start)
         self.gave_up = False
         self._install_signals = install_signal_handlers
         # A worker exiting by itself with one of these stops the server.
         self._final_exit_codes = frozenset(final_exit_codes)
         self._on_exit_status = on_exit_status
-        self._slots = [_Slot(i) for i in range(workers)]
+        self._slots = [WorkerSlot(i) for i in range(workers)]
         self._selector: selectors.BaseSelector | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -230,7 +137,10 @@ class Supervisor:
 
     def _install_signal_handlers(self) -> dict[int, object]:
         previous: dict[int, object] = {}
-        if not self._install_signals or threading.current_thread() is not threading.main_thread():
+        if (
+            not self._install_signals
+            or threading.current_thread() is not threading.main_thread()
+        ):
             return previous
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: self.stop())
@@ -276,11 +186,16 @@ class Supervisor:
 
     # -- workers: fork, death, restart --------------------------------------------------
 
-    def _spawn(self, slot: _Slot) -> None:
-        parent_end, child_end = _new_channel()
+    def _spawn(self, slot: WorkerSlot) -> None:
+        parent_end, child_end = new_channel()
         parent_end.setblocking(False)
         child_end.setblocking(False)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except BaseException:
+            parent_end.close()
+            child_end.close()
+            raise
         if pid == 0:  # the worker
             code = 1
             try:
@@ -299,6 +214,7 @@ class Supervisor:
                 os._exit(code)
         child_end.close()
         self.counters.reset(slot.index)
+        self._assigned[slot.index] = 0
         if isinstance(self._balancer, LeastConnections):
             self._balancer.worker_restarted(slot.index)
         slot.pid = pid
@@ -358,19 +274,21 @@ class Supervisor:
             if slot.alive and slot.pidfd < 0:
                 self._reap(slot, block=False)
 
-    def _reap(self, slot: _Slot, *, block: bool) -> bool:
+    def _reap(self, slot: WorkerSlot, *, block: bool) -> bool:
         """Collect the worker's exit status if it has exited; True if it had."""
         try:
             pid, status = os.waitpid(slot.pid, 0 if block else os.WNOHANG)
         except ChildProcessError:
-            pid, status = slot.pid, 0
+            # Reaped behind our back (SIGCHLD ignored?): the status is lost;
+            # count it as a crash rather than a request to shut down.
+            pid, status = slot.pid, _UNKNOWN_STATUS
         if pid == 0:
             return False
         self._forget(slot)
         if self._stopping:
             return True
         lived = time.monotonic() - slot.started
-        if os.WIFEXITED(status):
+        if status != _UNKNOWN_STATUS and os.WIFEXITED(status):
             code = os.WEXITSTATUS(status)
             if self._on_exit_status is not None:
                 self._on_exit_status(code)
@@ -410,18 +328,7 @@ class Supervisor:
         self._redistribute(slot)
         return True
 
-    def _drop_channel(self, slot: _Slot) -> None:
-        """The worker's channel is dead: hand its waiting fds to a live worker."""
-        if slot.channel is not None:
-            if self._selector is not None:
-                self._selector.unregister(slot.channel)
-            slot.channel.close()
-            slot.channel = None
-            slot.want_write = False
-        if not self._stopping:
-            self._redistribute(slot)
-
-    def _forget(self, slot: _Slot) -> None:
+    def _forget(self, slot: WorkerSlot) -> None:
         selector = self._selector
         if slot.channel is not None:
             if selector is not None:
@@ -440,126 +347,26 @@ class Supervisor:
     def _restart_due(self) -> None:
         now = time.monotonic()
         for slot in self._slots:
-            if slot.restart_at is not None and slot.restart_at <= now and not self._stopping:
+            if (
+                slot.restart_at is not None
+                and slot.restart_at <= now
+                and not self._stopping
+            ):
                 self.restarts += 1
-                self._spawn(slot)
-
-    # -- channels ---------------------------------------------------------------------
-
-    def _on_channel(self, key: selectors.SelectorKey, events: int) -> None:
-        slot = next(s for s in self._slots if s.channel is key.fileobj)
-        if events & selectors.EVENT_WRITE:
-            self._flush(slot)
-        if events & selectors.EVENT_READ and slot.channel is not None:
-            try:
-                data = slot.channel.recv(64)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                data = b""
-            if MSG_SHUTDOWN in data:
-                self._log.info("worker %d requested shutdown", slot.index)
-                self.stop()
-            elif not data:
-                # The worker closed its end: it is exiting.  The pidfd/waitpid
-                # path records the death; stop using the channel now.
-                self._drop_channel(slot)
-
-    def _flush(self, slot: _Slot) -> None:
-        """Send the slot's pending fds; keeps what the channel cannot take yet."""
-        channel = slot.channel
-        while slot.pending and channel is not None:
-            batch = [slot.pending[i] for i in range(min(FDS_PER_MESSAGE, len(slot.pending)))]
-            try:
-                socket.send_fds(channel, [MSG_CONN], batch)
-            except (BlockingIOError, InterruptedError):
-                self._want_write(slot, True)
-                return
-            except OSError as exc:
-                if exc.errno in _DEAD_CHANNEL_ERRNOS:
-                    self._drop_channel(slot)
-                    return
-                raise
-            for _ in batch:
-                os.close(slot.pending.popleft())
-        self._want_write(slot, False)
-
-    def _want_write(self, slot: _Slot, on: bool) -> None:
-        if slot.want_write == on or slot.channel is None or self._selector is None:
-            return
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0)
-        self._selector.modify(slot.channel, events, self._on_channel)
-        slot.want_write = on
-
-    def _redistribute(self, dead: _Slot) -> None:
-        if not dead.pending:
-            return
-        target = self._live_slot(dead.index)
-        if target is None:
-            return  # nobody alive: keep them for the restart
-        if self._balancer is not None:
-            for _ in dead.pending:
-                self._balancer.handed(target.index)
-        target.pending.extend(dead.pending)
-        dead.pending.clear()
-        self._flush(target)
-
-    def _live_slot(self, preferred: int) -> _Slot | None:
-        for offset in range(self.workers):
-            slot = self._slots[(preferred + offset) % self.workers]
-            if slot.usable:
-                return slot
-        return None
-
-    # -- accepting -----------------------------------------------------------------------
-
-    def _on_accept(self, key: selectors.SelectorKey, events: int) -> None:
-        listener: socket.socket = key.fileobj  # type: ignore[assignment]
-        balancer = self._balancer
-        assert balancer is not None
-        touched: set[int] = set()
-        for _ in range(ACCEPTS_PER_WAKEUP):
-            try:
-                # _accept() gives the raw fd: no socket object is needed in
-                # the parent, the fd only passes through to a worker.
-                fd, remote = listener._accept()  # type: ignore[attr-defined]
-            except (BlockingIOError, InterruptedError):
-                break
-            except ConnectionAbortedError:
-                continue
-            except OSError as exc:
-                if exc.errno in _ACCEPT_PAUSE_ERRNOS:
-                    self._pause_accepting(exc)
-                    break
-                raise
-            slot = self._live_slot(balancer.choose(remote)) or self._slots[0]
-            if len(slot.pending) >= MAX_PENDING_PER_WORKER:
-                os.close(fd)  # no worker can take it: shed load rather than hoard fds
-                continue
-            slot.pending.append(fd)
-            # Counted as soon as it is assigned: the next choice in this very
-            # batch must already see it (least-connections).
-            balancer.handed(slot.index)
-            touched.add(slot.index)
-        for index in touched:
-            slot = self._slots[index]
-            if slot.usable and not slot.want_write:
-                self._flush(slot)
-
-    def _pause_accepting(self, exc: OSError) -> None:
-        self._log.error("accept failed (%s); pausing accepts for 100 ms", exc)
-        assert self._selector is not None
-        for listener in self._listeners:
-            self._selector.unregister(listener)
-        self._accept_paused_until = time.monotonic() + 0.1
-
-    def _resume_accepting(self) -> None:
-        if self._accept_paused_until is None or time.monotonic() < self._accept_paused_until:
-            return
-        self._accept_paused_until = None
-        assert self._selector is not None
-        for listener in self._listeners:
-            self._selector.register(listener, selectors.EVENT_READ, self._on_accept)
+                try:
+                    self._spawn(slot)
+                except OSError as exc:  # fork/socketpair failed: out of resources
+                    slot.failures += 1
+                    delay = min(
+                        self._backoff_max, self._backoff_initial * 2**slot.failures
+                    )
+                    slot.restart_at = now + delay
+                    self._log.error(
+                        "cannot restart worker %d (%s); retrying in %.2fs",
+                        slot.index,
+                        exc,
+                        delay,
+                    )
 
     # -- shutdown -----------------------------------------------------------------------
 
@@ -605,14 +412,7 @@ class Supervisor:
                     pass
                 self._reap(slot, block=True)
 
-    def _flush_blocking(self, slot: _Slot, timeout: float = 1.0) -> None:
-        deadline = time.monotonic() + timeout
-        while slot.pending and slot.usable and time.monotonic() < deadline:
-            self._flush(slot)
-            if slot.pending:
-                time.sleep(0.005)
-
-    def _tell_quit(self, slot: _Slot) -> None:
+    def _tell_quit(self, slot: WorkerSlot) -> None:
         try:
             if slot.channel is None:
                 raise ConnectionResetError
@@ -624,7 +424,12 @@ class Supervisor:
                 pass
 
 
+_UNKNOWN_STATUS = -1
+
+
 def _describe_status(status: int) -> str:
+    if status == _UNKNOWN_STATUS:
+        return "status unknown"
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
         try:

@@ -150,7 +150,9 @@ def _write(outputs: dict[str, str], directory: Path) -> list[Path]:
     try:
         return [Path(path) for path in write_outputs(outputs, directory)]
     except OSError as error:
-        raise CommandError(f"cannot write {error.filename or directory}: {error.strerror}") from None
+        raise CommandError(
+            f"cannot write {error.filename or directory}: {error.strerror}"
+        ) from None
 
 
 def _write_package_inits(

@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -19,9 +20,9 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
-from harness.client import ensure_loadclient  # noqa: E402
-from harness.report import summarize  # noqa: E402
-from harness.wrk import parse_wrk  # noqa: E402
+from benchlib.client import ensure_loadclient  # noqa: E402
+from benchlib.report import summarize  # noqa: E402
+from benchlib.wrk import parse_wrk  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc)")
 
@@ -356,3 +357,26 @@ def test_summary_takes_medians_and_ratios_to_uvloop() -> None:
         rows["p"]["rps"] == 250 and rows["p"]["ratio"] == 1.25
     )  # the failed run is excluded
     assert rows["p"]["errors"] == 1
+
+
+def test_runner_smoke_writes_results_and_stops_its_servers(tmp_path: Path) -> None:
+    """`bench/run.py` end to end with the stdlib-only asyncio peer."""
+    cmd = [
+        sys.executable, str(BENCH / "run.py"), "--quick", "--peers", "asyncio",
+        "--idle-peers", "asyncio", "--scenarios", "echo-d16-64B-c50,idle,concurrent",
+        "--idle-conns", "200", "--max-conns", "300", "--duration", "0.5",
+        "--output", str(tmp_path),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "echo-d16-64B-c50" in proc.stdout and "asyncio" in proc.stdout
+    (result,) = tmp_path.glob("*.json")
+    document = json.loads(result.read_text())
+    families = {row["scenario"]: row for row in document["summary"]}
+    assert families["echo-d16-64B-c50"]["rps"] > 0
+    assert families["idle-rss-c200"]["held"] == 200
+    assert families["concurrent-c300"]["held"] == 300
+    for run in document["runs"]:
+        assert run["ok"] and run["client"]["lost"] == 0
+        with pytest.raises(OSError):  # the runner stopped every server it started
+            socket.create_connection(("127.0.0.1", run["port"]), timeout=1).close()

@@ -34,7 +34,9 @@ frame Message {
 """
 
 
-def protogen(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def protogen(
+    *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "protogen", *map(str, args)],
         capture_output=True,
@@ -62,9 +64,15 @@ def bad_spec(tmp_path: Path) -> Path:
 
 
 def test_build_writes_every_module_and_prints_the_paths(tmp_path: Path) -> None:
-    result = protogen("build", ECHO, EXAMPLES / "lines.proto.dsl", "-o", tmp_path / "out")
+    result = protogen(
+        "build", ECHO, EXAMPLES / "lines.proto.dsl", "-o", tmp_path / "out"
+    )
     assert result.returncode == 0, result.stderr
-    expected = sorted(str(tmp_path / "out" / f"{p}_{m}.py") for p in ("echo", "lines") for m in MODULES)
+    expected = sorted(
+        str(tmp_path / "out" / f"{p}_{m}.py")
+        for p in ("echo", "lines")
+        for m in MODULES
+    )
     assert sorted(result.stdout.split()) == expected
     for path in expected:
         source = Path(path).read_text()
@@ -77,7 +85,15 @@ def test_build_with_tests_adds_the_property_module(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert str(tmp_path / "test_echo_properties.py") in result.stdout.split()
     tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_echo_properties.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "test_echo_properties.py",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -92,10 +108,16 @@ def test_build_package_writes_an_importable_package(tmp_path: Path) -> None:
     result = protogen("build", ECHO, "-o", tmp_path, "--package", "wire.echo")
     assert result.returncode == 0, result.stderr
     package = tmp_path / "wire" / "echo"
-    assert (package / "__init__.py").is_file() and (tmp_path / "wire" / "__init__.py").is_file()
+    assert (package / "__init__.py").is_file() and (
+        tmp_path / "wire" / "__init__.py"
+    ).is_file()
     assert "from .echo_codec import" in (package / "echo_handler.py").read_text()
     probe = subprocess.run(
-        [sys.executable, "-c", "import wire.echo.echo_server as s; print(s.DEFAULT_HANDLER.__name__)"],
+        [
+            sys.executable,
+            "-c",
+            "import wire.echo.echo_server as s; print(s.DEFAULT_HANDLER.__name__)",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -107,20 +129,28 @@ def test_build_package_writes_an_importable_package(tmp_path: Path) -> None:
 
 def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
     for out in ("a", "b"):
-        assert protogen("build", ECHO, "-o", tmp_path / out, "--with-tests").returncode == 0
+        assert (
+            protogen("build", ECHO, "-o", tmp_path / out, "--with-tests").returncode
+            == 0
+        )
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
     for name in names:
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        assert (tmp_path / "a" / name).read_bytes() == (
+            tmp_path / "b" / name
+        ).read_bytes()
 
 
 def test_template_override_changes_the_output(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     assert protogen("templates", "export", templates).returncode == 0
     handler = templates / "handler.py.j2"
-    handler.write_text(handler.read_text().replace(
-        "class Echo{{ handler_class }}", "CUSTOMIZED = True\n\n\nclass Echo{{ handler_class }}"
-    ))
+    handler.write_text(
+        handler.read_text().replace(
+            "class Echo{{ handler_class }}",
+            "CUSTOMIZED = True\n\n\nclass Echo{{ handler_class }}",
+        )
+    )
     result = protogen("build", ECHO, "-o", tmp_path / "out", "--templates", templates)
     assert result.returncode == 0, result.stderr
     assert "CUSTOMIZED = True" in (tmp_path / "out" / "echo_handler.py").read_text()
@@ -137,7 +167,9 @@ def test_broken_template_override_is_reported_without_traceback(tmp_path: Path) 
 
 
 def test_handler_base_on_the_command_line(tmp_path: Path) -> None:
-    result = protogen("build", ECHO, "-o", tmp_path, "--handler-base", "myapp.base:Base")
+    result = protogen(
+        "build", ECHO, "-o", tmp_path, "--handler-base", "myapp.base:Base"
+    )
     assert result.returncode == 0, result.stderr
     source = (tmp_path / "echo_handler.py").read_text()
     assert "from myapp.base import Base" in source
@@ -152,17 +184,23 @@ def test_handler_base_on_the_command_line(tmp_path: Path) -> None:
         (("--templates", "/nonexistent/templates"), 2, "no such directory"),
     ],
 )
-def test_build_usage_errors(tmp_path: Path, args: tuple[str, ...], status: int, message: str) -> None:
+def test_build_usage_errors(
+    tmp_path: Path, args: tuple[str, ...], status: int, message: str
+) -> None:
     result = protogen("build", ECHO, "-o", tmp_path, *args)
     assert_clean_error(result, status)
     assert message in result.stderr
 
 
-def test_build_of_a_bad_spec_reports_file_line_col(tmp_path: Path, bad_spec: Path) -> None:
+def test_build_of_a_bad_spec_reports_file_line_col(
+    tmp_path: Path, bad_spec: Path
+) -> None:
     result = protogen("build", bad_spec, "-o", tmp_path / "out")
     assert_clean_error(result, 1)
     assert f"{bad_spec}:4:20: error:" in result.stderr
-    assert "framing length(nosuch)" in result.stderr  # the source line, with a caret below
+    assert (
+        "framing length(nosuch)" in result.stderr
+    )  # the source line, with a caret below
     assert not (tmp_path / "out").exists()
 
 
@@ -198,7 +236,9 @@ def test_check_reports_every_bad_spec_and_exits_1(bad_spec: Path) -> None:
     assert_clean_error(result, 1)
     assert f"{ECHO}: ok" in result.stdout
     error_lines = [line for line in result.stderr.splitlines() if ": error: " in line]
-    assert error_lines and all(line.startswith(f"{bad_spec}:4:") for line in error_lines)
+    assert error_lines and all(
+        line.startswith(f"{bad_spec}:4:") for line in error_lines
+    )
     assert "nosuch" in error_lines[0]
 
 
@@ -215,7 +255,13 @@ def test_templates_export_writes_every_default_template(tmp_path: Path) -> None:
     result = protogen("templates", "export", tmp_path / "t")
     assert result.returncode == 0, result.stderr
     names = default_template_names()
-    assert {"codec.py.j2", "handler.py.j2", "server.py.j2", "client.py.j2", "properties.py.j2"} <= set(names)
+    assert {
+        "codec.py.j2",
+        "handler.py.j2",
+        "server.py.j2",
+        "client.py.j2",
+        "properties.py.j2",
+    } <= set(names)
     assert sorted(Path(p).name for p in result.stdout.split()) == sorted(names)
     shipped = Path(__import__("protogen.templates").templates.__file__).parent
     for name in names:
@@ -246,7 +292,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def connect_when_ready(port: int, process: subprocess.Popen[str], timeout: float = 30.0) -> socket.socket:
+def connect_when_ready(
+    port: int, process: subprocess.Popen[str], timeout: float = 30.0
+) -> socket.socket:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -282,7 +330,16 @@ def serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
     env = dict(os.environ, PROTOGEN_CACHE_DIR=str(tmp_path / "cache"))
     process = subprocess.Popen(
-        [sys.executable, "-m", "protogen", "serve", str(ECHO), "--listen", f"tcp://127.0.0.1:{port}", *args],
+        [
+            sys.executable,
+            "-m",
+            "protogen",
+            "serve",
+            str(ECHO),
+            "--listen",
+            f"tcp://127.0.0.1:{port}",
+            *args,
+        ],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -324,7 +381,9 @@ def test_serve_reuses_the_cache_and_runs_a_custom_handler(tmp_path: Path) -> Non
         connect_when_ready(port, first).close()
     finally:
         stop(first)
-    (cached,) = [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
+    (cached,) = [
+        p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")
+    ]
     built_at = (cached / "echo_codec.py").stat().st_mtime_ns
 
     second, port = serve(tmp_path, "--handler", "shout:Shout")
@@ -341,7 +400,10 @@ def test_serve_reuses_the_cache_and_runs_a_custom_handler(tmp_path: Path) -> Non
 def test_serve_closes_only_the_offending_connection(tmp_path: Path) -> None:
     process, port = serve(tmp_path)
     try:
-        with connect_when_ready(port, process) as good, socket.create_connection(("127.0.0.1", port), timeout=5) as bad:
+        with (
+            connect_when_ready(port, process) as good,
+            socket.create_connection(("127.0.0.1", port), timeout=5) as bad,
+        ):
             bad.sendall(struct.pack(">I", 0xFFFFFFFF))  # 4 GiB: over max_frame
             assert recv_exactly(bad, 1) == b""  # closed by the server
             good.sendall(frame(b"still here"))
@@ -356,14 +418,20 @@ def test_serve_closes_only_the_offending_connection(tmp_path: Path) -> None:
     [
         (("--listen", "tcp://127.0.0.1:notaport"), 2, "tcp://127.0.0.1:notaport"),
         (("--listen", "carrier-pigeon://x"), 2, "carrier-pigeon://x"),
-        (("--handler", "no_such_module_xyz:Handler"), 2, "cannot import no_such_module_xyz"),
+        (
+            ("--handler", "no_such_module_xyz:Handler"),
+            2,
+            "cannot import no_such_module_xyz",
+        ),
         (("--handler", "justamodule"), 2, "expected MODULE:CLASS"),
         (("--handler", "os:path"), 2, "not an EventHandler class"),
         (("--loops", "0"), 2, "--loops"),
         (("--lb", "random"), 2, "invalid choice"),
     ],
 )
-def test_serve_user_errors(tmp_path: Path, args: tuple[str, ...], status: int, message: str) -> None:
+def test_serve_user_errors(
+    tmp_path: Path, args: tuple[str, ...], status: int, message: str
+) -> None:
     env = dict(os.environ, PROTOGEN_CACHE_DIR=str(tmp_path / "cache"))
     result = protogen("serve", ECHO, *args, cwd=tmp_path, env=env)
     assert_clean_error(result, status)

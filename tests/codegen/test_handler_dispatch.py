@@ -11,9 +11,9 @@ from typing import Any, Iterator
 
 import pytest
 
+from handler_helpers import FakeConn, build
 from protogen.errors import ChecksumMismatch, InvalidValue
 from protogen.runtime import Action, EventHandler
-from test_handler_loop import FakeConn, build
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -77,7 +77,9 @@ def kv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ModuleTyp
 
 
 @pytest.fixture(scope="module")
-def sensors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ModuleType]]:
+def sensors(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, ModuleType]]:
     root = tmp_path_factory.mktemp("sensors")
     yield build((EXAMPLES / "fixed.proto.dsl").read_text(), root)
     sys.path.remove(str(root))
@@ -96,14 +98,21 @@ class Store:
             def on_get(self, conn: Any, frame: Any) -> None:
                 calls.append("get")
                 value = data.get(bytes(frame.key))
-                self.send(conn, codec.Response(status=0 if value is not None else 1, value=value or b""))
+                self.send(
+                    conn,
+                    codec.Response(
+                        status=0 if value is not None else 1, value=value or b""
+                    ),
+                )
 
             def on_set(self, conn: Any, frame: Any) -> None:
                 calls.append("set")
                 data[bytes(frame.key)] = bytes(frame.value)
                 self.send(conn, codec.Response(status=0, value=b""))
 
-            def on_request(self, conn: Any, frame: Any) -> None:  # delete: not overridden
+            def on_request(
+                self, conn: Any, frame: Any
+            ) -> None:  # delete: not overridden
                 calls.append(f"fallback:{frame.opcode.name}")
                 self.send(conn, codec.Response(status=2, value=b""))
 
@@ -111,11 +120,15 @@ class Store:
         self.codec = codec
 
     def request(self, opcode: str, key: bytes, value: bytes = b"") -> bytes:
-        frame = self.codec.Request(opcode=getattr(self.codec.Opcode, opcode), key=key, value=value)
+        frame = self.codec.Request(
+            opcode=getattr(self.codec.Opcode, opcode), key=key, value=value
+        )
         return frame.encode()
 
 
-def test_one_method_per_enum_member_plus_generic_fallback(kv: dict[str, ModuleType]) -> None:
+def test_one_method_per_enum_member_plus_generic_fallback(
+    kv: dict[str, ModuleType],
+) -> None:
     store = Store(kv)
     wire = (
         store.request("set", b"k", b"v1")
@@ -128,11 +141,18 @@ def test_one_method_per_enum_member_plus_generic_fallback(kv: dict[str, ModuleTy
     assert store.calls == ["set", "get", "fallback:delete", "get"]
     replies, consumed = kv["codec"].ResponseDecoder().decode_all(b"".join(conn.written))
     assert consumed == len(b"".join(conn.written))
-    assert [(r.status, r.value) for r in replies] == [(0, b""), (0, b"v1"), (2, b""), (1, b"")]
+    assert [(r.status, r.value) for r in replies] == [
+        (0, b""),
+        (0, b"v1"),
+        (2, b""),
+        (1, b""),
+    ]
     assert conn.discards == [len(wire)]
 
 
-def test_every_member_has_a_method_and_the_codec_names_the_field(kv: dict[str, ModuleType]) -> None:
+def test_every_member_has_a_method_and_the_codec_names_the_field(
+    kv: dict[str, ModuleType],
+) -> None:
     handler_class = kv["handler"].KvHandler
     for member in kv["codec"].Opcode:
         assert callable(getattr(handler_class, f"on_{member.name}"))
@@ -152,7 +172,9 @@ def test_checksum_errors_propagate_after_good_frames(kv: dict[str, ModuleType]) 
     assert conn.discards == [len(good)]
 
 
-def test_echo_handler_of_a_two_frame_spec_echoes_the_decoded_frame(kv: dict[str, ModuleType]) -> None:
+def test_echo_handler_of_a_two_frame_spec_echoes_the_decoded_frame(
+    kv: dict[str, ModuleType],
+) -> None:
     store = Store(kv)
     wire = store.request("get", b"key")
     conn = FakeConn(wire)
@@ -160,7 +182,9 @@ def test_echo_handler_of_a_two_frame_spec_echoes_the_decoded_frame(kv: dict[str,
     assert conn.written == [wire]
 
 
-def test_sensor_readings_dispatch_on_kind_over_streams_and_datagrams(sensors: dict[str, ModuleType]) -> None:
+def test_sensor_readings_dispatch_on_kind_over_streams_and_datagrams(
+    sensors: dict[str, ModuleType],
+) -> None:
     codec = sensors["codec"]
     seen: list[tuple[str, int]] = []
 
@@ -172,20 +196,34 @@ def test_sensor_readings_dispatch_on_kind_over_streams_and_datagrams(sensors: di
             seen.append(("other", frame.sensor_id))
 
     def reading(kind: str, sensor_id: int) -> bytes:
-        return codec.Reading(version=1, kind=codec.Kind[kind], sensor_id=sensor_id, delta=-3, value=21.5).encode()
+        return codec.Reading(
+            version=1, kind=codec.Kind[kind], sensor_id=sensor_id, delta=-3, value=21.5
+        ).encode()
 
     handler = Sensors()
-    stream = FakeConn(reading("temperature", 1) + reading("humidity", 2) + reading("temperature", 3)[:5])
+    stream = FakeConn(
+        reading("temperature", 1)
+        + reading("humidity", 2)
+        + reading("temperature", 3)[:5]
+    )
     handler.on_traffic(stream)
-    datagram = FakeConn(reading("pressure", 4) + reading("temperature", 5), datagram=True)
+    datagram = FakeConn(
+        reading("pressure", 4) + reading("temperature", 5), datagram=True
+    )
     handler.on_traffic(datagram)
     assert seen == [("temperature", 1), ("other", 2), ("other", 4), ("temperature", 5)]
     assert stream.discards == [32]
 
 
-def test_an_enum_value_outside_the_enum_is_an_invalid_value(sensors: dict[str, ModuleType]) -> None:
+def test_an_enum_value_outside_the_enum_is_an_invalid_value(
+    sensors: dict[str, ModuleType],
+) -> None:
     codec = sensors["codec"]
-    wire = bytearray(codec.Reading(version=1, kind=codec.Kind.humidity, sensor_id=9, delta=0, value=0.0).encode())
+    wire = bytearray(
+        codec.Reading(
+            version=1, kind=codec.Kind.humidity, sensor_id=9, delta=0, value=0.0
+        ).encode()
+    )
     wire[3] = 99  # kind
     with pytest.raises(InvalidValue):
         sensors["handler"].SensorsHandler().on_traffic(FakeConn(bytes(wire)))

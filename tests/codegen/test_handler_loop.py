@@ -1,16 +1,14 @@
 """The generated handler's decode loop, driven through a fake connection.
 
-The fake has the runtime Conn's reading/writing surface (peek, discard, write,
-writev, datagram) and records what the handler did, so each test can assert
-exactly how many frames reached the callbacks and how many bytes were consumed.
+The fake (handler_helpers.FakeConn) records what the handler did, so each test
+can assert exactly how many frames reached the callbacks and how many bytes
+were consumed.
 """
 
 from __future__ import annotations
 
-import importlib
 import struct
 import sys
-import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
@@ -19,9 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from handler_helpers import FakeConn, build
 from protogen.errors import FrameTooLarge, MalformedFrame
-from protogen.generator import generate, write_outputs
-from protogen.parser import parse_spec
 from protogen.runtime import Action, EventHandler
 
 ECHO = """
@@ -61,54 +58,15 @@ frame Line {
 """
 
 
-class FakeConn:
-    """A stand-in for protogen.runtime.Conn that records the handler's calls."""
-
-    def __init__(self, data: bytes = b"", *, datagram: bool = False) -> None:
-        self.inbound = bytearray(data)
-        self.datagram = datagram
-        self.discards: list[int] = []
-        self.written: list[bytes] = []
-
-    def feed(self, data: bytes) -> None:
-        self.inbound += data
-
-    def peek(self, n: int = -1) -> memoryview:
-        # A snapshot, like the runtime's view: valid until on_traffic returns.
-        return memoryview(bytes(self.inbound if n < 0 else self.inbound[:n]))
-
-    def discard(self, n: int = -1) -> int:
-        n = len(self.inbound) if n < 0 else min(n, len(self.inbound))
-        del self.inbound[:n]
-        self.discards.append(n)
-        return n
-
-    def write(self, data: bytes | memoryview) -> int:
-        self.written.append(bytes(data))
-        return len(data)
-
-    def writev(self, chunks: list[bytes]) -> int:
-        return sum(self.write(chunk) for chunk in chunks)
-
-
-def build(spec_text: str, root: Path) -> dict[str, ModuleType]:
-    """Generate `spec_text` as a uniquely named package under `root`; import it."""
-    spec = parse_spec(spec_text, "test.proto.dsl")
-    package = f"gen_{spec.name}_{uuid.uuid4().hex[:10]}"
-    write_outputs(generate(spec, package=package), root / package)
-    (root / package / "__init__.py").write_text("")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return {
-        kind: importlib.import_module(f"{package}.{spec.name}_{kind}")
-        for kind in ("codec", "handler", "server", "client")
-    }
-
-
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, ModuleType]]]:
+def generated(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, dict[str, ModuleType]]]:
     root = tmp_path_factory.mktemp("generated")
-    yield {name: build(text, root) for name, text in (("echo", ECHO), ("tagged", TAGGED), ("lines", LINES))}
+    yield {
+        name: build(text, root)
+        for name, text in (("echo", ECHO), ("tagged", TAGGED), ("lines", LINES))
+    }
     sys.path.remove(str(root))
 
 
@@ -144,14 +102,18 @@ def test_echo_handler_uses_the_inline_length_loop(generated: Any) -> None:
 def test_many_frames_in_one_read_are_consumed_with_one_discard(generated: Any) -> None:
     handler, seen = recording(generated["echo"]["handler"].EchoHandler, "on_message")
     payloads = [b"one", b"", b"three" * 100]
-    conn = FakeConn(b"".join(echo_frame(p) for p in payloads) + echo_frame(b"partial")[:6])
+    conn = FakeConn(
+        b"".join(echo_frame(p) for p in payloads) + echo_frame(b"partial")[:6]
+    )
     assert handler.on_traffic(conn) == Action.NONE
     assert [bytes(frame.payload) for frame in seen] == payloads
     assert conn.discards == [sum(4 + len(p) for p in payloads)]
     assert bytes(conn.inbound) == echo_frame(b"partial")[:6]
 
 
-def test_a_frame_dribbling_in_byte_by_byte_is_delivered_once_whole(generated: Any) -> None:
+def test_a_frame_dribbling_in_byte_by_byte_is_delivered_once_whole(
+    generated: Any,
+) -> None:
     handler, seen = recording(generated["echo"]["handler"].EchoHandler, "on_message")
     wire = echo_frame(b"hello") + echo_frame(b"world")
     conn = FakeConn()
@@ -167,7 +129,9 @@ def test_a_frame_dribbling_in_byte_by_byte_is_delivered_once_whole(generated: An
     assert not conn.inbound
 
 
-def test_oversized_length_fails_fast_after_delivering_earlier_frames(generated: Any) -> None:
+def test_oversized_length_fails_fast_after_delivering_earlier_frames(
+    generated: Any,
+) -> None:
     seen: list[bytes] = []
 
     class Small(generated["echo"]["handler"].EchoHandler):  # type: ignore[misc, name-defined]
@@ -214,7 +178,9 @@ def test_send_encodes_the_response_frame(generated: Any) -> None:
 
     class Upper(modules["handler"].EchoHandler):  # type: ignore[misc, name-defined]
         def on_message(self, conn: Any, frame: Any) -> None:
-            self.send(conn, modules["codec"].Message(payload=bytes(frame.payload).upper()))
+            self.send(
+                conn, modules["codec"].Message(payload=bytes(frame.payload).upper())
+            )
 
     conn = FakeConn(echo_frame(b"shout"))
     Upper().on_traffic(conn)
@@ -226,7 +192,9 @@ def test_send_encodes_the_response_frame(generated: Any) -> None:
     payloads=st.lists(st.binary(max_size=300), max_size=12),
     cuts=st.lists(st.integers(0, 4000), max_size=6),
 )
-def test_inline_loop_and_decoder_agree_on_any_split(payloads: list[bytes], cuts: list[int]) -> None:
+def test_inline_loop_and_decoder_agree_on_any_split(
+    payloads: list[bytes], cuts: list[int]
+) -> None:
     modules = _echo_modules()
     handler, seen = recording(modules["handler"].EchoHandler, "on_message")
     wire = b"".join(echo_frame(p) for p in payloads)
@@ -329,3 +297,13 @@ def test_generated_handlers_are_event_handlers(generated: Any) -> None:
         handler_class = getattr(modules["handler"], f"{name.capitalize()}Handler")
         assert issubclass(handler_class, EventHandler)
         assert handler_class().on_traffic(FakeConn()) == Action.NONE
+
+
+def test_an_unfinished_scan_does_not_leak_into_the_next_datagram(generated: Any) -> None:
+    handler, seen = recording(generated["lines"]["handler"].LinesHandler, "on_line")
+    with pytest.raises(MalformedFrame):
+        handler.on_traffic(FakeConn(b"no newline in this datagram", datagram=True))
+    with pytest.raises(FrameTooLarge):
+        handler.on_traffic(FakeConn(b"y" * 100 + b"\n", datagram=True))
+    handler.on_traffic(FakeConn(b"ok\r\n", datagram=True))
+    assert [f.line for f in seen] == [b"ok"]

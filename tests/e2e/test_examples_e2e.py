@@ -58,10 +58,17 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 class Server:
     """`python -m NAME_server --listen URL...` in a subprocess."""
 
-    def __init__(self, directory: Path, protocol: str, urls: list[str], client: ModuleType) -> None:
+    def __init__(
+        self, directory: Path, protocol: str, urls: list[str], client: ModuleType
+    ) -> None:
         self.urls = urls
         self.process = subprocess.Popen(
-            [sys.executable, "-m", f"{protocol}_server", *[a for url in urls for a in ("--listen", url)]],
+            [
+                sys.executable,
+                "-m",
+                f"{protocol}_server",
+                *[a for url in urls for a in ("--listen", url)],
+            ],
             cwd=directory,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -73,7 +80,9 @@ class Server:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"server exited early: {self.process.communicate()[1]}")
+                raise AssertionError(
+                    f"server exited early: {self.process.communicate()[1]}"
+                )
             try:
                 client.connect(url, timeout=2.0).close()
                 return
@@ -116,7 +125,9 @@ def sample_frames(spec: ir.ProtocolSpec, codec: ModuleType, count: int) -> list[
     frame_def = spec.frame(spec.server_decodes)
     frame_class = getattr(codec, frame_def.name)
     sizes = {b.size_field for b in frame_def.body if b.size_field}
-    body = list(frame_def.body) or [ir.BodyField("payload", frame_def.location, rest=True)]
+    body = list(frame_def.body) or [
+        ir.BodyField("payload", frame_def.location, rest=True)
+    ]
     frames = []
     for index in range(count):
         fields: dict[str, Any] = {}
@@ -134,7 +145,9 @@ def sample_frames(spec: ir.ProtocolSpec, codec: ModuleType, count: int) -> list[
 
 
 @pytest.fixture(params=SPECS, ids=[p.name.removesuffix(".proto.dsl") for p in SPECS])
-def example(request: pytest.FixtureRequest, generated: Path) -> Iterator[dict[str, Any]]:
+def example(
+    request: pytest.FixtureRequest, generated: Path
+) -> Iterator[dict[str, Any]]:
     spec = load_spec(request.param)
     client = importlib.import_module(f"{spec.name}_client")
     codec = importlib.import_module(f"{spec.name}_codec")
@@ -143,7 +156,13 @@ def example(request: pytest.FixtureRequest, generated: Path) -> Iterator[dict[st
         urls.append(f"udp://127.0.0.1:{free_port(socket.SOCK_DGRAM)}")
     server = Server(generated, spec.name, urls, client)
     try:
-        yield {"spec": spec, "client": client, "codec": codec, "server": server, "urls": urls}
+        yield {
+            "spec": spec,
+            "client": client,
+            "codec": codec,
+            "server": server,
+            "urls": urls,
+        }
     finally:
         server.stop()
 
@@ -160,7 +179,9 @@ def test_pipelined_frames_come_back_over_tcp(example: dict[str, Any]) -> None:
 UDP_SPECS = [p for p in SPECS if "udp" in load_spec(p).transports]
 
 
-@pytest.mark.parametrize("spec_path", UDP_SPECS, ids=[p.name.removesuffix(".proto.dsl") for p in UDP_SPECS])
+@pytest.mark.parametrize(
+    "spec_path", UDP_SPECS, ids=[p.name.removesuffix(".proto.dsl") for p in UDP_SPECS]
+)
 def test_frames_come_back_over_udp(spec_path: Path, generated: Path) -> None:
     spec = load_spec(spec_path)
     client = importlib.import_module(f"{spec.name}_client")
@@ -175,13 +196,18 @@ def test_frames_come_back_over_udp(spec_path: Path, generated: Path) -> None:
                 assert connection.request(frame) == frame
             connection.send_many(frames[:3])  # one datagram each, one reply each
             assert connection.recv_many(3) == frames[:3]
+            # A bad datagram is dropped; the next one is decoded on its own.
+            connection.send_bytes(GARBAGE[spec.name][:100])
+            assert connection.request(frames[3]) == frames[3]
     finally:
         server.stop()
 
 
 def test_many_connections_at_once(example: dict[str, Any]) -> None:
     frames = sample_frames(example["spec"], example["codec"], 10)
-    clients = [example["client"].connect(example["urls"][0], timeout=10) for _ in range(20)]
+    clients = [
+        example["client"].connect(example["urls"][0], timeout=10) for _ in range(20)
+    ]
     try:
         for client in clients:
             client.send_many(frames)
@@ -206,7 +232,10 @@ def test_a_protocol_error_closes_only_its_connection(example: dict[str, Any]) ->
     spec = example["spec"]
     frames = sample_frames(spec, example["codec"], 3)
     url = example["urls"][0]
-    with example["client"].connect(url, timeout=10) as good, example["client"].connect(url, timeout=10) as bad:
+    with (
+        example["client"].connect(url, timeout=10) as good,
+        example["client"].connect(url, timeout=10) as bad,
+    ):
         bad.send_bytes(GARBAGE[spec.name])
         with pytest.raises(ConnectionError):
             bad.recv()
@@ -214,13 +243,17 @@ def test_a_protocol_error_closes_only_its_connection(example: dict[str, Any]) ->
         assert good.recv_many(3) == frames
 
 
-def test_echo_over_unix_socket_with_large_frames(generated: Path, tmp_path: Path) -> None:
+def test_echo_over_unix_socket_with_large_frames(
+    generated: Path, tmp_path: Path
+) -> None:
     client = importlib.import_module("echo_client")
     codec = importlib.import_module("echo_codec")
     url = f"unix://{tmp_path}/echo.sock"
     server = Server(generated, "echo", [url], client)
     try:
-        big = codec.Message(payload=bytes(range(256)) * 32768)  # 8 MiB: overflows socket buffers
+        big = codec.Message(
+            payload=bytes(range(256)) * 32768
+        )  # 8 MiB: overflows socket buffers
         with client.connect(url, timeout=30) as connection:
             connection.send_many([big, codec.Message(payload=b"after")])
             assert connection.recv() == big
@@ -240,4 +273,56 @@ def test_echo_over_ipv6(generated: Path) -> None:
         with client.connect(url, timeout=10) as connection:
             assert connection.request(codec.Message(payload=b"v6")).payload == b"v6"
     finally:
+        server.stop()
+
+
+def test_runtime_client_handler_drives_many_connections(generated: Path) -> None:
+    """The generated client handler on the runtime's non-blocking Client."""
+    import threading
+
+    client_module = importlib.import_module("echo_client")
+    codec = importlib.import_module("echo_codec")
+    url = f"tcp://127.0.0.1:{free_port()}"
+    server = Server(generated, "echo", [url], client_module)
+    connections, per_connection = 10, 50
+    done = threading.Event()
+    received: dict[int, list[bytes]] = {}
+    errors: list[BaseException] = []
+
+    class Counter(client_module.EchoClientHandler):
+        def on_open(self, conn: Any) -> tuple[bytes | None, Any]:
+            received[id(conn)] = []
+            frames = [
+                codec.Message(payload=b"%d:%d" % (conn.context, n))
+                for n in range(per_connection)
+            ]
+            return (
+                b"".join(frame.encode() for frame in frames),
+                client_module.Action.NONE,
+            )
+
+        def on_message(self, conn: Any, frame: Any) -> None:
+            received[id(conn)].append(bytes(frame.payload))
+            if sum(map(len, received.values())) == connections * per_connection:
+                done.set()
+
+        def on_close(self, conn: Any, err: BaseException | None) -> Any:
+            if err is not None:
+                errors.append(err)
+                done.set()
+            return super().on_close(conn, err)
+
+    runtime_client = client_module.start_client(Counter())
+    try:
+        for index in range(connections):
+            runtime_client.dial(url, context=index)
+        assert done.wait(30), f"only {sum(map(len, received.values()))} echoes arrived"
+        assert not errors
+        expected = {
+            tuple(b"%d:%d" % (index, n) for n in range(per_connection))
+            for index in range(connections)
+        }
+        assert {tuple(payloads) for payloads in received.values()} == expected
+    finally:
+        runtime_client.stop()
         server.stop()

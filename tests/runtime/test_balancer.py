@@ -78,7 +78,9 @@ def test_source_hash_ignores_the_port_and_spreads_addresses():
     for host in ("127.0.0.2", "127.0.0.3", "10.1.2.3", "::1", "2001:db8::7"):
         picks = {balancer.choose((host, port)) for port in range(40000, 40050)}
         assert len(picks) == 1, host
-    spread = Counter(balancer.choose((f"10.0.{i // 256}.{i % 256}", 5)) for i in range(1000))
+    spread = Counter(
+        balancer.choose((f"10.0.{i // 256}.{i % 256}", 5)) for i in range(1000)
+    )
     assert set(spread) == {0, 1}
     assert min(spread.values()) > 350
 

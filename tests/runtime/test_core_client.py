@@ -7,6 +7,7 @@ import threading
 
 from core_harness import frame, serving, wait_for
 from protogen.runtime import Action, Client, EventHandler
+from protogen.runtime.conn import CONNECTING
 from runtime_echo import LengthPrefixedEcho
 
 
@@ -79,7 +80,7 @@ def test_dial_does_not_block_the_loop() -> None:
                 pending = client.dial("tcp://127.0.0.1:%d" % stuck.getsockname()[1], context="stuck")
                 client.dial(engine.urls[0], context="fast")
                 assert wait_for(lambda: frame(b"hello from fast") in bytes(handler.data), timeout=10)
-                assert pending._state == 3 or pending in handler.opened  # still connecting
+                assert pending._state == CONNECTING or pending in handler.opened
     finally:
         for filler in fillers:
             filler.close()

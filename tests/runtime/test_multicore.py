@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import queue
-import selectors
 import signal
 import socket
 import subprocess
@@ -73,8 +72,12 @@ class Server:
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self._readers = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout), daemon=True),
-            threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr), daemon=True),
+            threading.Thread(
+                target=self._pump, args=(self.proc.stdout, self.stdout), daemon=True
+            ),
+            threading.Thread(
+                target=self._pump, args=(self.proc.stderr, self.stderr), daemon=True
+            ),
         ]
         for reader in self._readers:
             reader.start()
@@ -151,9 +154,13 @@ def ask(sock: socket.socket, request: bytes = b"pid\n") -> int:
     return int(data)
 
 
-def connect(port: int, source: str | None = None, timeout: float = 5.0) -> socket.socket:
+def connect(
+    port: int, source: str | None = None, timeout: float = 5.0
+) -> socket.socket:
     return socket.create_connection(
-        ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
+        ("127.0.0.1", port),
+        timeout=timeout,
+        source_address=(source, 0) if source else None,
     )
 
 
@@ -260,6 +267,34 @@ def test_source_hash_keeps_each_client_address_on_one_worker(servers):
     assert server.stop() == 0
 
 
+def test_max_connections_per_worker_pauses_accepting_in_acceptor_mode(servers):
+    port = free_port()
+    server = servers(f"tcp://127.0.0.1:{port}", max_connections=2)
+    boots = server.wait_booted()
+    held = [connect(port) for _ in range(4)]
+    try:
+        assert Counter(ask(sock) for sock in held) == {boots[0]: 2, boots[1]: 2}
+        waiting = connect(port)  # the kernel completes the handshake; nobody serves it
+        held.append(waiting)
+        waiting.sendall(b"pid\n")
+        waiting.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            waiting.recv(16)
+        closed = held.pop(0)
+        owner = ask(closed)
+        closed.close()
+        waiting.settimeout(5)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = waiting.recv(16)
+            assert chunk
+            data += chunk
+        assert int(data) == owner  # the worker with room took it
+    finally:
+        close_all(held)
+    assert server.stop() == 0
+
+
 # ------------------------------------------------------------------ reuseport mode
 
 
@@ -267,7 +302,9 @@ def test_reuseport_serves_tcp_and_udp(servers):
     tcp_port = free_port()
     udp_port = free_port(socket.SOCK_DGRAM)
     server = servers(
-        f"tcp://127.0.0.1:{tcp_port}", f"udp://127.0.0.1:{udp_port}", load_balancing="reuseport"
+        f"tcp://127.0.0.1:{tcp_port}",
+        f"udp://127.0.0.1:{udp_port}",
+        load_balancing="reuseport",
     )
     boots = set(server.wait_booted())
     socks = [connect_retry(tcp_port) for _ in range(40)]
@@ -372,6 +409,45 @@ def test_workers_exit_when_the_parent_is_killed(servers):
     assert wait_until(lambda: not any(pid_alive(pid) for pid in boots), timeout=10)
 
 
+def test_multicore_server_in_a_thread_counts_and_stops():
+    """The parent API: count_connections() across workers, stop() from another thread."""
+    from protogen.runtime.handler import Action, EventHandler
+    from protogen.runtime.multicore import MulticoreServer
+    from protogen.runtime.options import Options
+
+    class Echo(EventHandler):
+        def on_traffic(self, conn):
+            conn.write(conn.next())
+            return Action.NONE
+
+    port = free_port()
+    server = MulticoreServer(
+        Echo(),
+        [f"tcp://127.0.0.1:{port}"],
+        Options(loops=2, install_signal_handlers=False, drain_timeout=1.0),
+    )
+    runner = threading.Thread(target=server.run, daemon=True)
+    runner.start()
+    try:
+        assert server.wait_started(5)
+        assert server.bound_addresses == [f"tcp://127.0.0.1:{port}"]
+        socks = [connect(port) for _ in range(5)]
+        for sock in socks:
+            sock.sendall(b"hi")
+            assert sock.recv(2) == b"hi"
+        assert wait_until(lambda: server.count_connections() == 5)
+        pids = server.worker_pids()
+        assert len(pids) == 2
+        close_all(socks)
+        assert wait_until(lambda: server.count_connections() == 0)
+    finally:
+        server.stop()
+        runner.join(15)
+    assert not runner.is_alive()
+    assert not any(pid_alive(pid) for pid in pids)
+    assert server.count_connections() == 0
+
+
 # ------------------------------------------------------------------ supervisor unit tests
 
 
@@ -467,7 +543,9 @@ def test_worker_count_follows_loops_and_multicore():
     assert worker_count(Options(loops=3)) == 3
     assert worker_count(Options(multicore=True)) == (os.cpu_count() or 1)
     assert worker_count(Options(loops=4, multicore=True)) == 4
-    assert accept_mode(Options(load_balancing="least_connections")) == "least-connections"
+    assert (
+        accept_mode(Options(load_balancing="least_connections")) == "least-connections"
+    )
     assert accept_mode(Options(reuse_port=True)) == "reuseport"
     assert accept_mode(Options(load_balancing="reuseport")) == "reuseport"
 

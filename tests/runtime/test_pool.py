@@ -205,7 +205,9 @@ def test_default_panic_handler_logs(pools, caplog):
         raise KeyError("missing-thing")
 
     pool.submit(boom)
-    assert wait_until(lambda: any("missing-thing" in r.getMessage() for r in caplog.records))
+    assert wait_until(
+        lambda: any("missing-thing" in r.getMessage() for r in caplog.records)
+    )
     record = next(r for r in caplog.records if "missing-thing" in r.getMessage())
     assert record.exc_info is not None
 
@@ -218,7 +220,9 @@ def test_a_failing_panic_handler_is_contained(pools, caplog):
 
     pool = pools(1, panic_handler=bad_handler)
     pool.submit(lambda: 1 / 0)
-    assert wait_until(lambda: any("handler broke" in r.getMessage() for r in caplog.records))
+    assert wait_until(
+        lambda: any("handler broke" in r.getMessage() for r in caplog.records)
+    )
     event = threading.Event()
     pool.submit(event.set)
     assert event.wait(5)
@@ -364,7 +368,9 @@ def test_async_write_from_pool_tasks_reaches_the_right_connection_in_order(pools
             conn.discard(end + 1)
             for line in data[:end].split(b"\n"):
                 tag = line.decode()
-                pool.submit(self.work, conn, tag)  # copy made above: buffer is the loop's
+                pool.submit(
+                    self.work, conn, tag
+                )  # copy made above: buffer is the loop's
             return Action.NONE
 
         def work(self, conn, tag: str) -> None:  # a pool thread
@@ -373,7 +379,9 @@ def test_async_write_from_pool_tasks_reaches_the_right_connection_in_order(pools
                     time.sleep(0.001)  # let the other tasks interleave
                 conn.async_write(f"{tag}:{i}\n".encode())
 
-    engine = Engine(Offloading(), ["tcp://127.0.0.1:0"], Options(install_signal_handlers=False))
+    engine = Engine(
+        Offloading(), ["tcp://127.0.0.1:0"], Options(install_signal_handlers=False)
+    )
     server = threading.Thread(target=engine.run, daemon=True)
     server.start()
     try:
@@ -383,7 +391,9 @@ def test_async_write_from_pool_tasks_reaches_the_right_connection_in_order(pools
         for n, client in enumerate(clients):
             client.sendall(f"conn{n}\n".encode())
         for n, client in enumerate(clients):
-            expected = b"".join(f"conn{n}:{i}\n".encode() for i in range(replies_per_request))
+            expected = b"".join(
+                f"conn{n}:{i}\n".encode() for i in range(replies_per_request)
+            )
             received = b""
             while len(received) < len(expected):
                 chunk = client.recv(65536)

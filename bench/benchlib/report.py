@@ -98,13 +98,17 @@ def write_chart(path: Path, rows: list[dict[str, Any]], title: str) -> bool:
     if not speed and not memory:
         return False
     panels = [p for p in (speed, memory) if p]
+    # One colour per peer across both panels.
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    every_peer = list(dict.fromkeys(r["peer"] for r in speed + memory))
+    colour = {peer: palette[i % len(palette)] for i, peer in enumerate(every_peer)}
     fig, axes = plt.subplots(
         len(panels), 1, figsize=(12, 4.5 * len(panels)), squeeze=False
     )
     for ax, panel in zip(axes[:, 0], panels):
         scenarios = list(dict.fromkeys(r["scenario"] for r in panel))
         peers = list(dict.fromkeys(r["peer"] for r in panel))
-        width = 0.8 / max(1, len(peers))
+        width = min(0.25, 0.8 / max(1, len(peers)))
         for i, peer in enumerate(peers):
             values = []
             for scenario in scenarios:
@@ -121,7 +125,8 @@ def write_chart(path: Path, rows: list[dict[str, Any]], title: str) -> bool:
                 else:
                     values.append(row["bytes_per_conn"] if row else 0)
             xs = [x + (i - (len(peers) - 1) / 2) * width for x in range(len(scenarios))]
-            ax.bar(xs, values, width, label=peer)
+            ax.bar(xs, values, width, label=peer, color=colour[peer])
+        ax.set_xlim(-0.6, max(len(scenarios), 3) - 0.4)  # thin bars even for one group
         ax.set_xticks(range(len(scenarios)))
         ax.set_xticklabels(scenarios, rotation=20, ha="right", fontsize=8)
         if panel is speed:
@@ -139,3 +144,60 @@ def write_chart(path: Path, rows: list[dict[str, Any]], title: str) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def check_targets(
+    rows: list[dict[str, Any]], peer: str = "protogen"
+) -> list[dict[str, Any]]:
+    """Issue 7's targets for the generated server, for the scenarios that ran."""
+    by_key = {(r["scenario"], r["peer"]): r for r in rows}
+    checks = []
+
+    def add(target: str, scenario: str, passed: bool, detail: str) -> None:
+        checks.append(
+            {"target": target, "scenario": scenario, "passed": passed, "detail": detail}
+        )
+
+    for row in rows:
+        if row["peer"] != peer:
+            continue
+        name, ratio = row["scenario"], row.get("ratio")
+        base = by_key.get((name, BASELINE), {})
+        if name == "echo-d16-64B-c50" and ratio is not None:
+            add(">= 1.3x uvloop", name, ratio >= 1.3, f"{ratio:.2f}x")
+        elif name.startswith("echo-d1-") and ratio is not None:
+            p99, base_p99 = row.get("p99_us"), base.get("p99_us")
+            ok = (
+                ratio >= 1.0
+                and p99 is not None
+                and base_p99 is not None
+                and p99 <= base_p99
+            )
+            add(
+                ">= 1.0x uvloop, p99 <= uvloop's",
+                name,
+                ok,
+                f"{ratio:.2f}x, p99 {_fmt(p99, '.0f')} vs {_fmt(base_p99, '.0f')} us",
+            )
+        elif name.startswith("http-plaintext") and ratio is not None:
+            add(">= 1.2x uvloop+httptools", name, ratio >= 1.2, f"{ratio:.2f}x")
+        elif row["family"] == MEMORY and row.get("bytes_per_conn") is not None:
+            value = row["bytes_per_conn"]
+            add("<= 600 B per idle connection", name, value <= 600, f"{value:.0f} B")
+        elif row["family"] == CAPACITY:
+            wanted = int(name.rsplit("-c", 1)[-1])
+            held = row.get("held") or 0
+            add(
+                f"{wanted} connections on one loop",
+                name,
+                held == wanted and row["errors"] == 0,
+                f"held {held:.0f}, errors {row['errors']}",
+            )
+    return checks
+
+
+def format_targets(checks: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"{'PASS' if c['passed'] else 'MISS'}  {c['scenario']:<26} {c['target']:<34} {c['detail']}"
+        for c in checks
+    )

@@ -116,18 +116,9 @@ def run_throughput(
             report = run_wrk(server.port, conns, pipeline, duration)
     except (ClientError, ServerError, OSError) as exc:
         return _record(scenario, peer, round_no, errors=1, first_error=str(exc)[-300:])
-    keep = (
-        "rps",
-        "p50_us",
-        "p99_us",
-        "errors",
-        "first_error",
-        "sent",
-        "received",
-        "lost",
-        "mismatches",
-    )
+    keep = ("rps", "p50_us", "p99_us", "errors", "first_error")
     values = {k: report[k] for k in keep if k in report}
+    values.update(port=server.port, client=report)  # the client's full report
     if not server.alive():
         values["errors"] = int(values.get("errors", 0)) + 1
         values["first_error"] = f"server died: {server.log_tail(300)}"
@@ -141,9 +132,9 @@ def run_idle(scenario: Scenario, peer: Peer, binary: Path) -> dict[str, Any]:
     try:
         with start_server(peer) as server:
             target = Target(server.port)
-            with HeldConnections(
-                binary, target, 16
-            ) as warm:  # imports, first allocations
+            # A few connections first: lazy imports and first allocations are not
+            # the cost of an idle connection.
+            with HeldConnections(binary, target, 16) as warm:
                 warm.release()
             time.sleep(0.5)
             before = server.rss()
@@ -163,6 +154,8 @@ def run_idle(scenario: Scenario, peer: Peer, binary: Path) -> dict[str, Any]:
         first_error=report.get("first_error", "") or ("" if alive else "server died"),
         held=report.get("held"),
         connect_s=report.get("connect_s"),
+        port=server.port,
+        client=report,
         rss_before=before,
         rss_after=after,
         bytes_per_conn=(after - before) / count,

@@ -1,0 +1,56 @@
+"""Helpers for the generated-handler tests: a fake Conn and an in-process build."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import uuid
+from pathlib import Path
+from types import ModuleType
+
+from protogen.generator import generate, write_outputs
+from protogen.parser import parse_spec
+
+
+class FakeConn:
+    """A stand-in for protogen.runtime.Conn that records the handler's calls."""
+
+    def __init__(self, data: bytes = b"", *, datagram: bool = False) -> None:
+        self.inbound = bytearray(data)
+        self.datagram = datagram
+        self.discards: list[int] = []
+        self.written: list[bytes] = []
+
+    def feed(self, data: bytes) -> None:
+        self.inbound += data
+
+    def peek(self, n: int = -1) -> memoryview:
+        # A snapshot, like the runtime's view: valid until on_traffic returns.
+        return memoryview(bytes(self.inbound if n < 0 else self.inbound[:n]))
+
+    def discard(self, n: int = -1) -> int:
+        n = len(self.inbound) if n < 0 else min(n, len(self.inbound))
+        del self.inbound[:n]
+        self.discards.append(n)
+        return n
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.written.append(bytes(data))
+        return len(data)
+
+    def writev(self, chunks: list[bytes]) -> int:
+        return sum(self.write(chunk) for chunk in chunks)
+
+
+def build(spec_text: str, root: Path) -> dict[str, ModuleType]:
+    """Generate `spec_text` as a uniquely named package under `root`; import it."""
+    spec = parse_spec(spec_text, "test.proto.dsl")
+    package = f"gen_{spec.name}_{uuid.uuid4().hex[:10]}"
+    write_outputs(generate(spec, package=package), root / package)
+    (root / package / "__init__.py").write_text("")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return {
+        kind: importlib.import_module(f"{package}.{spec.name}_{kind}")
+        for kind in ("codec", "handler", "server", "client")
+    }
