@@ -86,14 +86,19 @@ class ConnectionCounters:
     is needed; readers may see a value a moment old, which is fine for
     balancing and ``count_connections()``.
 
-    Fields per worker: ``live`` (connections open now), ``adopted`` (sockets
-    received from the parent so far), ``opened``/``closed`` (totals),
-    ``bytes_in``/``bytes_out`` (published periodically by the worker).
+    Fields per worker: ``conns`` - the live connection count and the number
+    of sockets adopted from the parent, packed into one 64-bit word
+    (``adopted mod 2**32 << 32 | live``) so the parent always reads a
+    consistent pair: with two words it could see a connection counted twice
+    (live and still in flight) or not at all, and least-connections would
+    wobble; then ``opened``/``closed`` (totals) and ``bytes_in``/``bytes_out``,
+    published periodically by the worker.
     """
 
-    FIELDS = ("live", "adopted", "opened", "closed", "bytes_in", "bytes_out")
-    LIVE, ADOPTED, OPENED, CLOSED, BYTES_IN, BYTES_OUT = range(6)
+    FIELDS = ("conns", "opened", "closed", "bytes_in", "bytes_out")
+    CONNS, OPENED, CLOSED, BYTES_IN, BYTES_OUT = range(5)
     _SLOT = len(FIELDS)
+    _LOW = 0xFFFFFFFF
 
     def __init__(self, workers: int) -> None:
         if workers < 1:
@@ -101,21 +106,39 @@ class ConnectionCounters:
         self.workers = workers
         size = max(mmap.PAGESIZE, workers * self._SLOT * 8)
         self._map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
-        self._values = memoryview(self._map).cast("q")
+        self._values = memoryview(self._map).cast("Q")
 
     def get(self, worker: int, field: int) -> int:
         return self._values[worker * self._SLOT + field]
 
     def set(self, worker: int, field: int, value: int) -> None:
+        """Single writer per slot: only the owning worker may call it."""
         self._values[worker * self._SLOT + field] = value
 
-    def add(self, worker: int, field: int, delta: int = 1) -> None:
-        """Single-writer increment (only the owning worker may call it)."""
-        index = worker * self._SLOT + field
-        self._values[index] += delta
+    def publish_conns(self, worker: int, live: int, adopted: int) -> None:
+        """One store of the worker's live count and adopted total (worker only)."""
+        self._values[worker * self._SLOT] = (adopted & self._LOW) << 32 | live
+
+    def conns(self, worker: int) -> tuple[int, int]:
+        """``(live, adopted mod 2**32)`` read in one load."""
+        word = self._values[worker * self._SLOT]
+        return word & self._LOW, word >> 32
 
     def live(self, worker: int) -> int:
-        return self._values[worker * self._SLOT + self.LIVE]
+        return self._values[worker * self._SLOT] & self._LOW
+
+    def load(self, worker: int, assigned: int) -> int:
+        """Live connections plus those assigned by the parent, not yet adopted."""
+        live, adopted = self.conns(worker)
+        in_flight = (assigned - adopted) & self._LOW
+        return live + (in_flight if in_flight < 1 << 31 else 0)
+
+    def total_live(self) -> int:
+        """Live connections summed over every worker (0 once closed)."""
+        if self._map.closed:
+            return 0
+        values, slot, low = self._values, self._SLOT, self._LOW
+        return sum(values[w * slot] & low for w in range(self.workers))
 
     def total(self, field: int) -> int:
         """Sum over every worker (0 once the counters are closed)."""
@@ -132,7 +155,10 @@ class ConnectionCounters:
 
     def snapshot(self, worker: int) -> dict[str, int]:
         base = worker * self._SLOT
-        return {name: self._values[base + i] for i, name in enumerate(self.FIELDS)}
+        values = {name: self._values[base + i] for i, name in enumerate(self.FIELDS)}
+        values["live"], values["adopted"] = self.conns(worker)
+        del values["conns"]
+        return values
 
     def close(self) -> None:
         if not self._map.closed:
@@ -181,9 +207,7 @@ class LeastConnections(Balancer):
         self._handed = [0] * workers
 
     def load(self, worker: int) -> int:
-        counters = self._counters
-        in_flight = self._handed[worker] - counters.get(worker, counters.ADOPTED)
-        return counters.live(worker) + max(0, in_flight)
+        return self._counters.load(worker, self._handed[worker])
 
     def choose(self, remote_addr: Any) -> int:
         best, best_load = 0, None

@@ -211,9 +211,7 @@ class Dispatcher:
 
     def _load(self, index: int) -> int:
         """Live connections of a worker plus those assigned but not adopted yet."""
-        counters = self.counters
-        in_flight = self._assigned[index] - counters.get(index, counters.ADOPTED)
-        return counters.live(index) + max(0, in_flight)
+        return self.counters.load(index, self._assigned[index])
 
     def _roomy_slot(self, preferred: int) -> WorkerSlot | None:
         for offset in range(1, self.workers):

@@ -195,7 +195,7 @@ class MulticoreServer:
         return supervisor is not None and supervisor.wait_started(timeout)
 
     def count_connections(self) -> int:
-        return self.counters.total(ConnectionCounters.LIVE)
+        return self.counters.total_live()
 
     def worker_pids(self) -> list[int]:
         return self._supervisor.worker_pids() if self._supervisor else []
@@ -275,10 +275,11 @@ class MulticoreServer:
 
     def _worker_main(self, link: WorkerLink) -> int:
         """Runs in the forked child; returns its exit status."""
-        _WORKER["urls"] = self._urls
         self._listeners = []  # the supervisor closed these fds in the child
         self._unix_paths = []  # files belong to the parent
-        return _serve_worker(self.handler, self._worker_urls, self.options, link)
+        return _serve_worker(
+            self.handler, self._worker_urls, self.options, link, self._urls
+        )
 
 
 def run_multicore(
@@ -309,7 +310,7 @@ class ClusterEngine:
         self._engine.stop()
 
     def count_connections(self) -> int:
-        return self._link.counters.total(ConnectionCounters.LIVE)
+        return self._link.counters.total_live()
 
     def stats(self) -> Any:
         """``EngineStats`` summed over every worker (totals lag up to 0.5 s)."""
@@ -319,7 +320,7 @@ class ClusterEngine:
         return EngineStats(
             connections_opened=counters.total(counters.OPENED),
             connections_closed=counters.total(counters.CLOSED),
-            connections_active=counters.total(counters.LIVE),
+            connections_active=counters.total_live(),
             bytes_in=counters.total(counters.BYTES_IN),
             bytes_out=counters.total(counters.BYTES_OUT),
         )
@@ -327,13 +328,52 @@ class ClusterEngine:
     @property
     def urls(self) -> list[str]:
         """Every URL the server listens on (real ports), parent- or worker-bound."""
-        return list(_WORKER.get("urls") or self._engine.urls)
+        return list(_WORKER.urls if _WORKER is not None else self._engine.urls)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
 
     def __repr__(self) -> str:
         return f"<ClusterEngine worker {self.worker_index}/{self.workers} pid {os.getpid()}>"
+
+
+class _WorkerState:
+    """This worker's link to the supervisor and its published connection tally."""
+
+    def __init__(self, link: WorkerLink, urls: list[str]) -> None:
+        self.link = link
+        self.counters = link.counters
+        self.index = link.index
+        self.urls = urls
+        self.cluster: ClusterEngine | None = None
+        self.live = 0
+        self.adopted = 0
+        # True while an adopted socket is being enrolled: its on_open must not
+        # count it again (adopt() already did, in the same store as `adopted`).
+        self.adopting = False
+
+    def publish(self) -> None:
+        self.counters.publish_conns(self.index, self.live, self.adopted)
+
+    def adopt(self) -> None:
+        self.live += 1
+        self.adopted += 1
+        self.publish()
+
+    def opened(self) -> None:
+        if self.adopting:
+            self.adopting = False
+            return
+        self.live += 1
+        self.publish()
+
+    def closed(self) -> None:
+        self.live -= 1
+        self.publish()
+
+
+# The worker's state, set once in the forked child.
+_WORKER: _WorkerState | None = None
 
 
 def _counting_class(base: type) -> type:
@@ -343,31 +383,30 @@ def _counting_class(base: type) -> type:
     the handler's own methods, attributes and ``isinstance`` all stay as they
     were; only ``on_boot``/``on_open``/``on_close``/``on_shutdown`` gain a
     counter update.  ``__slots__ = ()`` keeps the instance layout identical.
+    The loop calls ``on_close`` for every connection whose ``on_open`` ran
+    (even when ``on_open`` raised), so the tally cannot drift.
     """
 
     class Counting(base):  # type: ignore[misc, valid-type]
         __slots__ = ()
 
         def on_boot(self, engine: Any) -> Action:
-            cluster = ClusterEngine(engine, _WORKER["link"])
-            _WORKER["cluster"] = cluster
-            return base.on_boot(self, cluster)
+            state = _WORKER
+            assert state is not None
+            state.cluster = ClusterEngine(engine, state.link)
+            return base.on_boot(self, state.cluster)
 
         def on_open(self, conn: Any) -> Any:
-            counters = _WORKER["counters"]
-            index = _WORKER["index"]
-            counters.add(
-                index, ConnectionCounters.LIVE
-            )  # before: on_close always follows
+            _WORKER.opened()  # type: ignore[union-attr]
             return base.on_open(self, conn)
 
         def on_close(self, conn: Any, err: BaseException | None) -> Action:
-            counters = _WORKER["counters"]
-            counters.add(_WORKER["index"], ConnectionCounters.LIVE, -1)
+            _WORKER.closed()  # type: ignore[union-attr]
             return base.on_close(self, conn, err)
 
         def on_shutdown(self, engine: Any) -> None:
-            return base.on_shutdown(self, _WORKER.get("cluster") or engine)
+            cluster = _WORKER.cluster if _WORKER is not None else None
+            return base.on_shutdown(self, cluster or engine)
 
     Counting.__name__ = base.__name__
     Counting.__qualname__ = base.__qualname__
@@ -375,33 +414,54 @@ def _counting_class(base: type) -> type:
     return Counting
 
 
-# Per-process worker state (set once in the forked child).
-_WORKER: dict[str, Any] = {}
-
-
 def _serve_worker(
-    handler: EventHandler, urls: list[str], options: Options, link: WorkerLink
+    handler: EventHandler,
+    urls: list[str],
+    options: Options,
+    link: WorkerLink,
+    cluster_urls: list[str],
 ) -> int:
-    """Run one event loop in this (worker) process until it stops."""
+    """Run one event loop in this (worker) process until it stops.
+
+    ``urls`` are the addresses this worker binds itself (reuseport, UDP);
+    ``cluster_urls`` everything the server listens on (for ``engine.urls``).
+    """
     from . import engine as engine_module  # deferred: engine imports this module
 
-    _WORKER.update(link=link, counters=link.counters, index=link.index, cluster=None)
-    _WORKER.setdefault("urls", urls)
+    global _WORKER
+    state = _WORKER = _WorkerState(link, cluster_urls or urls)
     handler.__class__ = _counting_class(type(handler))
     worker_options = options.replace(loops=1, multicore=False, reuse_port=True)
     engine = engine_module.Engine(handler, urls, worker_options)
     loop = engine.loop
     counters = link.counters
     index = link.index
+    log = logging.getLogger("protogen.runtime.multicore")
+
+    def adopt(fd: int) -> None:
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            return
+        state.adopt()
+        state.adopting = True
+        try:
+            if sock.family != socket.AF_UNIX:
+                loop.configure_socket(sock)
+            loop.enroll(sock)  # on the loop thread: on_open runs right here
+        except Exception:
+            log.exception("worker %d: cannot adopt a connection", index)
+            sock.close()
+        finally:
+            if state.adopting:  # on_open never ran (stopping, or enroll failed)
+                state.adopting = False
+                state.closed()
 
     def on_channel(events: int) -> None:
         fds, quit_requested, parent_gone = link.receive()
         for fd in fds:
-            sock = socket.socket(fileno=fd)
-            if sock.family != socket.AF_UNIX:
-                loop.configure_socket(sock)
-            loop.enroll(sock)
-            counters.add(index, ConnectionCounters.ADOPTED)
+            adopt(fd)
         if parent_gone:
             loop.remove_reader(link.channel.fileno())
         if quit_requested or parent_gone:
@@ -419,9 +479,7 @@ def _serve_worker(
     try:
         engine.run()
     except BaseException:
-        logging.getLogger("protogen.runtime.multicore").exception(
-            "worker %d (pid %d) failed", index, os.getpid()
-        )
+        log.exception("worker %d (pid %d) failed", index, os.getpid())
         return EXIT_FATAL if getattr(loop, "fatal_error", None) is not None else 1
     if getattr(loop, "fatal_error", None) is not None:
         return EXIT_FATAL

@@ -26,6 +26,7 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -103,7 +104,7 @@ class Supervisor(Dispatcher):
             pass  # pipe full (a wake-up is pending anyway) or already closed
 
     def count_connections(self) -> int:
-        return self.counters.total(ConnectionCounters.LIVE)
+        return self.counters.total_live()
 
     def worker_pids(self) -> list[int]:
         return [slot.pid for slot in self._slots if slot.alive]
@@ -190,6 +191,7 @@ class Supervisor(Dispatcher):
         parent_end, child_end = new_channel()
         parent_end.setblocking(False)
         child_end.setblocking(False)
+        _flush_std_streams()  # else the child would write the parent's buffered output too
         try:
             pid = os.fork()
         except BaseException:
@@ -211,6 +213,7 @@ class Supervisor(Dispatcher):
             except BaseException:
                 traceback.print_exc()
             finally:
+                _flush_std_streams()  # os._exit skips it; keep the worker's prints
                 os._exit(code)
         child_end.close()
         self.counters.reset(slot.index)
@@ -425,6 +428,15 @@ class Supervisor(Dispatcher):
 
 
 _UNKNOWN_STATUS = -1
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _describe_status(status: int) -> str:

@@ -8,11 +8,12 @@ errors. A traceback means a bug in protogen.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .diagnostics import SpecError
 from .models import ProtocolSpec
@@ -80,19 +81,15 @@ def _check_templates_dir(templates: str | None) -> None:
         raise CommandError(f"--templates {templates}: no such directory", EXIT_USAGE)
 
 
-def _generate(
-    spec: ProtocolSpec, args: argparse.Namespace, package: str | None, with_tests: bool
-) -> dict[str, str]:
-    """Run the generator; template and formatting failures become CommandErrors."""
+@contextlib.contextmanager
+def _generator_errors(spec: ProtocolSpec) -> Iterator[None]:
+    """Template and formatting failures (a bad --templates override) as CommandErrors."""
     import jinja2
 
     from .format import GeneratedCodeError
-    from .generator import generate
 
     try:
-        return generate(
-            spec, templates_dir=args.templates, package=package, with_tests=with_tests
-        )
+        yield
     except jinja2.TemplateError as error:
         where = (
             f"{error.filename}:{error.lineno}: "
@@ -104,6 +101,17 @@ def _generate(
         ) from None
     except GeneratedCodeError as error:
         raise CommandError(f"{spec.source_file}: {error}") from None
+
+
+def _generate(
+    spec: ProtocolSpec, args: argparse.Namespace, package: str | None, with_tests: bool
+) -> dict[str, str]:
+    from .generator import generate
+
+    with _generator_errors(spec):
+        return generate(
+            spec, templates_dir=args.templates, package=package, with_tests=with_tests
+        )
 
 
 # --- protogen build ------------------------------------------------------------------
@@ -202,11 +210,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if spec is None:
         return EXIT_ERROR
     spec = _with_bases(spec, getattr(args, "handler_base", None), None)
+    if os.getcwd() not in sys.path:
+        # Handler modules and handler bases live beside the user.
+        sys.path.insert(0, os.getcwd())
     try:
-        root, package = ensure_built(spec, templates)
+        with _generator_errors(spec):
+            root, package = ensure_built(spec, templates)
     except OSError as error:
         raise CommandError(f"cannot build into the cache: {error}") from None
-    modules = import_built(spec, root, package)
+    try:
+        modules = import_built(spec, root, package)
+    except Exception as error:  # e.g. a handler_base module that cannot be imported
+        raise CommandError(
+            f"cannot import the build of {spec.source_file}: {type(error).__name__}: {error}"
+        ) from None
     server = modules["server"]
     handler_class = _handler_class(args.handler, server)
     addrs = listen or list(server.DEFAULT_LISTEN)
@@ -250,8 +267,6 @@ def _handler_class(target: str | None, server: Any) -> type:
     """The --handler class, or the generated echo handler without one."""
     if target is None:
         return server.DEFAULT_HANDLER
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # the user's handler module lives beside them
     try:
         return server.load_handler(target)
     except ValueError as error:

@@ -454,3 +454,25 @@ def test_serve_on_a_busy_port_is_an_error(tmp_path: Path) -> None:
         result = protogen("serve", ECHO, "--listen", f"tcp://127.0.0.1:{port}", env=env)
     assert_clean_error(result, 1)
     assert "cannot serve" in result.stderr
+
+
+def test_serve_with_a_broken_template_override(tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "server.py.j2").write_text("{% if %}\n")
+    env = dict(os.environ, PROTOGEN_CACHE_DIR=str(tmp_path / "cache"))
+    result = protogen("serve", ECHO, "--templates", tmp_path / "templates", env=env)
+    assert_clean_error(result, 1)
+    assert "template error" in result.stderr and "server.py.j2:1" in result.stderr
+
+
+def test_serve_with_an_unimportable_handler_base(tmp_path: Path) -> None:
+    spec = tmp_path / "based.proto.dsl"
+    spec.write_text(
+        ECHO.read_text().replace(
+            "protocol echo", 'protocol echo\nhandler_base "no_such_base_xyz:Base"'
+        )
+    )
+    env = dict(os.environ, PROTOGEN_CACHE_DIR=str(tmp_path / "cache"))
+    result = protogen("serve", spec, cwd=tmp_path, env=env)
+    assert_clean_error(result, 1)
+    assert "No module named 'no_such_base_xyz'" in result.stderr

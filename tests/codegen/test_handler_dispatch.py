@@ -244,3 +244,42 @@ def test_handler_base_from_the_spec(tmp_path: Path) -> None:
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("handler_bases", None)
+
+
+CLASH = """
+protocol clash
+transport tcp
+enum Op : u8 { open = 1, close = 2, get = 3, message = 4 }
+frame Message {
+    framing fixed 2
+    header big { op: Op  arg: u8 }
+    dispatch on op
+}
+"""
+
+
+def test_members_named_like_runtime_callbacks_get_prefixed_methods(
+    tmp_path: Path,
+) -> None:
+    modules = build(CLASH, tmp_path)
+    try:
+        handler_class = modules["handler"].ClashHandler
+        # on_open / on_close stay the runtime's callbacks; on_message the generic one.
+        assert handler_class.on_open is EventHandler.on_open
+        assert handler_class.on_close is EventHandler.on_close
+        calls: list[str] = []
+
+        class Clash(handler_class):  # type: ignore[misc, valid-type]
+            def on_op_open(self, conn: Any, frame: Any) -> None:
+                calls.append("op_open")
+
+            def on_get(self, conn: Any, frame: Any) -> None:
+                calls.append("get")
+
+            def on_message(self, conn: Any, frame: Any) -> None:
+                calls.append(f"generic:{frame.op.name}")
+
+        Clash().on_traffic(FakeConn(b"\x01\x00\x03\x00\x02\x00\x04\x00"))
+        assert calls == ["op_open", "get", "generic:close", "generic:message"]
+    finally:
+        sys.path.remove(str(tmp_path))

@@ -44,11 +44,11 @@ def test_round_robin_cycles_evenly():
 def test_least_connections_picks_the_least_loaded_worker(counters):
     balancer = LeastConnections(4, counters)
     for worker, live in enumerate([5, 2, 7, 3]):
-        counters.set(worker, counters.LIVE, live)
+        counters.publish_conns(worker, live, 0)
     assert balancer.choose(None) == 1
-    counters.set(1, counters.LIVE, 9)
+    counters.publish_conns(1, 9, 0)
     assert balancer.choose(None) == 3
-    counters.set(0, counters.LIVE, 3)
+    counters.publish_conns(0, 3, 0)
     assert balancer.choose(None) == 0  # ties go to the lowest index
 
 
@@ -61,12 +61,13 @@ def test_least_connections_counts_connections_in_flight(counters):
         balancer.handed(worker)
         picks.append(worker)
     assert Counter(picks) == {0: 2, 1: 2, 2: 2, 3: 2}
+    # Adopting moves a connection from "in flight" to "live": same load.
+    counters.publish_conns(1, 2, 2)
+    assert balancer.load(1) == 2
     # Worker 0 adopts its two and closes both: it is the least loaded again.
-    counters.set(0, counters.ADOPTED, 2)
-    counters.set(0, counters.LIVE, 0)
+    counters.publish_conns(0, 0, 2)
     for worker in (1, 2, 3):
-        counters.set(worker, counters.ADOPTED, 2)
-        counters.set(worker, counters.LIVE, 2)
+        counters.publish_conns(worker, 2, 2)
     assert balancer.choose(None) == 0
     balancer.worker_restarted(2)
     counters.reset(2)
@@ -112,16 +113,25 @@ def test_counters_are_shared_with_forked_children(counters):
     pid = os.fork()
     if pid == 0:
         try:
-            counters.add(2, counters.LIVE, 41)
-            counters.add(2, counters.LIVE)
+            counters.publish_conns(2, 42, 7)
+            counters.set(3, counters.OPENED, 5)
             counters.set(3, counters.BYTES_IN, 1 << 40)
         finally:
             os._exit(0)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert counters.live(2) == 42
+    assert counters.live(2) == 42 and counters.conns(2) == (42, 7)
     assert counters.get(3, counters.BYTES_IN) == 1 << 40
-    assert counters.total(counters.LIVE) == 42
-    assert counters.snapshot(2)["live"] == 42
+    assert counters.total(counters.OPENED) == 5
+    assert counters.total_live() == 42
+    assert counters.snapshot(2)["live"] == 42 and counters.snapshot(2)["adopted"] == 7
     counters.reset(2)
-    assert counters.total(counters.LIVE) == 0
+    assert counters.total_live() == 0
+
+
+def test_live_and_adopted_share_one_word_and_wrap_safely(counters):
+    counters.publish_conns(0, 3, (1 << 32) + 5)  # adopted is kept mod 2**32
+    assert counters.conns(0) == (3, 5)
+    assert counters.load(0, (1 << 32) + 9) == 3 + 4  # 4 still in flight
+    assert counters.load(0, 5) == 3  # none in flight
+    assert counters.load(0, 4) == 3  # never negative
