@@ -19,40 +19,14 @@ from .render import camel_case, py_literal, snake_case
 
 # Locals the generated decode/encode functions use themselves; a field with one
 # of these names gets a trailing underscore as its local variable.
-_RESERVED_LOCALS = {
-    "data",
-    "start",
-    "end",
-    "self",
-    "frame",
-    "out",
-    "buf",
-    "base",
-    "body_end",
-    "frame_len",
-    "length_value",
-    "header",
-    "trailer",
-    "value",
-    "limit",
-    "match",
-    "struct",
-    "zlib",
-    "wire",
-    "enum",
-    "re",
-    "exc",
-    "size",
-    "declared",
-    "region",
-    "count",
-    "varint",
-    "available",
-    "content_end",
-    "scan_from",
-    "head",
-    "body",
-}
+_RESERVED_LOCALS = frozenset(
+    (
+        "data start end self frame out buf base body_end frame_len "
+        "length_value header trailer value limit match struct zlib wire enum "
+        "re exc size declared region count varint available content_end scan_from "
+        "head body "
+    ).split()
+)
 
 CHECKSUM_FUNCTIONS = {
     "crc32": "zlib.crc32",
@@ -158,7 +132,7 @@ class FieldView:
 
 @dataclass
 class StructGroup:
-    """One precompiled struct.Struct covering the fields of one byte order."""
+    """The one precompiled struct.Struct of a header (or trailer)."""
 
     name: str
     format: str

@@ -71,7 +71,9 @@ def generate(
     return outputs
 
 
-def write_outputs(outputs: Mapping[str, str], out_dir: str | os.PathLike[str]) -> list[str]:
+def write_outputs(
+    outputs: Mapping[str, str], out_dir: str | os.PathLike[str]
+) -> list[str]:
     """Write each module into `out_dir` (created if needed); returns the paths.
 
     Each file is written to a temporary name and renamed, so a reader never sees
@@ -81,7 +83,9 @@ def write_outputs(outputs: Mapping[str, str], out_dir: str | os.PathLike[str]) -
     paths = []
     for filename in sorted(outputs):
         path = os.path.join(out_dir, filename)
-        fd, tmp_path = tempfile.mkstemp(dir=out_dir, prefix=f".{filename}.", suffix=".tmp")
+        fd, tmp_path = tempfile.mkstemp(
+            dir=out_dir, prefix=f".{filename}.", suffix=".tmp"
+        )
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
                 out.write(outputs[filename])

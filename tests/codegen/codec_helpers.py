@@ -48,7 +48,9 @@ def header(*specs: tuple) -> tuple[tuple[ir.HeaderField, ...], int]:
     return tuple(fields), offset
 
 
-def frame(name: str, framing: ir.Framing, *, hdr=((), 0), body=(), trl=((), 0), **kw) -> ir.FrameDef:
+def frame(
+    name: str, framing: ir.Framing, *, hdr=((), 0), body=(), trl=((), 0), **kw
+) -> ir.FrameDef:
     return ir.FrameDef(
         name=name,
         framing=framing,
@@ -84,7 +86,9 @@ def import_codec(protocol: ir.ProtocolSpec, directory: Path, **options) -> Modul
     write_outputs(outputs, directory)
     filename = f"{protocol.name}_codec.py"
     module_name = f"_protogen_test_{protocol.name}_{next(_counter)}"
-    module_spec = importlib.util.spec_from_file_location(module_name, directory / filename)
+    module_spec = importlib.util.spec_from_file_location(
+        module_name, directory / filename
+    )
     assert module_spec and module_spec.loader
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_name] = module
@@ -134,7 +138,9 @@ def _composite_frames(frame_def: ir.FrameDef, frame_class: type) -> st.SearchStr
         name = framing.length_header.encode()
         with_body = body.map(
             lambda b: frame_class(
-                head=b"POST /p HTTP/1.1\r\nHost: x\r\n" + name.lower() + b": %d" % len(b),
+                head=b"POST /p HTTP/1.1\r\nHost: x\r\n"
+                + name.lower()
+                + b": %d" % len(b),
                 body=b,
             )
         )
@@ -200,7 +206,9 @@ def chunks(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip(edges, edges[1:])]
 
 
-def decode_stream_reader(module: ModuleType, frame_name: str, pieces: list[bytes]) -> list:
+def decode_stream_reader(
+    module: ModuleType, frame_name: str, pieces: list[bytes]
+) -> list:
     """Feed pieces to the generated Reader (bytearray buffer, compacted)."""
     reader = getattr(module, f"{frame_name}Reader")()
     out = []
@@ -210,7 +218,9 @@ def decode_stream_reader(module: ModuleType, frame_name: str, pieces: list[bytes
     return out
 
 
-def decode_stream_views(module: ModuleType, frame_name: str, pieces: list[bytes]) -> list:
+def decode_stream_views(
+    module: ModuleType, frame_name: str, pieces: list[bytes]
+) -> list:
     """Handler style: memoryview of a growing buffer, advancing start offsets."""
     decoder = getattr(module, f"{frame_name}Decoder")()
     buffer = bytearray()

@@ -76,7 +76,12 @@ ODD = spec(
     frame(
         "Packet",
         ir.LengthFraming(
-            field="len", offset=2, size=3, order=ir.ByteOrder.LITTLE, counts="frame", adjustment=2
+            field="len",
+            offset=2,
+            size=3,
+            order=ir.ByteOrder.LITTLE,
+            counts="frame",
+            adjustment=2,
         ),
         hdr=header(
             ("magic", ir.BytesType(2), {"const": b"OD"}),
@@ -99,7 +104,9 @@ AFTER = spec(
     "after",
     frame(
         "Chunk",
-        ir.LengthFraming(field="size", offset=1, size=2, counts="after_field", adjustment=-2),
+        ir.LengthFraming(
+            field="size", offset=1, size=2, counts="after_field", adjustment=-2
+        ),
         hdr=header(
             ("kind", u(1)),
             ("size", u(2), {"computed_length": True}),
@@ -111,7 +118,12 @@ AFTER = spec(
 
 VARINT = spec(
     "vint",
-    frame("Message", ir.VarintFraming(style="leb128"), body=[rest("message")], max_frame=1 << 16),
+    frame(
+        "Message",
+        ir.VarintFraming(style="leb128"),
+        body=[rest("message")],
+        max_frame=1 << 16,
+    ),
 )
 
 MQTT = spec(

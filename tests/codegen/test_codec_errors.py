@@ -75,7 +75,9 @@ def test_composite_head_and_total_size_limits(codec):
     with pytest.raises(FrameTooLarge):
         module.HttpRequestDecoder().decode(b"G" * 2100)
     with pytest.raises(FrameTooLarge):  # the declared body alone exceeds the limit
-        module.HttpRequestDecoder().decode(b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n")
+        module.HttpRequestDecoder().decode(
+            b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"
+        )
 
 
 # --- checksums ------------------------------------------------------------------------
@@ -118,8 +120,14 @@ def test_crc16_header_checksum_and_adler32_trailer(codec):
 
 def _memcached_request(module, **changes):
     fields = dict(
-        opcode=module.Opcode.set, data_type=0, status=0, opaque=9, cas=1,
-        extras=b"\x00" * 8, key=b"key", value=b"value",
+        opcode=module.Opcode.set,
+        data_type=0,
+        status=0,
+        opaque=9,
+        cas=1,
+        extras=b"\x00" * 8,
+        key=b"key",
+        value=b"value",
     )
     fields.update(changes)
     return module.Request(**fields)
@@ -139,8 +147,21 @@ def test_magic_enum_and_allowed_values_are_checked_on_decode(codec):
         module.RequestDecoder().decode(wire[:5] + b"\x01" + wire[6:])
     assert info.value.field == "data_type"
     # the response codec accepts 0x81 and rejects 0x80
-    response = module.Response(**{k: getattr(_memcached_request(module), k) for k in (
-        "opcode", "data_type", "status", "opaque", "cas", "extras", "key", "value")})
+    response = module.Response(
+        **{
+            k: getattr(_memcached_request(module), k)
+            for k in (
+                "opcode",
+                "data_type",
+                "status",
+                "opaque",
+                "cas",
+                "extras",
+                "key",
+                "value",
+            )
+        }
+    )
     assert module.encode_response(response)[0] == 0x81
     with pytest.raises(InvalidValue):
         module.ResponseDecoder().decode(wire)
@@ -148,15 +169,23 @@ def test_magic_enum_and_allowed_values_are_checked_on_decode(codec):
 
 def test_decoded_enum_fields_are_enum_members(codec):
     module = codec(MEMCACHED)
-    frame, _ = module.RequestDecoder().decode(_memcached_request(module, opcode=4).encode())
+    frame, _ = module.RequestDecoder().decode(
+        _memcached_request(module, opcode=4).encode()
+    )
     assert frame.opcode is module.Opcode.delete
-    assert (frame.key_length, frame.extras_length, frame.total_body_length) == (3, 8, 16)
+    assert (frame.key_length, frame.extras_length, frame.total_body_length) == (
+        3,
+        8,
+        16,
+    )
     assert module.DISPATCH_FIELD == "opcode" and module.DISPATCH_ENUM is module.Opcode
 
 
 def test_fixed_frame_magic_and_allowed(codec):
     module = codec(FIXED)
-    reading = module.Reading(version=1, kind=module.Opcode.get, sensor=5, delta=-1, value=0.25)
+    reading = module.Reading(
+        version=1, kind=module.Opcode.get, sensor=5, delta=-1, value=0.25
+    )
     wire = reading.encode()
     assert len(wire) == 16 and wire[4:8] == (5).to_bytes(4, "little")
     with pytest.raises(InvalidValue):
@@ -206,7 +235,9 @@ def test_mqtt_varint_is_at_most_four_bytes(codec):
         module.encode_packet(module.Packet(type_flags=0, payload=b"x" * 268_435_456))
 
 
-@pytest.mark.parametrize("wire", [b":", b"05:hello,", b"5;hello,", b"5:hello;", b"x", b"3:a"[:0] + b"-1:"])
+@pytest.mark.parametrize(
+    "wire", [b":", b"05:hello,", b"5;hello,", b"5:hello;", b"x", b"3:a"[:0] + b"-1:"]
+)
 def test_bad_netstrings(codec, wire):
     module = codec(NETSTRING)
     with pytest.raises(MalformedFrame):
@@ -258,11 +289,24 @@ def test_encoders_reject_bad_values_with_value_error(codec):
         _memcached_request(memcached, key=b"k" * 70000).encode()
     odd = codec(ODD)
     with pytest.raises(ValueError, match="tag"):
-        odd.Packet(x=1, y=1, z=0.0, w=0.0, tag=b"toolong", version=1, fixed=b"ab", payload=b"").encode()
+        odd.Packet(
+            x=1, y=1, z=0.0, w=0.0, tag=b"toolong", version=1, fixed=b"ab", payload=b""
+        ).encode()
     with pytest.raises(ValueError):
-        odd.Packet(x=1, y=1 << 40, z=0.0, w=0.0, tag=b"abc", version=1, fixed=b"ab", payload=b"").encode()
+        odd.Packet(
+            x=1,
+            y=1 << 40,
+            z=0.0,
+            w=0.0,
+            tag=b"abc",
+            version=1,
+            fixed=b"ab",
+            payload=b"",
+        ).encode()
     with pytest.raises(ValueError, match="fixed"):
-        odd.Packet(x=1, y=1, z=0.0, w=0.0, tag=b"abc", version=1, fixed=b"a", payload=b"").encode()
+        odd.Packet(
+            x=1, y=1, z=0.0, w=0.0, tag=b"abc", version=1, fixed=b"a", payload=b""
+        ).encode()
     lines = codec(LINES)
     with pytest.raises(ValueError, match="delimiter"):
         lines.encode_line(lines.Line(b"two\nlines"))
@@ -272,6 +316,10 @@ def test_encoders_reject_bad_values_with_value_error(codec):
     assert kept.encode_record(kept.Record(b"done|")) == b"done|"
     http = codec(HTTPISH)
     with pytest.raises(ValueError):
-        http.encode_http_request(http.HttpRequest(b"GET / HTTP/1.1", b"unexpected body"))
+        http.encode_http_request(
+            http.HttpRequest(b"GET / HTTP/1.1", b"unexpected body")
+        )
     with pytest.raises(ValueError):
-        http.encode_http_request(http.HttpRequest(b"POST / HTTP/1.1\r\nContent-Length: 3", b"x"))
+        http.encode_http_request(
+            http.HttpRequest(b"POST / HTTP/1.1\r\nContent-Length: 3", b"x")
+        )

@@ -36,7 +36,11 @@ def _cases():
     for path in SPEC_PATHS:
         protocol = parser.load_spec(path)
         for frame_def in protocol.frames:
-            cases.append(pytest.param(protocol, frame_def.name, id=f"{path.stem}-{frame_def.name}"))
+            cases.append(
+                pytest.param(
+                    protocol, frame_def.name, id=f"{path.stem}-{frame_def.name}"
+                )
+            )
     return cases
 
 
@@ -45,7 +49,12 @@ CASES = _cases()
 
 def test_examples_exist():
     names = {p.name for p in SPEC_PATHS}
-    assert {"echo.proto.dsl", "lines.proto.dsl", "fixed.proto.dsl", "netstring.proto.dsl"} <= names
+    assert {
+        "echo.proto.dsl",
+        "lines.proto.dsl",
+        "fixed.proto.dsl",
+        "netstring.proto.dsl",
+    } <= names
 
 
 @pytest.mark.parametrize("path", SPEC_PATHS, ids=[p.stem for p in SPEC_PATHS])
@@ -61,7 +70,9 @@ def test_example_builds_are_black_clean_and_byte_identical(path):
 def test_property_example_roundtrip(codec, protocol, frame_name):
     module = codec(protocol)
     encode = getattr(module, f"encode_{snake_case(frame_name)}")
-    frames = st.lists(encodable(frames_strategy(protocol, frame_name, module), encode), max_size=6)
+    frames = st.lists(
+        encodable(frames_strategy(protocol, frame_name, module), encode), max_size=6
+    )
 
     @SETTINGS
     @given(data=st.data())
@@ -81,7 +92,9 @@ def test_property_example_garbage(codec, protocol, frame_name):
     reader_class = getattr(module, f"{frame_name}Reader")
 
     @SETTINGS
-    @given(garbage=st.binary(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=6))
+    @given(
+        garbage=st.binary(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=6)
+    )
     def check(garbage, cuts):
         reader = reader_class()
         try:
@@ -99,5 +112,7 @@ def test_echo_example_wire_format(codec):
     frame_name = protocol.frames[0].name
     frame_class = getattr(module, frame_name)
     body_name = protocol.frames[0].body[0].name
-    wire = getattr(module, f"encode_{snake_case(frame_name)}")(frame_class(**{body_name: b"hi"}))
+    wire = getattr(module, f"encode_{snake_case(frame_name)}")(
+        frame_class(**{body_name: b"hi"})
+    )
     assert wire == b"\x00\x00\x00\x02hi"

@@ -22,6 +22,7 @@ from codec_helpers import (
 )
 from codec_specs import ALL
 from protogen.errors import ProtocolError
+from protogen.render import snake_case
 
 SETTINGS = settings(
     max_examples=FUZZ_EXAMPLES,
@@ -32,20 +33,16 @@ IDS = [f"{s.name}-{name}" for s, name in ALL]
 
 
 def encoder(module, frame_name: str):
-    return getattr(module, f"encode_{frame_name_snake(frame_name)}")
-
-
-def frame_name_snake(name: str) -> str:
-    from protogen.render import snake_case
-
-    return snake_case(name)
+    return getattr(module, f"encode_{snake_case(frame_name)}")
 
 
 @pytest.mark.parametrize(("protocol", "frame_name"), ALL, ids=IDS)
 def test_property_roundtrip_split_anywhere(codec, protocol, frame_name):
     module = codec(protocol)
     encode = encoder(module, frame_name)
-    frames = st.lists(encodable(frames_strategy(protocol, frame_name, module), encode), max_size=6)
+    frames = st.lists(
+        encodable(frames_strategy(protocol, frame_name, module), encode), max_size=6
+    )
 
     @SETTINGS
     @given(data=st.data())
@@ -62,7 +59,7 @@ def test_property_roundtrip_split_anywhere(codec, protocol, frame_name):
 @pytest.mark.parametrize(("protocol", "frame_name"), ALL, ids=IDS)
 def test_property_encode_into_matches_encode(codec, protocol, frame_name):
     module = codec(protocol)
-    snake = frame_name_snake(frame_name)
+    snake = snake_case(frame_name)
     encode = getattr(module, f"encode_{snake}")
     encode_into = getattr(module, f"encode_{snake}_into")
     frames = encodable(frames_strategy(protocol, frame_name, module), encode)
@@ -83,7 +80,9 @@ def test_property_garbage_raises_only_protocol_errors(codec, protocol, frame_nam
     reader_class = getattr(module, f"{frame_name}Reader")
 
     @SETTINGS
-    @given(garbage=st.binary(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=6))
+    @given(
+        garbage=st.binary(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=6)
+    )
     def check(garbage, cuts):
         reader = reader_class()
         try:
@@ -96,7 +95,9 @@ def test_property_garbage_raises_only_protocol_errors(codec, protocol, frame_nam
 
 
 @pytest.mark.parametrize(("protocol", "frame_name"), ALL, ids=IDS)
-def test_property_mutated_frames_raise_only_protocol_errors(codec, protocol, frame_name):
+def test_property_mutated_frames_raise_only_protocol_errors(
+    codec, protocol, frame_name
+):
     """Valid frames with a few bytes flipped: decoded or rejected, never a crash."""
     module = codec(protocol)
     encode = encoder(module, frame_name)
@@ -106,7 +107,11 @@ def test_property_mutated_frames_raise_only_protocol_errors(codec, protocol, fra
     @SETTINGS
     @given(
         frame=frames,
-        flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), min_size=1, max_size=3),
+        flips=st.lists(
+            st.tuples(st.integers(0, 10_000), st.integers(1, 255)),
+            min_size=1,
+            max_size=3,
+        ),
     )
     def check(frame, flips):
         wire = bytearray(encode(frame))

@@ -97,7 +97,11 @@ def test_property_shortest_frame_wins(codec, delimiters):
 
     protocol = spec(
         "mixed" + str(len(delimiters[0])),
-        frame("Line", ir.DelimitedFraming(delimiters=tuple(delimiters)), body=[rest("line")]),
+        frame(
+            "Line",
+            ir.DelimitedFraming(delimiters=tuple(delimiters)),
+            body=[rest("line")],
+        ),
     )
     module = codec(protocol)
     pieces = st.sampled_from([b"a", b"b", b"\r", b"\n", b"\r\n", b"\n\r"])

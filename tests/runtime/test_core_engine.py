@@ -180,3 +180,16 @@ def test_signal_shuts_down_gracefully_and_exits_0(tmp_path, signum) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_run_delegates_to_multicore_when_loops_gt_1(monkeypatch) -> None:
+    import protogen.runtime.multicore as multicore
+
+    calls: list = []
+    monkeypatch.setattr(multicore, "run_multicore", lambda h, addrs, opts: calls.append((h, addrs, opts)))
+    handler = EventHandler()
+    run(handler, "tcp://127.0.0.1:0", loops=3, load_balancing="least_connections")
+    run(handler, "tcp://127.0.0.1:0", multicore=True)
+    assert [c[2].loops for c in calls] == [3, 1]
+    assert calls[0][0] is handler and calls[0][1][0].port == 0
+    assert calls[0][2].load_balancing == "least_connections" and calls[1][2].multicore

@@ -1,0 +1,292 @@
+"""The HTTP/1.1 example (examples/http/) driven by curl and Python's http.client.
+
+One generated server per module; every test uses its own connections, and the
+error tests check that another, already open connection keeps working.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import shutil
+import socket
+import subprocess
+import time
+import weakref
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from served_example import ExampleServer, recv_until_closed
+
+MAX_FRAME = 64 * 1024
+PLAINTEXT = b"Hello, World!"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleServer]:
+    served = ExampleServer("http", tmp_path_factory.mktemp("cache"))
+    try:
+        yield served
+    finally:
+        assert served.alive(), "the server died during the tests"
+        served.stop()
+
+
+def curl(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[bytes]:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    return subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=timeout)
+
+
+class Reply:
+    """One parsed response: status, headers (names lower-cased), body."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def getheader(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+_READERS: "weakref.WeakKeyDictionary[socket.socket, Any]" = weakref.WeakKeyDictionary()
+
+
+def read_responses(sock: socket.socket, count: int) -> list[Reply]:
+    """Parse `count` pipelined responses (Content-Length framed) from one socket, in order.
+
+    The socket's reader is kept in _READERS so that bytes buffered past
+    one call's last response are seen by the next call.
+    """
+    stream = _READERS.get(sock)
+    if stream is None:
+        stream = _READERS[sock] = sock.makefile("rb")
+    replies = []
+    for _ in range(count):
+        status_line = stream.readline(65537)
+        assert status_line.startswith(b"HTTP/1.1 "), status_line
+        headers = {}
+        while (line := stream.readline(65537)) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = stream.read(int(headers.get("content-length", "0")))
+        replies.append(Reply(int(status_line.split()[1]), headers, body))
+    return replies
+
+
+def request(method: str, path: str, body: bytes = b"", extra: str = "", version: str = "1.1") -> bytes:
+    head = f"{method} {path} HTTP/{version}\r\nHost: test\r\n{extra}"
+    if body or method == "POST":
+        head += f"Content-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+# -- curl ------------------------------------------------------------------------------
+
+
+def test_curl_get_plaintext(server: ExampleServer) -> None:
+    result = curl("-i", f"http://127.0.0.1:{server.port}/plaintext")
+    assert result.returncode == 0, result.stderr
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    assert body == PLAINTEXT
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 200 OK"
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert headers["Server"] == "protogen"
+    assert headers["Content-Type"] == "text/plain"
+    assert headers["Content-Length"] == "13"
+    assert parsedate_to_datetime(headers["Date"]).tzinfo is not None  # RFC 7231 IMF-fixdate
+    assert headers["Date"].endswith(" GMT")
+
+
+def test_curl_post_echoes_the_body(server: ExampleServer, tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 40 + b"\r\n\r\nnot a head\r\n\r\n"
+    (tmp_path / "body.bin").write_bytes(payload)
+    result = curl("--data-binary", f"@{tmp_path / 'body.bin'}", f"http://127.0.0.1:{server.port}/echo")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == payload
+
+
+def test_curl_reuses_one_connection_for_several_urls(server: ExampleServer) -> None:
+    base = f"http://127.0.0.1:{server.port}"
+    result = curl("-v", f"{base}/plaintext", f"{base}/missing", f"{base}/plaintext")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == PLAINTEXT + PLAINTEXT  # the 404 has no body
+    log = result.stderr.decode()
+    assert log.count("Connected to") == 1
+    assert re.search(r"Re-?using existing connection", log, re.I)
+    assert "< HTTP/1.1 404 Not Found" in log
+
+
+# -- http.client -------------------------------------------------------------------------
+
+
+def test_http_client_keep_alive_and_routes(server: ExampleServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request("GET", "/plaintext")
+        first = conn.getresponse()
+        assert (first.status, first.read()) == (200, PLAINTEXT)
+        sock = conn.sock
+        conn.request("POST", "/echo", body=b"ping " * 100)
+        echo = conn.getresponse()
+        assert (echo.status, echo.read()) == (200, b"ping " * 100)
+        conn.request("GET", "/nowhere")
+        missing = conn.getresponse()
+        assert (missing.status, missing.read()) == (404, b"")
+        conn.request("GET", "/echo")
+        wrong = conn.getresponse()
+        assert (wrong.status, wrong.getheader("Allow"), wrong.read()) == (405, "POST", b"")
+        conn.request("GET", "/plaintext?cache=no")
+        query = conn.getresponse()
+        assert (query.status, query.read()) == (200, PLAINTEXT)
+        assert conn.sock is sock  # one TCP connection for all five
+    finally:
+        conn.close()
+
+
+def test_pipelined_requests_are_answered_in_order(server: ExampleServer) -> None:
+    bodies = [b"", b"x", b"\r\n\r\n", b"GET /plaintext HTTP/1.1\r\n\r\n", b"z" * 5000]
+    wire = b""
+    expected = []
+    for index, body in enumerate(bodies):
+        wire += request("GET", "/plaintext") + request("POST", "/echo", body)
+        expected += [(200, PLAINTEXT), (200, body)]
+        if index % 2:
+            wire += request("GET", f"/missing/{index}")
+            expected.append((404, b""))
+    with server.connect() as sock:
+        sock.sendall(wire)
+        responses = read_responses(sock, len(expected))
+        assert [(r.status, r.body) for r in responses] == expected
+        # Still open: one more request on the same connection.
+        sock.sendall(request("GET", "/plaintext"))
+        assert read_responses(sock, 1)[0].body == PLAINTEXT
+
+
+def test_pipelined_requests_split_at_every_offset(server: ExampleServer) -> None:
+    """Heads and bodies cut across reads, mixing heads the server already knows."""
+    wire = (
+        request("GET", "/plaintext") * 3
+        + request("POST", "/echo", b"a\r\n\r\nb")
+        + request("GET", "/plaintext")
+        + request("GET", "/plaintext", extra="X-Trace: 7\r\n")
+    )
+    expected = [PLAINTEXT] * 3 + [b"a\r\n\r\nb", PLAINTEXT, PLAINTEXT]
+    for cut in (1, 7, 31, 52):
+        with server.connect() as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for start in range(0, len(wire), cut):
+                sock.sendall(wire[start : start + cut])
+            responses = read_responses(sock, len(expected))
+            assert [r.body for r in responses] == expected, cut
+
+
+def test_connection_close_is_honoured(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(
+            request("GET", "/plaintext")
+            + request("GET", "/plaintext", extra="Connection: close\r\n")
+            + request("GET", "/plaintext")  # after the close: ignored
+        )
+        data = recv_until_closed(sock)
+    assert data.count(PLAINTEXT) == 2
+    assert data.count(b"Connection: close") == 1
+    assert data.endswith(PLAINTEXT)
+
+
+def test_http_10_closes_unless_keep_alive(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(request("GET", "/plaintext", version="1.0"))
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(PLAINTEXT)
+    with server.connect() as sock:
+        sock.sendall(request("GET", "/plaintext", extra="Connection: keep-alive\r\n", version="1.0") * 2)
+        responses = read_responses(sock, 2)
+        assert [r.getheader("Connection") for r in responses] == ["keep-alive"] * 2
+        assert [r.body for r in responses] == [PLAINTEXT] * 2
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /plaintext\r\nHost: x\r\n\r\n",
+        b"GET /plaintext HTTP/2.0\r\n\r\n",
+        b"GET /plaintext HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"GET /plaintext HTTP/1.1\r\nHost : x\r\n\r\n",
+        b"GET /plaintext HTTP/1.1\r\n folded: header\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nContent-Length: ten\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    ],
+    ids=["garbage", "no-version", "bad-version", "no-colon", "space-before-colon",
+         "folded", "bad-length", "conflicting-lengths"],
+)
+def test_malformed_head_gets_400_then_close(server: ExampleServer, head: bytes) -> None:
+    with server.connect() as bystander:
+        bystander.sendall(request("GET", "/plaintext"))
+        assert read_responses(bystander, 1)[0].status == 200
+        with server.connect() as sock:
+            sock.sendall(request("GET", "/plaintext") + head + request("GET", "/plaintext"))
+            data = recv_until_closed(sock)
+        first, _, rest = data.partition(PLAINTEXT)
+        assert first.startswith(b"HTTP/1.1 200 OK")
+        assert rest.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert b"Connection: close" in rest and PLAINTEXT not in rest
+        bystander.sendall(request("POST", "/echo", b"still here"))
+        assert read_responses(bystander, 1)[0].body == b"still here"
+
+
+def test_oversize_body_gets_413_before_it_is_sent(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n")
+        data = recv_until_closed(sock)  # no body sent: the head alone is refused
+    assert data.startswith(b"HTTP/1.1 413 ")
+    assert b"Connection: close" in data
+
+
+def test_oversize_head_gets_413(server: ExampleServer) -> None:
+    with server.connect() as bystander:
+        head = b"GET /plaintext HTTP/1.1\r\n" + b"X-Filler: " + b"f" * (MAX_FRAME + 100)
+        with server.connect() as sock:
+            sock.sendall(head)  # never terminated: refused once it passes max_frame
+            data = recv_until_closed(sock)
+        assert data.startswith(b"HTTP/1.1 413 ")
+        bystander.sendall(request("GET", "/plaintext"))
+        assert read_responses(bystander, 1)[0].body == PLAINTEXT
+
+
+def test_largest_body_that_fits_is_echoed(server: ExampleServer) -> None:
+    head_size = len(request("POST", "/echo", b"x" * 60000)) - 60000
+    body = bytes(range(256)) * ((MAX_FRAME - head_size) // 256)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request("POST", "/echo", body=body, headers={"Host": "test"})
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, body)
+    finally:
+        conn.close()
+
+
+def test_chunked_transfer_coding_is_refused(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 501 Not Implemented\r\n")
+
+
+def test_a_known_head_completed_later_then_a_short_unknown_one(server: ExampleServer) -> None:
+    """The fast path answers a head the decode loop had half-scanned; the loop must
+    then scan the next (short, unknown) head from its start."""
+    long_known = request("GET", "/plaintext", extra="X-Padding: " + "p" * 300 + "\r\n")
+    short_unknown = b"GET /short HTTP/1.1\r\n\r\n"
+    with server.connect() as sock:
+        sock.sendall(long_known)  # teaches the server this head
+        assert read_responses(sock, 1)[0].body == PLAINTEXT
+        sock.sendall(long_known[:-20])
+        time.sleep(0.2)  # let the server scan the partial head
+        sock.sendall(long_known[-20:] + short_unknown + long_known)
+        responses = read_responses(sock, 3)
+    assert [r.status for r in responses] == [200, 404, 200]
