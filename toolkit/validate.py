@@ -66,6 +66,12 @@ class Checker:
         if keyword.iskeyword(ident.text):
             self.error(ident.span, f"{what} '{ident.text}' is a Python keyword")
             return False
+        if ident.text.startswith("__"):
+            self.error(
+                ident.span,
+                f"{what} '{ident.text}' starts with '__', which Python reserves",
+            )
+            return False
         return True
 
     def size_value(self, size: ast.SizeLit, what: str) -> int | None:

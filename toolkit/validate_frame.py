@@ -23,6 +23,9 @@ from .validate_framing import FramingRules, span_at
 if TYPE_CHECKING:
     from .validate import SpecBuilder
 
+# Methods of generated frame classes; a field of the same name would shadow one.
+RESERVED_FIELD_NAMES = frozenset({"encode"})
+
 CHECKSUM_WIDTHS = {"crc32": 4, "crc16_ccitt": 2, "adler32": 4}
 # Framings whose frames are a single payload, with no typed header or trailer.
 _HEADERLESS = {
@@ -151,6 +154,13 @@ class FrameBuilder(FramingRules):
                 continue
             self.declared[name] = (block.kind, field)
             if not self.check_identifier(field.name, "field name"):
+                self.poisoned.add(name)
+            elif name in RESERVED_FIELD_NAMES:
+                self.error(
+                    field.name.span,
+                    f"field name '{name}' is reserved: generated frame classes "
+                    "have a method of that name",
+                )
                 self.poisoned.add(name)
 
     def _is_own(self, block: str, field: ast.FieldDecl) -> bool:

@@ -234,6 +234,19 @@ def test_python_keyword_as_field_name() -> None:
     ]
 
 
+def test_dunder_field_name_is_rejected() -> None:
+    assert frame_errors("framing fixed\nheader { __slots__: u8 }") == [
+        "4:10: field name '__slots__' starts with '__', which Python reserves"
+    ]
+
+
+def test_field_named_like_a_frame_method_is_rejected() -> None:
+    assert frame_errors("framing fixed\nheader { encode: u8 }") == [
+        "4:10: field name 'encode' is reserved: generated frame classes "
+        "have a method of that name"
+    ]
+
+
 def test_type_name_as_frame_name() -> None:
     assert errors("protocol p\nframe u8 { framing varint }") == [
         "2:7: frame name 'u8' is a type name"
