@@ -53,9 +53,15 @@ class LengthPrefixedEcho(EventHandler):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", action="append", default=None, help="address URL (repeatable)")
-    parser.add_argument("--loops", type=int, default=1, help="event loops (worker processes)")
-    parser.add_argument("--poller", default="auto", help="auto, epoll, kqueue or selectors")
+    parser.add_argument(
+        "--listen", action="append", default=None, help="address URL (repeatable)"
+    )
+    parser.add_argument(
+        "--loops", type=int, default=1, help="event loops (worker processes)"
+    )
+    parser.add_argument(
+        "--poller", default="auto", help="auto, epoll, kqueue or selectors"
+    )
     parser.add_argument("--edge-triggered", action="store_true")
     parser.add_argument("--max-frame", type=int, default=DEFAULT_MAX_FRAME)
     args = parser.parse_args(argv)

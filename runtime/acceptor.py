@@ -21,7 +21,9 @@ class Acceptor:
 
     stream = True
 
-    def __init__(self, loop: "EventLoop", sock: socket.socket, address: "Address") -> None:
+    def __init__(
+        self, loop: "EventLoop", sock: socket.socket, address: "Address"
+    ) -> None:
         self.loop = loop
         self.sock = sock
         self.address = address
@@ -48,7 +50,9 @@ class Acceptor:
             except OSError as exc:
                 if exc.errno in _OUT_OF_FDS:
                     # Out of descriptors: stop accepting briefly instead of spinning.
-                    loop.logger.warning("protogen: accept on %s failed: %s", self.address.url, exc)
+                    loop.logger.warning(
+                        "protogen: accept on %s failed: %s", self.address.url, exc
+                    )
                     loop._pause_accepting()
                     loop.call_later(0.1, loop._resume_accepting)
                     return

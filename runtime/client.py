@@ -39,7 +39,9 @@ class Client:
         """Start the loop thread (dial/enroll start it on first use too)."""
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self.engine.run, name="protogen-client", daemon=True)
+                self._thread = threading.Thread(
+                    target=self.engine.run, name="protogen-client", daemon=True
+                )
                 self._thread.start()
         self.engine.wait_started(10.0)
         return self
@@ -72,7 +74,9 @@ class Client:
             sock.setblocking(False)
             if address.network == "udp":
                 sock.connect(address.sockaddr)  # no handshake: immediate
-                return self.loop.enroll(sock, address.sockaddr, context=context, conn_class=DatagramConn)
+                return self.loop.enroll(
+                    sock, address.sockaddr, context=context, conn_class=DatagramConn
+                )
             err = sock.connect_ex(address.sockaddr)
         except BaseException:
             sock.close()

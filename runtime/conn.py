@@ -86,13 +86,17 @@ class Conn:
     # A dialed UDP socket sends each write as its own datagram.
     datagram = False
 
-    def __init__(self, loop: "EventLoop", sock: socket.socket, remote_addr: Any) -> None:
+    def __init__(
+        self, loop: "EventLoop", sock: socket.socket, remote_addr: Any
+    ) -> None:
         self.loop = loop
         self.sock = sock
         self.fd = sock.fileno()
         self.context: Any = None
         self.remote_addr = remote_addr
-        self._in: bytearray | None = None  # inbound buffer (pooled or the loop's shared one)
+        self._in: bytearray | None = (
+            None  # inbound buffer (pooled or the loop's shared one)
+        )
         self._view: memoryview = _EMPTY
         self._r = 0  # read position in _in
         self._w = 0  # write position in _in
@@ -106,7 +110,9 @@ class Conn:
         self._last = 0.0  # loop time of the last traffic (idle timeout)
         self._deadline = 0.0  # read-timeout or drain deadline, 0 = none
         self._timer: Any = None
-        self._callbacks: list | None = None  # [(queued-bytes mark, callback)] and close cbs
+        self._callbacks: list | None = (
+            None  # [(queued-bytes mark, callback)] and close cbs
+        )
         self._sent = 0  # bytes handed to the kernel so far (async_write callback marks)
         self._err: BaseException | None = None  # reason of a graceful close in progress
 
@@ -211,13 +217,21 @@ class Conn:
         return self._paused
 
     # ------------------------------------------------------ cross-thread calls
-    def async_write(self, data: bytes | bytearray | memoryview, callback: Callback | None = None) -> None:
+    def async_write(
+        self, data: bytes | bytearray | memoryview, callback: Callback | None = None
+    ) -> None:
         """Thread-safe write. `callback(conn, err)` runs on the loop thread once every
         byte of `data` was accepted by the kernel (err None), or with ConnectionClosed /
         the socket error when the connection closed first."""
-        self.loop.call_soon_threadsafe(self.loop._async_write, self, (bytes(data),), callback)
+        self.loop.call_soon_threadsafe(
+            self.loop._async_write, self, (bytes(data),), callback
+        )
 
-    def async_writev(self, chunks: Iterable[bytes | bytearray | memoryview], callback: Callback | None = None) -> None:
+    def async_writev(
+        self,
+        chunks: Iterable[bytes | bytearray | memoryview],
+        callback: Callback | None = None,
+    ) -> None:
         self.loop.call_soon_threadsafe(
             self.loop._async_write, self, tuple(bytes(c) for c in chunks), callback
         )
@@ -255,7 +269,12 @@ class Conn:
     def set_no_delay(self, on: bool = True) -> None:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if on else 0)
 
-    def set_keep_alive(self, idle: float | None, interval: float | None = None, count: int | None = None) -> None:
+    def set_keep_alive(
+        self,
+        idle: float | None,
+        interval: float | None = None,
+        count: int | None = None,
+    ) -> None:
         """Enable TCP keep-alive probes after `idle` seconds (None disables it)."""
         set_keep_alive(self.sock, idle, interval, count)
 
@@ -281,12 +300,16 @@ class DatagramConn(Conn):
     datagram = True
 
 
-def set_keep_alive(sock: socket.socket, idle: float | None, interval: float | None, count: int | None) -> None:
+def set_keep_alive(
+    sock: socket.socket, idle: float | None, interval: float | None, count: int | None
+) -> None:
     if idle is None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)
         return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    idle_opt = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+    idle_opt = getattr(socket, "TCP_KEEPIDLE", None) or getattr(
+        socket, "TCP_KEEPALIVE", None
+    )
     if idle_opt is not None:
         sock.setsockopt(socket.IPPROTO_TCP, idle_opt, max(1, int(idle)))
     if interval is not None and hasattr(socket, "TCP_KEEPINTVL"):

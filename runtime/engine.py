@@ -47,7 +47,9 @@ class Engine:
     ) -> None:
         self.handler = handler
         self.options = options or Options()
-        self.addresses = [a if isinstance(a, Address) else parse_address(a) for a in addresses]
+        self.addresses = [
+            a if isinstance(a, Address) else parse_address(a) for a in addresses
+        ]
         self.loop = EventLoop(handler, self.options, engine=self)
         self.listeners: list[Acceptor | UDPListener] = []
         self.started = threading.Event()
@@ -66,7 +68,9 @@ class Engine:
 
     def stats(self) -> EngineStats:
         loop = self.loop
-        return EngineStats(loop.opened, loop.closed, len(loop._conns), loop.bytes_in, loop.bytes_out)
+        return EngineStats(
+            loop.opened, loop.closed, len(loop._conns), loop.bytes_in, loop.bytes_out
+        )
 
     @property
     def bound_addresses(self) -> list[Any]:
@@ -109,10 +113,16 @@ class Engine:
                     unix_mode=options.unix_mode,
                 )
                 if address.network == "udp":
-                    listener: Acceptor | UDPListener = UDPListener(self.loop, sock, address)
+                    listener: Acceptor | UDPListener = UDPListener(
+                        self.loop, sock, address
+                    )
                 else:
                     listener = Acceptor(self.loop, sock, address)
-                    if address.network == "unix" and not address.is_abstract and address.path:
+                    if (
+                        address.network == "unix"
+                        and not address.is_abstract
+                        and address.path
+                    ):
                         self._unix_paths.append(address.path)
                 self.listeners.append(listener)
                 self.loop.add_acceptor(listener)
@@ -163,7 +173,9 @@ class Engine:
         if action == Action.SHUTDOWN:
             loop.request_stop()
             return
-        loop.call_later(max(0.0, float(delay if delay is not None else 1.0)), self._tick)
+        loop.call_later(
+            max(0.0, float(delay if delay is not None else 1.0)), self._tick
+        )
 
     def _close_listeners(self) -> None:
         for listener in self.listeners:
@@ -208,7 +220,9 @@ def run(handler: EventHandler, *addrs: str, **options: Any) -> None:
     opts = Options.from_kwargs(**options)
     addresses = [parse_address(a) for a in addrs]
     if not addresses:
-        raise ValueError("run() needs at least one address URL, e.g. tcp://127.0.0.1:9000")
+        raise ValueError(
+            "run() needs at least one address URL, e.g. tcp://127.0.0.1:9000"
+        )
     if opts.loops > 1 or opts.multicore:
         from .multicore import run_multicore  # lazy: most servers are single-loop
 

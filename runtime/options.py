@@ -28,8 +28,8 @@ class Options:
     write_buffer_cap: int = 64 * MIB
     # Backpressure: above the high mark reading stops until the queue drains
     # below the low mark (see EventHandler.on_write_pause / Conn.is_write_paused).
-    write_high_water: int = 4 * MIB
-    write_low_water: int = 1 * MIB
+    write_high_water: int = 256 * KIB
+    write_low_water: int = 64 * KIB
     tcp_no_delay: bool = True
     # Keep-alive: idle seconds before probes (None = off), probe interval, count.
     tcp_keepalive: float | None = None
@@ -85,20 +85,36 @@ class Options:
         def positive_int(name: str, minimum: int = 1) -> None:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"option {name} must be an int >= {minimum}, got {value!r}")
+                raise ValueError(
+                    f"option {name} must be an int >= {minimum}, got {value!r}"
+                )
 
         def optional_positive(name: str) -> None:
             value = getattr(self, name)
             if value is None:
                 return
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"option {name} must be a positive number or None, got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or value <= 0
+            ):
+                raise ValueError(
+                    f"option {name} must be a positive number or None, got {value!r}"
+                )
 
         def boolean(name: str) -> None:
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"option {name} must be a bool, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"option {name} must be a bool, got {getattr(self, name)!r}"
+                )
 
-        for name in ("read_buffer_cap", "write_buffer_cap", "write_high_water", "backlog", "loops"):
+        for name in (
+            "read_buffer_cap",
+            "write_buffer_cap",
+            "write_high_water",
+            "backlog",
+            "loops",
+        ):
             positive_int(name)
         positive_int("write_low_water", 0)
         positive_int("max_connections", 0)
@@ -129,23 +145,33 @@ class Options:
                 f"option write_low_water ({self.write_low_water}) must not exceed "
                 f"write_high_water ({self.write_high_water})"
             )
-        if isinstance(self.drain_timeout, bool) or not isinstance(
-            self.drain_timeout, (int, float)
-        ) or self.drain_timeout < 0:
-            raise ValueError(f"option drain_timeout must be a number >= 0, got {self.drain_timeout!r}")
+        if (
+            isinstance(self.drain_timeout, bool)
+            or not isinstance(self.drain_timeout, (int, float))
+            or self.drain_timeout < 0
+        ):
+            raise ValueError(
+                f"option drain_timeout must be a number >= 0, got {self.drain_timeout!r}"
+            )
         if self.load_balancing not in LOAD_BALANCING:
             raise ValueError(
                 f"option load_balancing must be one of {', '.join(LOAD_BALANCING)}, "
                 f"got {self.load_balancing!r}"
             )
         if self.poller not in ("auto", "epoll", "kqueue", "selectors"):
-            raise ValueError(f"option poller must be auto, epoll, kqueue or selectors, got {self.poller!r}")
+            raise ValueError(
+                f"option poller must be auto, epoll, kqueue or selectors, got {self.poller!r}"
+            )
         if self.logger is not None and not isinstance(self.logger, logging.Logger):
-            raise ValueError(f"option logger must be a logging.Logger, got {self.logger!r}")
+            raise ValueError(
+                f"option logger must be a logging.Logger, got {self.logger!r}"
+            )
         if self.unix_mode is not None and (
             not isinstance(self.unix_mode, int) or not 0 <= self.unix_mode <= 0o7777
         ):
-            raise ValueError(f"option unix_mode must be a file mode like 0o600, got {self.unix_mode!r}")
+            raise ValueError(
+                f"option unix_mode must be a file mode like 0o600, got {self.unix_mode!r}"
+            )
 
     def get_logger(self) -> logging.Logger:
         return self.logger or logging.getLogger("protogen.runtime")

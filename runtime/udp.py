@@ -29,7 +29,9 @@ class UDPConn:
 
     datagram = True
 
-    def __init__(self, listener: "UDPListener", remote_addr: Any, view: memoryview) -> None:
+    def __init__(
+        self, listener: "UDPListener", remote_addr: Any, view: memoryview
+    ) -> None:
         self.loop = listener.loop
         self.listener = listener
         self.remote_addr = remote_addr
@@ -84,10 +86,14 @@ class UDPConn:
     def is_write_paused(self) -> bool:
         return False
 
-    def async_write(self, data: bytes | bytearray | memoryview, callback: Any = None) -> None:
+    def async_write(
+        self, data: bytes | bytearray | memoryview, callback: Any = None
+    ) -> None:
         self.loop.call_soon_threadsafe(self._async_send, bytes(data), callback)
 
-    def async_writev(self, chunks: Iterable[bytes | bytearray | memoryview], callback: Any = None) -> None:
+    def async_writev(
+        self, chunks: Iterable[bytes | bytearray | memoryview], callback: Any = None
+    ) -> None:
         self.async_write(b"".join(bytes(c) for c in chunks), callback)
 
     def _async_send(self, data: bytes, callback: Any) -> None:
@@ -131,7 +137,9 @@ class UDPListener:
 
     stream = False
 
-    def __init__(self, loop: "EventLoop", sock: socket.socket, address: "Address") -> None:
+    def __init__(
+        self, loop: "EventLoop", sock: socket.socket, address: "Address"
+    ) -> None:
         self.loop = loop
         self.sock = sock
         self.address = address

@@ -74,6 +74,8 @@ class FieldView:
     signed: bool = False
     order: str = "big"
     enum: EnumView | None = None
+    # `dispatch on F allow_unknown`: values naming no member stay ints
+    enum_open: bool = False
     const: int | bytes | None = None
     allowed: tuple[int, ...] | None = None
     checksum: ir.Checksum | None = None
@@ -447,6 +449,9 @@ def frame_view(frame: ir.FrameDef, enums: dict[str, EnumView]) -> FrameView:
         view.length_base = framing.adjustment + base
     if frame.dispatch:
         view.dispatch = by_name[frame.dispatch]
+        if frame.dispatch_allows_unknown:
+            view.dispatch.enum_open = True
+            view.dispatch.annotation += " | int"
     return view
 
 

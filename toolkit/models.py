@@ -185,7 +185,9 @@ class LengthFraming:
     the header size ("body": the value counts the bytes after the header),
     0 ("frame": the value counts the whole frame), or the end offset of the
     length field ("after_field": Netty's raw semantics). `strip` leading bytes
-    are dropped from the delivered frame's raw bytes.
+    are dropped from the delivered frame's raw bytes. `stream_only`: the length
+    field (then the header's first field) exists only on stream transports; a
+    datagram holds the frame without it (DNS over TCP and UDP).
     """
 
     kind: Literal["length"] = dataclasses.field(default="length", init=False)
@@ -196,6 +198,7 @@ class LengthFraming:
     adjustment: int = 0
     counts: LengthCounts = "body"
     strip: int = 0
+    stream_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -286,6 +289,9 @@ class FrameDef:
     trailer_size: int = 0
     max_frame: int = DEFAULT_MAX_FRAME
     dispatch: str | None = None  # name of an enum-typed header field
+    # `dispatch on F allow_unknown`: values naming no member decode as plain ints
+    # (routed to the handler's on_unknown_F) instead of raising InvalidValue.
+    dispatch_allows_unknown: bool = False
 
     def field(self, name: str) -> HeaderField | None:
         for header_field in self.header + self.trailer:

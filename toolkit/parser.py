@@ -310,7 +310,9 @@ class _ToAst(Transformer):
         return ast.FrameDecl(name, tuple(items), self._span(meta))
 
     def dispatch_stmt(self, meta: Any, children: list[Any]) -> ast.DispatchStmt:
-        return ast.DispatchStmt(children[0], self._span(meta))
+        return ast.DispatchStmt(
+            children[0], self._span(meta), allow_unknown=children[1] is not None
+        )
 
     def framing_stmt(self, meta: Any, children: list[Any]) -> ast.FramingStmt:
         return ast.FramingStmt(children[0], self._span(meta))
@@ -327,6 +329,9 @@ class _ToAst(Transformer):
 
     def strip_option(self, meta: Any, children: list[Any]) -> ast.LengthOption:
         return ast.LengthOption("strip", children[0], self._span(meta))
+
+    def stream_only_option(self, meta: Any, children: list[Any]) -> ast.LengthOption:
+        return ast.LengthOption("stream_only", None, self._span(meta))
 
     def varint_framing(self, meta: Any, children: list[Any]) -> ast.VarintFramingDecl:
         return ast.VarintFramingDecl(children[0], self._span(meta))

@@ -107,8 +107,8 @@ class BlockDecl:
 
 @dataclass(frozen=True)
 class LengthOption:
-    name: str  # "counts" | "adjust" | "strip"
-    value: IntLit | Ident
+    name: str  # "counts" | "adjust" | "strip" | "stream_only"
+    value: IntLit | Ident | None  # None for the flag `stream_only`
     span: Span
 
 
@@ -184,6 +184,7 @@ class MaxFrameStmt:
 class DispatchStmt:
     field: Ident
     span: Span
+    allow_unknown: bool = False  # `dispatch on F allow_unknown`
 
 
 FrameItem = Union[FramingStmt, MaxFrameStmt, BlockDecl, DispatchStmt]

@@ -97,6 +97,9 @@ class FrameBuilder(FramingRules):
             trailer_size=self.trailer_size,
             max_frame=max_frame,
             dispatch=dispatch,
+            dispatch_allows_unknown=dispatch is not None
+            and dispatch_stmt is not None
+            and dispatch_stmt.allow_unknown,
         )
 
     # --- structure -----------------------------------------------------------------

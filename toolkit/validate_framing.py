@@ -102,6 +102,19 @@ class FramingRules(Checker):
                 return None
         if field is None:
             return None
+        stream_only = "stream_only" in options
+        # Over UDP a stream_only frame is the frame without its leading length
+        # field (DNS: a 2-byte prefix on TCP, none in a datagram).
+        if stream_only and field.offset != 0:
+            self.error(
+                options["stream_only"].span,
+                f"stream_only needs the length field first in the header;"
+                f" '{field.name}' is at offset {field.offset}",
+            )
+            return None
+        if stream_only and strip:
+            self.error(options["stream_only"].span, "stream_only cannot be combined with strip")
+            return None
         index = self.header.index(field)
         self.header[index] = dataclasses.replace(field, computed_length=True)
         assert isinstance(field.type, ScalarType)
@@ -113,6 +126,7 @@ class FramingRules(Checker):
             adjustment=adjustment,
             counts=counts,  # type: ignore[arg-type]
             strip=strip,
+            stream_only=stream_only,
         )
 
     def _length_field(self, ref: ast.Ident) -> HeaderField | None:

@@ -132,23 +132,25 @@ class HttpExampleHandler(HttpHandler):
             # after it, go through the generated decode loop below.
             raw = conn.peek().tobytes()
             heads = raw.split(b"\r\n\r\n")
-            heads.pop()  # after the last delimiter: no complete head
-            pos = 0
-            answer = self._plaintext
-            for head in heads:
-                if head not in known:
-                    break
-                out.append(answer)
-                pos += len(head) + 4
-            if pos:
+            tail = heads.pop()  # after the last delimiter: not a complete head
+            if heads and heads[0] in known:
+                if heads.count(heads[0]) == len(heads):  # one request, repeated
+                    count, pos = len(heads), len(raw) - len(tail)
+                else:
+                    count = pos = 0
+                    for head in heads:
+                        if head not in known:
+                            break
+                        count += 1
+                        pos += len(head) + 4
                 conn.discard(pos)
                 # The generated loop's decoder may hold scan progress for a head
                 # consumed here: let it start afresh.
                 self._decoders.pop(conn, None)
                 if pos == len(raw):
-                    conn.write(out[0] if len(out) == 1 else b"".join(out))
-                    out.clear()
+                    conn.write(self._plaintext * count)
                     return Action.NONE
+                out.append(self._plaintext * count)
         try:
             action = super().on_traffic(conn)
         except BaseException:  # a bug: the runtime closes this conn; keep others clean
@@ -197,7 +199,6 @@ class HttpExampleHandler(HttpHandler):
         if not keep_alive and version != _HTTP_10:
             self._fail(BAD_REQUEST)
             return
-        explicit_keep_alive = False
         lowered = b""
         if fields:
             lowered = fields.lower()
@@ -208,22 +209,21 @@ class HttpExampleHandler(HttpHandler):
                     if b"close" in tokens:
                         keep_alive = False
                     elif b"keep-alive" in tokens:
-                        keep_alive = explicit_keep_alive = True
+                        keep_alive = True
             if b"transfer-encoding" in lowered and _TRANSFER_ENCODING.search(lowered):
                 self._fail(NOT_IMPLEMENTED)  # chunked bodies are not framed by the spec
                 return
         if target == b"/plaintext" and method == b"GET":
-            if keep_alive and not explicit_keep_alive and not frame.body:
-                known = self._known_plaintext
-                if len(known) < MAX_KNOWN_HEADS and b"content-length" not in lowered:
-                    known.add(head)
             if not keep_alive:
                 self._out.append(self._plaintext_close)
                 self._closing = True
-            elif explicit_keep_alive and version == _HTTP_10:
+            elif version == _HTTP_10:  # keep-alive only because the client asked
                 self._out.append(self._plaintext_keep)
             else:
                 self._out.append(self._plaintext)
+                known = self._known_plaintext
+                if len(known) < MAX_KNOWN_HEADS and b"content-length" not in lowered:
+                    known.add(head)  # the fast path may answer this head from now on
             return
         self._route(method, target.partition(b"?")[0], version, keep_alive, frame.body)
 

@@ -38,7 +38,7 @@ frame Request {
         key: bytes[key_length]
         value: bytes[rest]
     }
-    dispatch on opcode
+    dispatch on opcode allow_unknown    # an opcode not in the enum: on_unknown_opcode
 }
 
 frame Response {

@@ -114,7 +114,7 @@ def test_unknown_framing_kind() -> None:
 def test_unexpected_statement_in_a_frame() -> None:
     assert frame_errors("framing length(n)\nprotocol q") == [
         "4:1: unexpected 'protocol'; expected one of: 'adjust', 'body', 'counts', "
-        "'dispatch', 'framing', 'header', 'max_frame', 'strip', 'trailer', '}'"
+        "'dispatch', 'framing', 'header', 'max_frame', 'stream_only', 'strip', 'trailer', '}'"
     ]
 
 

@@ -51,7 +51,9 @@ class ExampleServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 _, err = self.process.communicate(timeout=5)
-                raise AssertionError(f"server exited early ({self.process.returncode}): {err}")
+                raise AssertionError(
+                    f"server exited early ({self.process.returncode}): {err}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return

@@ -76,7 +76,9 @@ def read_responses(sock: socket.socket, count: int) -> list[Reply]:
     return replies
 
 
-def request(method: str, path: str, body: bytes = b"", extra: str = "", version: str = "1.1") -> bytes:
+def request(
+    method: str, path: str, body: bytes = b"", extra: str = "", version: str = "1.1"
+) -> bytes:
     head = f"{method} {path} HTTP/{version}\r\nHost: test\r\n{extra}"
     if body or method == "POST":
         head += f"Content-Length: {len(body)}\r\n"
@@ -97,14 +99,20 @@ def test_curl_get_plaintext(server: ExampleServer) -> None:
     assert headers["Server"] == "protogen"
     assert headers["Content-Type"] == "text/plain"
     assert headers["Content-Length"] == "13"
-    assert parsedate_to_datetime(headers["Date"]).tzinfo is not None  # RFC 7231 IMF-fixdate
+    assert (
+        parsedate_to_datetime(headers["Date"]).tzinfo is not None
+    )  # RFC 7231 IMF-fixdate
     assert headers["Date"].endswith(" GMT")
 
 
 def test_curl_post_echoes_the_body(server: ExampleServer, tmp_path: Path) -> None:
     payload = bytes(range(256)) * 40 + b"\r\n\r\nnot a head\r\n\r\n"
     (tmp_path / "body.bin").write_bytes(payload)
-    result = curl("--data-binary", f"@{tmp_path / 'body.bin'}", f"http://127.0.0.1:{server.port}/echo")
+    result = curl(
+        "--data-binary",
+        f"@{tmp_path / 'body.bin'}",
+        f"http://127.0.0.1:{server.port}/echo",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == payload
 
@@ -138,7 +146,11 @@ def test_http_client_keep_alive_and_routes(server: ExampleServer) -> None:
         assert (missing.status, missing.read()) == (404, b"")
         conn.request("GET", "/echo")
         wrong = conn.getresponse()
-        assert (wrong.status, wrong.getheader("Allow"), wrong.read()) == (405, "POST", b"")
+        assert (wrong.status, wrong.getheader("Allow"), wrong.read()) == (
+            405,
+            "POST",
+            b"",
+        )
         conn.request("GET", "/plaintext?cache=no")
         query = conn.getresponse()
         assert (query.status, query.read()) == (200, PLAINTEXT)
@@ -203,7 +215,12 @@ def test_http_10_closes_unless_keep_alive(server: ExampleServer) -> None:
         data = recv_until_closed(sock)
     assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(PLAINTEXT)
     with server.connect() as sock:
-        sock.sendall(request("GET", "/plaintext", extra="Connection: keep-alive\r\n", version="1.0") * 2)
+        sock.sendall(
+            request(
+                "GET", "/plaintext", extra="Connection: keep-alive\r\n", version="1.0"
+            )
+            * 2
+        )
         responses = read_responses(sock, 2)
         assert [r.getheader("Connection") for r in responses] == ["keep-alive"] * 2
         assert [r.body for r in responses] == [PLAINTEXT] * 2
@@ -221,15 +238,25 @@ def test_http_10_closes_unless_keep_alive(server: ExampleServer) -> None:
         b"POST /echo HTTP/1.1\r\nContent-Length: ten\r\n\r\n",
         b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
     ],
-    ids=["garbage", "no-version", "bad-version", "no-colon", "space-before-colon",
-         "folded", "bad-length", "conflicting-lengths"],
+    ids=[
+        "garbage",
+        "no-version",
+        "bad-version",
+        "no-colon",
+        "space-before-colon",
+        "folded",
+        "bad-length",
+        "conflicting-lengths",
+    ],
 )
 def test_malformed_head_gets_400_then_close(server: ExampleServer, head: bytes) -> None:
     with server.connect() as bystander:
         bystander.sendall(request("GET", "/plaintext"))
         assert read_responses(bystander, 1)[0].status == 200
         with server.connect() as sock:
-            sock.sendall(request("GET", "/plaintext") + head + request("GET", "/plaintext"))
+            sock.sendall(
+                request("GET", "/plaintext") + head + request("GET", "/plaintext")
+            )
             data = recv_until_closed(sock)
         first, _, rest = data.partition(PLAINTEXT)
         assert first.startswith(b"HTTP/1.1 200 OK")
@@ -241,7 +268,9 @@ def test_malformed_head_gets_400_then_close(server: ExampleServer, head: bytes) 
 
 def test_oversize_body_gets_413_before_it_is_sent(server: ExampleServer) -> None:
     with server.connect() as sock:
-        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n")
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n"
+        )
         data = recv_until_closed(sock)  # no body sent: the head alone is refused
     assert data.startswith(b"HTTP/1.1 413 ")
     assert b"Connection: close" in data
@@ -272,12 +301,16 @@ def test_largest_body_that_fits_is_echoed(server: ExampleServer) -> None:
 
 def test_chunked_transfer_coding_is_refused(server: ExampleServer) -> None:
     with server.connect() as sock:
-        sock.sendall(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
         data = recv_until_closed(sock)
     assert data.startswith(b"HTTP/1.1 501 Not Implemented\r\n")
 
 
-def test_a_known_head_completed_later_then_a_short_unknown_one(server: ExampleServer) -> None:
+def test_a_known_head_completed_later_then_a_short_unknown_one(
+    server: ExampleServer,
+) -> None:
     """The fast path answers a head the decode loop had half-scanned; the loop must
     then scan the next (short, unknown) head from its start."""
     long_known = request("GET", "/plaintext", extra="X-Padding: " + "p" * 300 + "\r\n")
@@ -290,3 +323,18 @@ def test_a_known_head_completed_later_then_a_short_unknown_one(server: ExampleSe
         sock.sendall(long_known[-20:] + short_unknown + long_known)
         responses = read_responses(sock, 3)
     assert [r.status for r in responses] == [200, 404, 200]
+
+
+def test_a_burst_of_identical_pipelined_requests(server: ExampleServer) -> None:
+    """wrk's load: one request repeated (answered by the handler's memo after the first)."""
+    one = request("GET", "/plaintext", extra="Connection: keep-alive\r\n")
+    with server.connect() as sock:
+        for burst in (1, 16, 200):
+            sock.sendall(one * burst)
+            responses = read_responses(sock, burst)
+            assert [r.body for r in responses] == [PLAINTEXT] * burst
+            assert all(
+                r.getheader("Date") and r.getheader("Server") == "protogen"
+                for r in responses
+            )
+            assert all(r.getheader("Connection") is None for r in responses)

@@ -84,7 +84,9 @@ def recv_frame(sock: socket.socket) -> bytes:
     return recv_exact(sock, size)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT, interval: float = 0.01) -> bool:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float = TIMEOUT, interval: float = 0.01
+) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

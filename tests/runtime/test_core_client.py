@@ -58,7 +58,9 @@ def test_dial_closed_port_reports_error_through_on_close() -> None:
     assert handler.opened == []
     closed_conn, err = handler.closed[0]
     assert closed_conn is conn
-    assert isinstance(err, ConnectionRefusedError) or (isinstance(err, OSError) and err.errno == 111)
+    assert isinstance(err, ConnectionRefusedError) or (
+        isinstance(err, OSError) and err.errno == 111
+    )
 
 
 def test_dial_does_not_block_the_loop() -> None:
@@ -77,9 +79,13 @@ def test_dial_does_not_block_the_loop() -> None:
         with serving(LengthPrefixedEcho(), "tcp://127.0.0.1:0") as engine:
             handler = Collect()
             with Client(handler) as client:
-                pending = client.dial("tcp://127.0.0.1:%d" % stuck.getsockname()[1], context="stuck")
+                pending = client.dial(
+                    "tcp://127.0.0.1:%d" % stuck.getsockname()[1], context="stuck"
+                )
                 client.dial(engine.urls[0], context="fast")
-                assert wait_for(lambda: frame(b"hello from fast") in bytes(handler.data), timeout=10)
+                assert wait_for(
+                    lambda: frame(b"hello from fast") in bytes(handler.data), timeout=10
+                )
                 assert pending._state == CONNECTING or pending in handler.opened
     finally:
         for filler in fillers:
@@ -107,5 +113,7 @@ def test_enroll_existing_socket() -> None:
         handler = Collect()
         with Client(handler) as client:
             conn = client.enroll(sock, context="enrolled")
-            assert wait_for(lambda: bytes(handler.data) == frame(b"hello from enrolled"))
+            assert wait_for(
+                lambda: bytes(handler.data) == frame(b"hello from enrolled")
+            )
             assert conn.fileno() == sock.fileno()

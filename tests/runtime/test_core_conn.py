@@ -6,7 +6,15 @@ import socket
 import struct
 import threading
 
-from core_harness import connect, frame, recv_exact, recv_frame, serving, wait_for, is_closed_by_peer
+from core_harness import (
+    connect,
+    frame,
+    recv_exact,
+    recv_frame,
+    serving,
+    wait_for,
+    is_closed_by_peer,
+)
 from protogen.runtime import Action, ConnectionClosed, EventHandler
 
 
@@ -39,13 +47,29 @@ def test_peek_next_discard_read_into_semantics() -> None:
                 short = conn.peek(10)
                 seen.append(("short", bytes(short)))
                 return Action.NONE
-            seen.append(("all", bytes(conn.peek()), bytes(conn.peek(-1)), conn.inbound_buffered()))
+            seen.append(
+                (
+                    "all",
+                    bytes(conn.peek()),
+                    bytes(conn.peek(-1)),
+                    conn.inbound_buffered(),
+                )
+            )
             seen.append(("peek3", bytes(conn.peek(3)), conn.inbound_buffered()))
             seen.append(("next2", bytes(conn.next(2)), conn.inbound_buffered()))
             seen.append(("discard", conn.discard(3), conn.inbound_buffered()))
             buf = bytearray(4)
-            seen.append(("read_into", conn.read_into(buf), bytes(buf), conn.inbound_buffered()))
-            seen.append(("discard_rest", conn.discard(100), conn.inbound_buffered(), bytes(conn.peek())))
+            seen.append(
+                ("read_into", conn.read_into(buf), bytes(buf), conn.inbound_buffered())
+            )
+            seen.append(
+                (
+                    "discard_rest",
+                    conn.discard(100),
+                    conn.inbound_buffered(),
+                    bytes(conn.peek()),
+                )
+            )
             conn.write(b"done")
             return Action.NONE
 
@@ -101,7 +125,9 @@ def test_async_write_from_8_threads_keeps_per_thread_order() -> None:
 
             def producer(tid: int) -> None:
                 for seq in range(per_thread):
-                    conn.async_write(record.pack(tid, seq), done if seq == per_thread - 1 else None)
+                    conn.async_write(
+                        record.pack(tid, seq), done if seq == per_thread - 1 else None
+                    )
 
             threads = [threading.Thread(target=producer, args=(t,)) for t in range(8)]
             for t in threads:
@@ -112,7 +138,9 @@ def test_async_write_from_8_threads_keeps_per_thread_order() -> None:
             assert wait_for(lambda: len(callbacks) == 8)
     last = {}
     for tid, seq in record.iter_unpack(data):
-        assert seq == last.get(tid, -1) + 1, f"thread {tid}: {seq} after {last.get(tid)}"
+        assert (
+            seq == last.get(tid, -1) + 1
+        ), f"thread {tid}: {seq} after {last.get(tid)}"
         last[tid] = seq
     assert last == {t: per_thread - 1 for t in range(8)}
     assert callbacks == [None] * 8
@@ -125,7 +153,10 @@ def test_async_writev_and_callback_after_close_reports_error() -> None:
         with connect(engine.urls[0]) as sock:
             assert handler.opened.wait(10)
             conn = handler.conns[0]
-            conn.async_writev([b"ab", bytearray(b"cd"), memoryview(b"ef")], lambda c, e: results.append(e))
+            conn.async_writev(
+                [b"ab", bytearray(b"cd"), memoryview(b"ef")],
+                lambda c, e: results.append(e),
+            )
             assert recv_exact(sock, 6) == b"abcdef"
             conn.close()
             assert handler.closed_event.wait(10)
@@ -170,7 +201,9 @@ def test_close_with_pending_writes_delivers_them() -> None:
         with connect(engine.urls[0]) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
             assert handler.opened.wait(10)
-            assert wait_for(lambda: handler.conns[0].outbound_buffered() > 0 or handler.closed)
+            assert wait_for(
+                lambda: handler.conns[0].outbound_buffered() > 0 or handler.closed
+            )
             assert recv_exact(sock, len(big)) == big
             assert sock.recv(10) == b""  # then the orderly close
             assert handler.closed_event.wait(10)
@@ -260,3 +293,59 @@ def test_write_after_close_raises_and_bytearray_is_copied() -> None:
             assert recv_exact(sock, 5) == b"first"
             assert wait_for(lambda: outcome)
     assert isinstance(outcome[0], ConnectionClosed)
+
+
+def test_cross_thread_calls_after_shutdown_report_closed() -> None:
+    handler = Recorder()
+    results: list = []
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        sock = connect(engine.urls[0])
+        assert handler.opened.wait(10)
+    sock.close()
+    conn = handler.conns[0]
+    conn.async_write(b"too late", lambda c, e: results.append(e))
+    conn.wake(lambda c, e: results.append(e))
+    assert len(results) == 2
+    assert all(isinstance(e, ConnectionClosed) for e in results)
+    assert handler.closed == [(conn, None)]
+
+
+def test_idle_connection_holds_no_buffer_after_a_partial_frame() -> None:
+    from runtime_echo import LengthPrefixedEcho
+
+    class Keep(LengthPrefixedEcho):
+        conns: list = []
+
+        def on_open(self, conn):
+            self.conns.append(conn)
+            return None, Action.NONE
+
+    handler = Keep()
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        with connect(engine.urls[0]) as sock:
+            blob = frame(b"p" * 100000)
+            sock.sendall(blob[:50000])
+            conn = handler.conns[0] if wait_for(lambda: handler.conns) else None
+            assert wait_for(lambda: conn.inbound_buffered() == 50000)
+            assert len(conn._in) >= 100004  # grown once, to the peek() hint
+            sock.sendall(blob[50000:])
+            assert recv_frame(sock) == b"p" * 100000
+            assert wait_for(lambda: conn._in is None)
+            assert conn.inbound_buffered() == 0 and conn.outbound_buffered() == 0
+
+
+def test_udp_handler_exception_keeps_the_listener_serving(caplog) -> None:
+    class Picky(EventHandler):
+        def on_traffic(self, conn):
+            data = bytes(conn.next())
+            if data == b"crash":
+                raise RuntimeError("bad datagram")
+            conn.write(data)
+            return Action.NONE
+
+    with serving(Picky(), "udp://127.0.0.1:0") as engine:
+        with connect(engine.urls[0]) as sock:
+            sock.send(b"crash")
+            sock.send(b"fine")
+            assert sock.recv(100) == b"fine"
+    assert "bad datagram" in caplog.text

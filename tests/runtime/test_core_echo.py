@@ -8,7 +8,15 @@ import threading
 
 import pytest
 
-from core_harness import connect, frame, has_ipv6, recv_exact, recv_frame, serving, wait_for
+from core_harness import (
+    connect,
+    frame,
+    has_ipv6,
+    recv_exact,
+    recv_frame,
+    serving,
+    wait_for,
+)
 from protogen.runtime import Action, EventHandler
 from runtime_echo import LengthPrefixedEcho
 
@@ -25,8 +33,12 @@ def roundtrip(url: str, payloads: list[bytes]) -> None:
     [
         "tcp://127.0.0.1:0",
         "tcp4://127.0.0.1:0",
-        pytest.param("tcp6://[::1]:0", marks=pytest.mark.skipif(not has_ipv6(), reason="no IPv6")),
-        pytest.param("tcp://[::1]:0", marks=pytest.mark.skipif(not has_ipv6(), reason="no IPv6")),
+        pytest.param(
+            "tcp6://[::1]:0", marks=pytest.mark.skipif(not has_ipv6(), reason="no IPv6")
+        ),
+        pytest.param(
+            "tcp://[::1]:0", marks=pytest.mark.skipif(not has_ipv6(), reason="no IPv6")
+        ),
     ],
 )
 def test_tcp_echo(url: str) -> None:
@@ -56,7 +68,12 @@ class UDPEcho(EventHandler):
 
 @pytest.mark.parametrize(
     "url",
-    ["udp://127.0.0.1:0", pytest.param("udp6://[::1]:0", marks=pytest.mark.skipif(not has_ipv6(), reason="no IPv6"))],
+    [
+        "udp://127.0.0.1:0",
+        pytest.param(
+            "udp6://[::1]:0", marks=pytest.mark.skipif(not has_ipv6(), reason="no IPv6")
+        ),
+    ],
 )
 def test_udp_echo(url: str) -> None:
     with serving(UDPEcho(), url) as engine:
@@ -77,7 +94,10 @@ class SendTo(EventHandler):
 
 def test_udp_send_to() -> None:
     with serving(SendTo(), "udp://127.0.0.1:0") as engine:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener, connect(engine.urls[0]) as sock:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener,
+            connect(engine.urls[0]) as sock,
+        ):
             listener.bind(("127.0.0.1", 0))
             listener.settimeout(10)
             sock.send(str(listener.getsockname()[1]).encode())
@@ -95,11 +115,18 @@ def test_several_listeners_in_one_engine(tmp_path) -> None:
 
 def test_8_mib_payloads_both_ways_overflow_socket_buffers() -> None:
     big = [os.urandom(8 * 1024 * 1024), os.urandom(8 * 1024 * 1024 + 13)]
-    with serving(LengthPrefixedEcho(), "tcp://127.0.0.1:0", socket_send_buffer=65536, socket_recv_buffer=65536) as engine:
+    with serving(
+        LengthPrefixedEcho(),
+        "tcp://127.0.0.1:0",
+        socket_send_buffer=65536,
+        socket_recv_buffer=65536,
+    ) as engine:
         with connect(engine.urls[0]) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
             # Send from a thread: the server answers while we are still sending.
-            sender = threading.Thread(target=sock.sendall, args=(b"".join(frame(p) for p in big),))
+            sender = threading.Thread(
+                target=sock.sendall, args=(b"".join(frame(p) for p in big),)
+            )
             sender.start()
             for payload in big:
                 assert recv_frame(sock) == payload
@@ -136,5 +163,7 @@ def test_echo_on_each_poller_and_trigger_mode(poller: str, edge: bool) -> None:
     if edge and poller == "selectors":
         pytest.skip("selectors is level-triggered only")
     payloads = [os.urandom(n) for n in (1, 100, 70000, 300000)]
-    with serving(LengthPrefixedEcho(), "tcp://127.0.0.1:0", poller=poller, edge_triggered=edge) as engine:
+    with serving(
+        LengthPrefixedEcho(), "tcp://127.0.0.1:0", poller=poller, edge_triggered=edge
+    ) as engine:
         roundtrip(engine.urls[0], payloads)

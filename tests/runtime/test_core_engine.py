@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from core_harness import connect, frame, recv_frame, serving, wait_for, is_closed_by_peer
+from core_harness import (
+    connect,
+    frame,
+    recv_frame,
+    serving,
+    wait_for,
+    is_closed_by_peer,
+)
 from protogen.runtime import Action, AddressError, Engine, EventHandler, Options, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +51,9 @@ def test_documented_defaults() -> None:
     assert options.loops == 1 and options.multicore is False
     assert options.load_balancing == "round_robin"
     assert options.edge_triggered is False and options.ticker is False
-    assert options.write_low_water <= options.write_high_water <= options.write_buffer_cap
+    assert (
+        options.write_low_water <= options.write_high_water <= options.write_buffer_cap
+    )
 
 
 def test_malformed_address_is_rejected_naming_it() -> None:
@@ -73,7 +80,9 @@ def test_boot_shutdown_order_and_stop_from_another_thread() -> None:
         def on_shutdown(self, engine):
             events.append(("shutdown", engine.count_connections()))
 
-    engine = Engine(Lifecycle(), ["tcp://127.0.0.1:0"], Options(install_signal_handlers=False))
+    engine = Engine(
+        Lifecycle(), ["tcp://127.0.0.1:0"], Options(install_signal_handlers=False)
+    )
     thread = threading.Thread(target=engine.run)
     thread.start()
     assert engine.wait_started(10)
@@ -99,7 +108,9 @@ def test_on_tick_cadence_and_shutdown_action() -> None:
 
     start = time.monotonic()
     with serving(Ticker(), "tcp://127.0.0.1:0", ticker=True) as engine:
-        assert engine.stopped.wait(10), "Action.SHUTDOWN from on_tick did not stop the engine"
+        assert engine.stopped.wait(
+            10
+        ), "Action.SHUTDOWN from on_tick did not stop the engine"
     assert len(ticks) == 8
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
     assert all(gap >= 0.045 for gap in gaps), gaps  # never early
@@ -113,7 +124,12 @@ def test_on_boot_shutdown_stops_at_once() -> None:
             return Action.SHUTDOWN
 
     done = threading.Event()
-    thread = threading.Thread(target=lambda: (run(No(), "tcp://127.0.0.1:0", install_signal_handlers=False), done.set()))
+    thread = threading.Thread(
+        target=lambda: (
+            run(No(), "tcp://127.0.0.1:0", install_signal_handlers=False),
+            done.set(),
+        )
+    )
     thread.start()
     assert done.wait(10)
 
@@ -123,7 +139,11 @@ def test_fatal_handler_errors_option_stops_and_raises() -> None:
         def on_traffic(self, conn):
             raise RuntimeError("kaboom")
 
-    engine = Engine(Boom(), ["tcp://127.0.0.1:0"], Options(fatal_handler_errors=True, install_signal_handlers=False))
+    engine = Engine(
+        Boom(),
+        ["tcp://127.0.0.1:0"],
+        Options(fatal_handler_errors=True, install_signal_handlers=False),
+    )
     errors: list = []
 
     def target() -> None:
@@ -164,7 +184,9 @@ run(Announce(), "tcp://127.0.0.1:0", {unix!r})
 def test_signal_shuts_down_gracefully_and_exits_0(tmp_path, signum) -> None:
     path = tmp_path / "sig.sock"
     code = SERVER.format(examples=str(ROOT / "examples"), unix=f"unix://{path}")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+    )
     try:
         urls = proc.stdout.readline().split()
         assert len(urls) == 2 and path.exists()
@@ -186,7 +208,11 @@ def test_run_delegates_to_multicore_when_loops_gt_1(monkeypatch) -> None:
     import protogen.runtime.multicore as multicore
 
     calls: list = []
-    monkeypatch.setattr(multicore, "run_multicore", lambda h, addrs, opts: calls.append((h, addrs, opts)))
+    monkeypatch.setattr(
+        multicore,
+        "run_multicore",
+        lambda h, addrs, opts: calls.append((h, addrs, opts)),
+    )
     handler = EventHandler()
     run(handler, "tcp://127.0.0.1:0", loops=3, load_balancing="least_connections")
     run(handler, "tcp://127.0.0.1:0", multicore=True)

@@ -9,9 +9,22 @@ import time
 
 import pytest
 
-from core_harness import connect, frame, recv_exact, recv_frame, serving, wait_for, is_closed_by_peer
+from core_harness import (
+    connect,
+    frame,
+    recv_frame,
+    serving,
+    wait_for,
+    is_closed_by_peer,
+)
 from protogen.errors import FrameTooLarge, InvalidValue
-from protogen.runtime import Action, EventHandler, IdleTimeout, OutboundOverflow, ReadTimeout
+from protogen.runtime import (
+    Action,
+    EventHandler,
+    IdleTimeout,
+    OutboundOverflow,
+    ReadTimeout,
+)
 from runtime_echo import LengthPrefixedEcho
 
 
@@ -70,7 +83,9 @@ def test_oversize_frame_rejected_before_it_is_buffered() -> None:
     handler = Tracking()
     with serving(handler, "tcp://127.0.0.1:0", read_buffer_cap=64 * 1024) as engine:
         with connect(engine.urls[0]) as bad, connect(engine.urls[0]) as good:
-            bad.sendall(frame(b"x" * 100)[:4] + b"\x00" * 10)  # header only: asks for 100
+            bad.sendall(
+                frame(b"x" * 100)[:4] + b"\x00" * 10
+            )  # header only: asks for 100
             bad.sendall(b"\x00\x10\x00\x00")  # garbage after: ignored
             good.sendall(frame(b"a" * 1000))
             assert recv_frame(good) == b"a" * 1000
@@ -78,7 +93,9 @@ def test_oversize_frame_rejected_before_it_is_buffered() -> None:
             with connect(engine.urls[0]) as huge:
                 huge.sendall(b"\x00\x10\x00\x00" + b"y" * 10)
                 assert is_closed_by_peer(huge)
-            assert wait_for(lambda: any(isinstance(e, FrameTooLarge) for _, e in handler.closes))
+            assert wait_for(
+                lambda: any(isinstance(e, FrameTooLarge) for _, e in handler.closes)
+            )
     err = next(e for _, e in handler.closes if isinstance(e, FrameTooLarge))
     assert err.size == 4 + 0x100000 and err.limit == 64 * 1024
 
@@ -105,9 +122,15 @@ class Flooder(EventHandler):
         self.pauses.append((paused, conn.is_write_paused(), conn.outbound_buffered()))
 
 
-def test_backpressure_pauses_reading_until_drained() -> None:
+@pytest.mark.parametrize("edge", [False, True], ids=["level", "edge"])
+def test_backpressure_pauses_reading_until_drained(edge: bool) -> None:
     handler = Flooder()
-    options = dict(write_high_water=1 << 20, write_low_water=256 * 1024, socket_send_buffer=65536)
+    options = dict(
+        write_high_water=1 << 20,
+        write_low_water=256 * 1024,
+        socket_send_buffer=65536,
+        edge_triggered=edge,
+    )
     with serving(handler, "tcp://127.0.0.1:0", **options) as engine:
         with connect(engine.urls[0]) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -134,7 +157,9 @@ def test_backpressure_pauses_reading_until_drained() -> None:
             sock.setblocking(True)
             sock.settimeout(10)
             received = 0
-            while not (len(handler.pauses) >= 2 and handler.reads >= reads_when_paused + 50):
+            while not (
+                len(handler.pauses) >= 2 and handler.reads >= reads_when_paused + 50
+            ):
                 received += len(sock.recv(1 << 20))
     assert handler.pauses[1][:2] == (False, False)
     assert handler.pauses[1][2] <= 256 * 1024
@@ -145,7 +170,10 @@ def test_write_buffer_cap_closes_with_outbound_overflow() -> None:
     closes: list = []
     handler.on_close = lambda conn, err: closes.append(err)  # type: ignore[method-assign]
     options = dict(
-        write_high_water=1 << 20, write_low_water=1 << 19, write_buffer_cap=2 << 20, socket_send_buffer=65536
+        write_high_water=1 << 20,
+        write_low_water=1 << 19,
+        write_buffer_cap=2 << 20,
+        socket_send_buffer=65536,
     )
     with serving(handler, "tcp://127.0.0.1:0", **options) as engine:
         with connect(engine.urls[0]) as sock:
@@ -163,7 +191,6 @@ def test_idle_timeout_closes_only_idle_conns() -> None:
     with serving(handler, "tcp://127.0.0.1:0", idle_timeout=0.4) as engine:
         with connect(engine.urls[0]) as idle, connect(engine.urls[0]) as busy:
             start = time.monotonic()
-            busy_closed = []
             while time.monotonic() - start < 1.2:
                 busy.sendall(frame(b"tick"))
                 assert recv_frame(busy) == b"tick"
@@ -180,7 +207,11 @@ def test_idle_timeout_closes_only_idle_conns() -> None:
 def test_read_timeout_closes_half_sent_frames_only() -> None:
     handler = Tracking()
     with serving(handler, "tcp://127.0.0.1:0", read_timeout=0.3) as engine:
-        with connect(engine.urls[0]) as slow, connect(engine.urls[0]) as quiet, connect(engine.urls[0]) as good:
+        with (
+            connect(engine.urls[0]) as slow,
+            connect(engine.urls[0]) as quiet,
+            connect(engine.urls[0]) as good,
+        ):
             start = time.monotonic()
             slow.sendall(frame(b"x" * 100)[:50])  # half a frame, then a trickle
             for _ in range(4):
@@ -207,7 +238,9 @@ def test_max_connections_pauses_accepting_until_below() -> None:
         a = connect(engine.urls[0])
         b = connect(engine.urls[0])
         assert wait_for(lambda: engine.count_connections() == 2)
-        c = connect(engine.urls[0])  # the kernel completes the handshake; we don't accept
+        c = connect(
+            engine.urls[0]
+        )  # the kernel completes the handshake; we don't accept
         c.sendall(frame(b"waiting"))
         time.sleep(0.3)
         assert engine.count_connections() == 2

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from core_harness import HEADER, frame
+from core_harness import frame
 
 ROOT = Path(__file__).resolve().parents[2]
 CONNECTIONS = 5000
@@ -38,7 +37,9 @@ def rss_bytes(pid: int) -> int:
 
 def test_5000_concurrent_connections_and_idle_memory() -> None:
     code = SERVER.format(examples=str(ROOT / "examples"))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+    )
     socks: list[socket.socket] = []
     try:
         url = proc.stdout.readline().strip()

@@ -1,0 +1,394 @@
+"""The memcached binary-protocol example: one method per opcode over an in-memory store.
+
+The generated `MemcachedHandler` (from `memcached.proto.dsl`) decodes `Request`
+packets and dispatches on `opcode` to `on_get`, `on_set`, ...; this subclass
+implements them on `store.Store` and answers with `Response` packets.
+
+Protocol behaviour (memcached's):
+- every response echoes the request's opcode and opaque;
+- quiet variants (SETQ, GETQ, ...) send nothing on success (GETQ/GETKQ: on a
+  miss), so a client pipelines them and ends the batch with NOOP;
+- an opcode the enum does not know (`dispatch on opcode allow_unknown`) reaches
+  `on_unknown_opcode`: an UNKNOWN_COMMAND response, and the connection goes on;
+  a bad magic byte closes that connection only;
+- QUIT answers then closes, QUITQ closes; packets pipelined after them are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from typing import Any
+
+from memcached_codec import Request, Response
+from memcached_handler import MemcachedHandler
+
+from protogen.errors import ProtocolError
+from protogen.runtime import Action
+from store import Item, Status, Store  # beside this file (serve.py puts it on sys.path)
+
+__all__ = ["MemcachedExampleHandler", "VERSION"]
+
+VERSION = b"1.6.0-protogen"
+MAX_KEY = 250
+
+_FLAGS = struct.Struct(">I")
+_STORAGE_EXTRAS = struct.Struct(">II")  # flags, expiration
+_ARITH_EXTRAS = struct.Struct(">QQI")  # delta, initial, expiration
+_EXPIRATION = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+_MESSAGES = {
+    Status.KEY_ENOENT: b"Not found",
+    Status.KEY_EEXISTS: b"Data exists for key.",
+    Status.E2BIG: b"Too large.",
+    Status.EINVAL: b"Invalid arguments",
+    Status.NOT_STORED: b"Not stored.",
+    Status.DELTA_BADVAL: b"Non-numeric server-side value for incr or decr",
+    Status.UNKNOWN_COMMAND: b"Unknown command",
+}
+
+
+class _CloseNow(ProtocolError):
+    """Raised by QUIT/QUITQ: the generated loop stops at a ProtocolError, which is
+    exactly "handle nothing after this packet"; on_protocol_error then closes."""
+
+
+class MemcachedExampleHandler(MemcachedHandler):
+    """memcached over the binary protocol, in memory. See the module docstring."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.store = Store()
+        self.started = time.time()
+        self.stats = dict.fromkeys(
+            (
+                "cmd_get",
+                "get_hits",
+                "get_misses",
+                "cmd_set",
+                "cmd_touch",
+                "total_connections",
+            ),
+            0,
+        )
+        self.connections = 0
+
+    # -- connections ----------------------------------------------------------------------
+
+    def on_open(self, conn: Any) -> tuple[bytes | None, Action]:
+        self.connections += 1
+        self.stats["total_connections"] += 1
+        return super().on_open(conn)
+
+    def on_close(self, conn: Any, err: BaseException | None) -> Action:
+        self.connections -= 1
+        return super().on_close(conn, err)
+
+    def on_protocol_error(self, conn: Any, err: ProtocolError) -> Action:
+        if isinstance(err, _CloseNow):
+            return Action.CLOSE
+        raise err  # bad magic, oversize packet, inconsistent lengths: close this one
+
+    # -- replies -----------------------------------------------------------------------------
+
+    def _reply(
+        self,
+        conn: Any,
+        frame: Request,
+        status: int = Status.SUCCESS,
+        *,
+        extras: bytes = b"",
+        key: bytes = b"",
+        value: bytes = b"",
+        cas: int = 0,
+    ) -> None:
+        self.send(
+            conn,
+            Response(
+                opcode=frame.opcode,
+                status=status,
+                opaque=frame.opaque,
+                cas=cas,
+                extras=extras,
+                key=key,
+                value=value,
+            ),
+        )
+
+    def _error(
+        self, conn: Any, opcode: int, opaque: int, status: Status, key: bytes = b""
+    ) -> None:
+        self.send(
+            conn,
+            Response(
+                opcode=opcode,
+                status=status,
+                opaque=opaque,
+                cas=0,
+                extras=b"",
+                key=key,
+                value=_MESSAGES[status],
+            ),
+        )
+
+    def _fail(
+        self, conn: Any, frame: Request, status: Status, key: bytes = b""
+    ) -> None:
+        self._error(conn, frame.opcode, frame.opaque, status, key)
+
+    def _valid(
+        self,
+        conn: Any,
+        frame: Request,
+        extras: tuple[int, ...],
+        key: bool | None,
+        value: bool,
+    ) -> bool:
+        """Check the body's shape: extras sizes allowed, key required (True),
+        forbidden (False) or optional (None), value allowed. EINVAL otherwise."""
+        ok = (
+            len(frame.extras) in extras
+            and (key is None or bool(frame.key) == key)
+            and len(frame.key) <= MAX_KEY
+            and (value or not frame.value)
+        )
+        if not ok:
+            self._fail(conn, frame, Status.EINVAL)
+        return ok
+
+    # -- retrieval ------------------------------------------------------------------------------
+
+    def _get(
+        self,
+        conn: Any,
+        frame: Request,
+        *,
+        with_key: bool,
+        quiet: bool,
+        touch: bool = False,
+    ) -> None:
+        if touch:
+            if not self._valid(conn, frame, (4,), True, False):
+                return
+            self.stats["cmd_touch"] += 1
+            item = self.store.touch(frame.key, _EXPIRATION.unpack(frame.extras)[0])
+        else:
+            if not self._valid(conn, frame, (0,), True, False):
+                return
+            item = self.store.get(frame.key)
+        self.stats["cmd_get"] += 1
+        if item is None:
+            self.stats["get_misses"] += 1
+            if not quiet:
+                self._fail(
+                    conn, frame, Status.KEY_ENOENT, frame.key if with_key else b""
+                )
+            return
+        self.stats["get_hits"] += 1
+        self._reply(
+            conn,
+            frame,
+            extras=_FLAGS.pack(item.flags),
+            key=frame.key if with_key else b"",
+            value=item.value,
+            cas=item.cas,
+        )
+
+    def on_get(self, conn: Any, frame: Request) -> None:
+        self._get(conn, frame, with_key=False, quiet=False)
+
+    def on_getq(self, conn: Any, frame: Request) -> None:
+        self._get(conn, frame, with_key=False, quiet=True)
+
+    def on_getk(self, conn: Any, frame: Request) -> None:
+        self._get(conn, frame, with_key=True, quiet=False)
+
+    def on_getkq(self, conn: Any, frame: Request) -> None:
+        self._get(conn, frame, with_key=True, quiet=True)
+
+    def on_gat(self, conn: Any, frame: Request) -> None:
+        self._get(conn, frame, with_key=False, quiet=False, touch=True)
+
+    def on_gatq(self, conn: Any, frame: Request) -> None:
+        self._get(conn, frame, with_key=False, quiet=True, touch=True)
+
+    def on_gatk(self, conn: Any, frame: Request) -> None:
+        self._get(conn, frame, with_key=True, quiet=False, touch=True)
+
+    def on_gatkq(self, conn: Any, frame: Request) -> None:
+        self._get(conn, frame, with_key=True, quiet=True, touch=True)
+
+    def on_touch(self, conn: Any, frame: Request) -> None:
+        if not self._valid(conn, frame, (4,), True, False):
+            return
+        self.stats["cmd_touch"] += 1
+        item = self.store.touch(frame.key, _EXPIRATION.unpack(frame.extras)[0])
+        if item is None:
+            self._fail(conn, frame, Status.KEY_ENOENT)
+        else:
+            self._reply(conn, frame, cas=item.cas)
+
+    # -- storage ----------------------------------------------------------------------------------
+
+    def _store(self, conn: Any, frame: Request, mode: str, quiet: bool) -> None:
+        if not self._valid(conn, frame, (8,), True, True):
+            return
+        self.stats["cmd_set"] += 1
+        flags, exptime = _STORAGE_EXTRAS.unpack(frame.extras)
+        status, item = self.store.store(
+            mode, frame.key, frame.value, flags, exptime, frame.cas
+        )
+        self._stored(conn, frame, status, item, quiet)
+
+    def _stored(
+        self, conn: Any, frame: Request, status: Status, item: Item | None, quiet: bool
+    ) -> None:
+        if status != Status.SUCCESS:
+            self._fail(conn, frame, status)
+        elif not quiet:
+            assert item is not None
+            self._reply(conn, frame, cas=item.cas)
+
+    def on_set(self, conn: Any, frame: Request) -> None:
+        self._store(conn, frame, "set", quiet=False)
+
+    def on_setq(self, conn: Any, frame: Request) -> None:
+        self._store(conn, frame, "set", quiet=True)
+
+    def on_add(self, conn: Any, frame: Request) -> None:
+        self._store(conn, frame, "add", quiet=False)
+
+    def on_addq(self, conn: Any, frame: Request) -> None:
+        self._store(conn, frame, "add", quiet=True)
+
+    def on_replace(self, conn: Any, frame: Request) -> None:
+        self._store(conn, frame, "replace", quiet=False)
+
+    def on_replaceq(self, conn: Any, frame: Request) -> None:
+        self._store(conn, frame, "replace", quiet=True)
+
+    def _concat(self, conn: Any, frame: Request, prepend: bool, quiet: bool) -> None:
+        if not self._valid(conn, frame, (0,), True, True):
+            return
+        self.stats["cmd_set"] += 1
+        status, item = self.store.concat(frame.key, frame.value, frame.cas, prepend)
+        self._stored(conn, frame, status, item, quiet)
+
+    def on_append(self, conn: Any, frame: Request) -> None:
+        self._concat(conn, frame, prepend=False, quiet=False)
+
+    def on_appendq(self, conn: Any, frame: Request) -> None:
+        self._concat(conn, frame, prepend=False, quiet=True)
+
+    def on_prepend(self, conn: Any, frame: Request) -> None:
+        self._concat(conn, frame, prepend=True, quiet=False)
+
+    def on_prependq(self, conn: Any, frame: Request) -> None:
+        self._concat(conn, frame, prepend=True, quiet=True)
+
+    def _delete(self, conn: Any, frame: Request, quiet: bool) -> None:
+        if not self._valid(conn, frame, (0,), True, False):
+            return
+        status = self.store.delete(frame.key, frame.cas)
+        if status != Status.SUCCESS:
+            self._fail(conn, frame, status)
+        elif not quiet:
+            self._reply(conn, frame)
+
+    def on_delete(self, conn: Any, frame: Request) -> None:
+        self._delete(conn, frame, quiet=False)
+
+    def on_deleteq(self, conn: Any, frame: Request) -> None:
+        self._delete(conn, frame, quiet=True)
+
+    def _arithmetic(
+        self, conn: Any, frame: Request, decrement: bool, quiet: bool
+    ) -> None:
+        if not self._valid(conn, frame, (20,), True, False):
+            return
+        delta, initial, exptime = _ARITH_EXTRAS.unpack(frame.extras)
+        status, number, item = self.store.arithmetic(
+            frame.key, delta, initial, exptime, frame.cas, decrement
+        )
+        if status != Status.SUCCESS:
+            self._fail(conn, frame, status)
+        elif not quiet:
+            assert item is not None
+            self._reply(conn, frame, value=_U64.pack(number), cas=item.cas)
+
+    def on_increment(self, conn: Any, frame: Request) -> None:
+        self._arithmetic(conn, frame, decrement=False, quiet=False)
+
+    def on_incrementq(self, conn: Any, frame: Request) -> None:
+        self._arithmetic(conn, frame, decrement=False, quiet=True)
+
+    def on_decrement(self, conn: Any, frame: Request) -> None:
+        self._arithmetic(conn, frame, decrement=True, quiet=False)
+
+    def on_decrementq(self, conn: Any, frame: Request) -> None:
+        self._arithmetic(conn, frame, decrement=True, quiet=True)
+
+    # -- everything else ----------------------------------------------------------------------
+
+    def _flush(self, conn: Any, frame: Request, quiet: bool) -> None:
+        if not self._valid(conn, frame, (0, 4), False, False):
+            return
+        self.store.flush(_EXPIRATION.unpack(frame.extras)[0] if frame.extras else 0)
+        if not quiet:
+            self._reply(conn, frame)
+
+    def on_flush(self, conn: Any, frame: Request) -> None:
+        self._flush(conn, frame, quiet=False)
+
+    def on_flushq(self, conn: Any, frame: Request) -> None:
+        self._flush(conn, frame, quiet=True)
+
+    def on_noop(self, conn: Any, frame: Request) -> None:
+        if self._valid(conn, frame, (0,), False, False):
+            self._reply(conn, frame)
+
+    def on_version(self, conn: Any, frame: Request) -> None:
+        if self._valid(conn, frame, (0,), False, False):
+            self._reply(conn, frame, value=VERSION)
+
+    def on_verbosity(self, conn: Any, frame: Request) -> None:
+        if self._valid(conn, frame, (4,), False, False):
+            self._reply(conn, frame)
+
+    def on_quit(self, conn: Any, frame: Request) -> None:
+        self._reply(conn, frame)
+        raise _CloseNow("quit")
+
+    def on_quitq(self, conn: Any, frame: Request) -> None:
+        raise _CloseNow("quitq")
+
+    def on_stat(self, conn: Any, frame: Request) -> None:
+        """All stats, one packet each, then an empty-key terminator. Groups: none."""
+        if not self._valid(conn, frame, (0,), None, False):
+            return
+        if frame.key:
+            self._fail(conn, frame, Status.KEY_ENOENT)
+            return
+        now = time.time()
+        stats = {
+            "pid": os.getpid(),
+            "uptime": int(now - self.started),
+            "time": int(now),
+            "version": VERSION.decode(),
+            "pointer_size": 64,
+            "curr_connections": self.connections,
+            "curr_items": len(self.store),
+            "total_items": self.store.total_items,
+            "bytes": self.store.bytes_used(),
+            **self.stats,
+        }
+        for name, value in stats.items():
+            self._reply(conn, frame, key=name.encode(), value=str(value).encode())
+        self._reply(conn, frame)
+
+    def on_unknown_opcode(self, conn: Any, frame: Request) -> None:
+        """An opcode the enum does not name (`allow_unknown` in the spec): the
+        packet was framed all the same, so the connection goes on."""
+        self._fail(conn, frame, Status.UNKNOWN_COMMAND)

@@ -1,0 +1,165 @@
+"""Inbound half of the event loop: recv into the shared/pooled buffers, on_traffic.
+
+A connection with nothing buffered reads into the loop's shared buffer; only the
+bytes the handler leaves unconsumed are copied into a pooled per-connection
+buffer (sized by the peek() hint), returned to the pool as soon as it empties.
+One recv per readiness event (level-triggered), then on_traffic: the loop comes
+straight back to a socket that still has data, and between two reads of a busy
+peer every other ready connection gets its turn. Edge-triggered mode reads until
+a short read, as it must.
+
+Mixed into EventLoop (uses its attributes); split out to keep modules small.
+"""
+
+from __future__ import annotations
+
+from protogen.errors import FrameTooLarge
+
+from .conn import _EMPTY, OPEN, Conn
+
+SHARED_READ_SIZE = 64 * 1024  # one recv into the loop's buffer
+# Never recv into less free space than this. Small on purpose: a peer that sent a
+# few bytes of a frame pins only the smallest pool class (4 KiB) until it finishes.
+MIN_READ = 1024
+
+
+class InboundMixin:
+    # ------------------------------------------------------------ reading
+    def _read(self, conn: Conn) -> bool:
+        """One recv then on_traffic. True when the recv filled the space (more may wait)."""
+        buf = conn._in
+        try:
+            if buf is None:
+                n = conn.sock.recv_into(self._rbuf)
+                if n:
+                    conn._in = self._rbuf
+                    conn._view = self._rview
+                    conn._r = 0
+                    conn._w = n
+                full = n == SHARED_READ_SIZE
+            else:
+                w = conn._w
+                space = len(buf) - w
+                if space < MIN_READ or conn._want > len(buf) - conn._r:
+                    if not self._grow(conn):
+                        return False
+                    buf = conn._in
+                    w = conn._w
+                    space = len(buf) - w
+                n = conn.sock.recv_into(conn._view[w:])
+                conn._w = w + n
+                full = n == space
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self._finish_close(conn, exc)
+            return False
+        if not n:
+            if conn.datagram:
+                return False
+            self._close(conn, None, True)  # EOF: flush what is queued, then close
+            return False
+        self.bytes_in += n
+        conn._last = self.now
+        self._traffic(conn)
+        return full
+
+    def _read_edge(self, conn: Conn) -> None:
+        # Edge-triggered: read until a short read (the kernel queue was empty then).
+        while (
+            self._read(conn)
+            and conn._state == OPEN
+            and not conn._paused
+            and not self._stopping
+        ):
+            pass
+
+    def _traffic(self, conn: Conn) -> None:
+        r0 = conn._r
+        try:
+            action = self._on_traffic(conn)
+        except Exception as exc:
+            self._handler_error(conn, exc, "on_traffic")
+            action = None
+        if self._dirty:
+            self._flush_dirty()
+        if action:
+            self._apply(conn, action)
+        r = conn._r
+        w = conn._w
+        if r == w:
+            buf = conn._in
+            if buf is not None:
+                if buf is not self._rbuf:
+                    self._pool.release(buf)
+                conn._in = None
+                conn._view = _EMPTY
+                conn._r = conn._w = 0
+            if conn._state == OPEN:
+                conn._deadline = 0.0
+            return
+        self._keep_leftover(conn, r != r0)
+
+    def _keep_leftover(self, conn: Conn, progressed: bool) -> None:
+        """The handler left a partial frame: keep it (off the shared buffer) and watch it."""
+        if conn._state != OPEN or conn.datagram:
+            # Closing: no one will read it. Datagrams never span reads.
+            self._drop_inbound(conn)
+            return
+        r = conn._r
+        data = conn._w - r
+        want = conn._want
+        cap = self._read_cap
+        if data >= cap or want > cap:
+            self._drop_inbound(conn)
+            self._close(conn, FrameTooLarge(max(data, want), cap), True)
+            return
+        if conn._in is self._rbuf:
+            new = self._pool.acquire(min(max(data + MIN_READ, want), cap))
+            view = memoryview(new)
+            view[:data] = self._rview[r : r + data]
+            conn._in = new
+            conn._view = view
+            conn._r = 0
+            conn._w = data
+        timeout = self._read_timeout
+        if timeout and (progressed or not conn._deadline):
+            deadline = self.now + timeout
+            conn._deadline = deadline
+            timer = conn._timer
+            if timer is None or timer.when > deadline:
+                if timer is not None:
+                    timer.cancel()
+                conn._timer = self._timers.call_at(deadline, self._conn_timer, conn)
+
+    def _grow(self, conn: Conn) -> bool:
+        """Make room to recv: move the partial frame into a (bigger) pooled buffer."""
+        old = conn._in
+        r = conn._r
+        data = conn._w - r
+        cap = self._read_cap
+        if data >= cap:
+            self._drop_inbound(conn)
+            self._close(conn, FrameTooLarge(data, cap), True)
+            return False
+        need = max(data + MIN_READ, conn._want)
+        if need > len(old) - r and not conn._want:
+            need = max(need, 2 * len(old))  # unknown frame size: grow geometrically
+        new = self._pool.acquire(min(need, cap))
+        view = memoryview(new)
+        view[:data] = conn._view[r : r + data]
+        conn._in = new
+        conn._view = view
+        conn._r = 0
+        conn._w = data
+        if old is not self._rbuf:
+            self._pool.release(old)
+        return True
+
+    def _drop_inbound(self, conn: Conn) -> None:
+        buf = conn._in
+        if buf is not None and buf is not self._rbuf:
+            self._pool.release(buf)
+        conn._in = None
+        conn._view = _EMPTY
+        conn._r = conn._w = 0

@@ -1,0 +1,338 @@
+"""The MQTT broker example (examples/mqtt/), driven by mosquitto_sub and mosquitto_pub
+(mosquitto-clients), plus raw sockets for what they cannot send (malformed packets)
+and unit tests of its topic trie."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from served_example import EXAMPLES, ExampleServer, recv_until_closed
+
+sys.path.insert(0, str(EXAMPLES / "mqtt"))
+from topics import TopicTrie, matches, valid_filter  # noqa: E402
+
+CLIENT_TIMEOUT = 15.0
+# mosquitto_sub block-buffers a piped stdout: line buffering lets us see "Subscribed".
+LINE_BUFFERED = ["stdbuf", "-oL"] if shutil.which("stdbuf") else []
+needs_mosquitto = pytest.mark.skipif(
+    shutil.which("mosquitto_sub") is None or shutil.which("mosquitto_pub") is None,
+    reason="mosquitto_sub/mosquitto_pub (mosquitto-clients) not installed",
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleServer]:
+    served = ExampleServer("mqtt", tmp_path_factory.mktemp("cache"))
+    try:
+        yield served
+    finally:
+        assert served.alive(), "the broker died during the tests"
+        served.stop()
+
+
+# -- the real clients ------------------------------------------------------------------
+
+
+class Subscriber:
+    """`mosquitto_sub -C count -W wait`, started and waited for until subscribed."""
+
+    def __init__(self, server: ExampleServer, *filters: str, count: int, wait: int = 5) -> None:
+        args = [*LINE_BUFFERED, "mosquitto_sub", "-h", "127.0.0.1", "-p", str(server.port), "-d"]
+        for topic_filter in filters:
+            args += ["-t", topic_filter]
+        args += ["-C", str(count), "-W", str(wait), "-F", "MSG %r %t %p"]
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.lines: list[str] = []
+        assert self.process.stdout is not None
+        if not LINE_BUFFERED:  # its output arrives at exit only: give it time instead
+            time.sleep(1.0)
+            return
+        # -d prints "Subscribed (mid: 1): ..." once the SUBACK arrived; -W bounds the wait.
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("Subscribed"):
+                break
+        else:
+            self.finish()
+            raise AssertionError(f"mosquitto_sub never subscribed: {self.lines}")
+
+    def finish(self) -> tuple[list[str], int]:
+        """(the "retain topic payload" lines it printed, its exit status)."""
+        try:
+            out, _ = self.process.communicate(timeout=CLIENT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, _ = self.process.communicate()
+        self.lines += out.splitlines()
+        messages = [line[4:] for line in self.lines if line.startswith("MSG ")]
+        return messages, self.process.returncode
+
+
+def publish(server: ExampleServer, topic: str, message: str, *options: str) -> None:
+    subprocess.run(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(server.port), "-t", topic, "-m", message, *options],
+        check=True,
+        timeout=CLIENT_TIMEOUT,
+        capture_output=True,
+    )
+
+
+@needs_mosquitto
+def test_publish_reaches_matching_subscribers_only(server: ExampleServer) -> None:
+    exact = Subscriber(server, "home/kitchen/temp", count=1)
+    single = Subscriber(server, "home/+/temp", count=2)
+    multi = Subscriber(server, "home/#", count=3)
+    other = Subscriber(server, "garden/+/temp", count=1, wait=3)
+    publish(server, "home/kitchen/temp", "21.5")
+    publish(server, "home/hall/temp", "19.0", "-q", "1")  # QoS 1: PUBACK, delivered as QoS 0
+    publish(server, "home/hall/light", "on", "-q", "2")  # QoS 2: PUBREC/PUBREL/PUBCOMP
+    assert exact.finish() == (["0 home/kitchen/temp 21.5"], 0)
+    assert single.finish() == (["0 home/kitchen/temp 21.5", "0 home/hall/temp 19.0"], 0)
+    assert multi.finish() == (
+        ["0 home/kitchen/temp 21.5", "0 home/hall/temp 19.0", "0 home/hall/light on"],
+        0,
+    )
+    messages, status = other.finish()
+    assert messages == []
+    assert status != 0  # -W expired: nothing arrived
+
+
+@needs_mosquitto
+def test_retained_message_reaches_a_late_subscriber_and_empty_clears_it(
+    server: ExampleServer,
+) -> None:
+    publish(server, "status/door", "open", "-r")
+    publish(server, "status/door", "closed", "-r")  # replaces the first
+    late = Subscriber(server, "status/#", count=1)
+    assert late.finish() == (["1 status/door closed"], 0)
+
+    publish(server, "status/door", "", "-r")  # an empty retained payload clears it
+    later = Subscriber(server, "status/#", count=1, wait=2)
+    assert later.finish()[0] == []
+
+
+@needs_mosquitto
+def test_live_delivery_after_retained_has_the_retain_flag_off(server: ExampleServer) -> None:
+    publish(server, "lamp/1", "red", "-r")
+    sub = Subscriber(server, "lamp/+", count=2)
+    publish(server, "lamp/1", "green", "-r")
+    assert sub.finish() == (["1 lamp/1 red", "0 lamp/1 green"], 0)
+
+
+# -- raw sockets: the packets the real clients never send ------------------------------
+
+CONNECT_311 = bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([4, 0x02, 0, 60, 0, 0])
+CONNACK_OK = bytes([0x20, 2, 0, 0])
+
+
+def connected(server: ExampleServer) -> socket.socket:
+    sock = server.connect()
+    sock.sendall(CONNECT_311)
+    assert recv_exactly(sock, 4) == CONNACK_OK
+    return sock
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError(f"closed after {data!r}")
+        data += chunk
+    return data
+
+
+def mqtt_str(text: str) -> bytes:
+    return struct.pack(">H", len(text)) + text.encode()
+
+
+def subscribe(sock: socket.socket, topic_filter: str, packet_id: int = 1) -> bytes:
+    body = struct.pack(">H", packet_id) + mqtt_str(topic_filter) + b"\x00"
+    sock.sendall(bytes([0x82, len(body)]) + body)
+    return recv_exactly(sock, 5)
+
+
+def test_ping_subscribe_unsubscribe_over_a_raw_socket(server: ExampleServer) -> None:
+    with connected(server) as sub, connected(server) as pub:
+        sub.sendall(b"\xc0\x00")  # PINGREQ
+        assert recv_exactly(sub, 2) == b"\xd0\x00"
+        assert subscribe(sub, "raw/+", 7) == b"\x90\x03\x00\x07\x00"
+        body = mqtt_str("raw/x") + b"payload"
+        pub.sendall(bytes([0x30, len(body)]) + body)
+        assert recv_exactly(sub, 2 + len(body)) == bytes([0x30, len(body)]) + body
+        # UNSUBSCRIBE -> UNSUBACK, and nothing more arrives
+        unsub = b"\x00\x09" + mqtt_str("raw/+")
+        sub.sendall(bytes([0xA2, len(unsub)]) + unsub)
+        assert recv_exactly(sub, 4) == b"\xb0\x02\x00\x09"
+        pub.sendall(bytes([0x30, len(body)]) + body)
+        sub.sendall(b"\xc0\x00")  # the PINGRESP proves the publish was handled first
+        assert recv_exactly(sub, 2) == b"\xd0\x00"
+        # an invalid filter is refused (0x80), the connection goes on
+        assert subscribe(sub, "bad/#/filter", 3) == b"\x90\x03\x00\x03\x80"
+
+
+@needs_mosquitto
+def test_unsubscribe_stops_delivery_to_mosquitto_sub(server: ExampleServer) -> None:
+    # mosquitto_sub cannot unsubscribe mid-run; a raw client's unsubscribe must not
+    # affect a mosquitto_sub with the same filter.
+    with connected(server) as raw:
+        subscribe(raw, "shared/t")
+        sub = Subscriber(server, "shared/t", count=1)
+        unsub = b"\x00\x02" + mqtt_str("shared/t")
+        raw.sendall(bytes([0xA2, len(unsub)]) + unsub)
+        assert recv_exactly(raw, 4) == b"\xb0\x02\x00\x02"
+        publish(server, "shared/t", "only-for-sub")
+        assert sub.finish() == (["0 shared/t only-for-sub"], 0)
+        raw.sendall(b"\xc0\x00")
+        assert recv_exactly(raw, 2) == b"\xd0\x00"  # not the PUBLISH
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        pytest.param(b"\x30\xff\xff\xff\xff\x01", id="over-long remaining length"),
+        pytest.param(b"\x82\x05\x00\x01\x00\x01a", id="SUBSCRIBE before CONNECT"),
+        pytest.param(b"\xc0\x00", id="PINGREQ before CONNECT"),
+        pytest.param(bytes([0x1F, 12, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 0]), id="CONNECT with flags"),
+        pytest.param(bytes([0x10, 5, 0, 9]) + b"MQ", id="truncated protocol name"),
+    ],
+)
+def test_a_malformed_first_packet_closes_that_connection_only(
+    server: ExampleServer, packet: bytes
+) -> None:
+    with connected(server) as bystander, server.connect() as bad:
+        bad.sendall(packet)
+        assert recv_until_closed(bad) == b""
+        bystander.sendall(b"\xc0\x00")
+        assert recv_exactly(bystander, 2) == b"\xd0\x00"
+    assert server.alive()
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        pytest.param(b"\x30\x80\x80\x80\x80\x01", id="5-byte remaining length"),
+        pytest.param(b"\x80\x03\x00\x01\x00", id="SUBSCRIBE with flags 0"),
+        pytest.param(b"\x36\x03\x00\x01a", id="PUBLISH with QoS 3"),
+        pytest.param(b"\x30\x03\x00\x05a", id="topic runs past the packet"),
+        pytest.param(b"\x20\x02\x00\x00", id="CONNACK from a client"),
+        pytest.param(CONNECT_311, id="second CONNECT"),
+    ],
+)
+def test_a_malformed_packet_after_connect_closes_that_connection_only(
+    server: ExampleServer, packet: bytes
+) -> None:
+    with connected(server) as bystander, connected(server) as bad:
+        subscribe(bystander, "still/here")
+        bad.sendall(packet)
+        assert recv_until_closed(bad) == b""
+        body = mqtt_str("still/here") + b"ok"
+        with connected(server) as pub:
+            pub.sendall(bytes([0x30, len(body)]) + body)
+            assert recv_exactly(bystander, 2 + len(body)) == bytes([0x30, len(body)]) + body
+
+
+def test_connect_with_a_wrong_protocol_level_gets_return_code_1(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([3, 0x02, 0, 60, 0, 0]))
+        assert recv_until_closed(sock) == b"\x20\x02\x00\x01"
+
+
+def test_empty_client_id_without_clean_session_gets_return_code_2(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([4, 0x00, 0, 60, 0, 0]))
+        assert recv_until_closed(sock) == b"\x20\x02\x00\x02"
+
+
+def test_will_is_published_on_abrupt_close_but_not_after_disconnect(server: ExampleServer) -> None:
+    def connect_with_will(topic: str) -> socket.socket:
+        body = mqtt_str("MQTT") + bytes([4, 0x06, 0, 60]) + mqtt_str("") + mqtt_str(topic) + mqtt_str("gone")
+        sock = server.connect()
+        sock.sendall(bytes([0x10, len(body)]) + body)
+        assert recv_exactly(sock, 4) == CONNACK_OK
+        return sock
+
+    with connected(server) as watcher:
+        subscribe(watcher, "wills/#")
+        polite = connect_with_will("wills/polite")
+        polite.sendall(b"\xe0\x00")  # DISCONNECT: the will is dropped
+        assert recv_until_closed(polite) == b""
+        polite.close()
+        connect_with_will("wills/abrupt").close()
+        body = mqtt_str("wills/abrupt") + b"gone"
+        assert recv_exactly(watcher, 2 + len(body)) == bytes([0x30, len(body)]) + body
+
+
+def test_a_closed_subscriber_is_forgotten(server: ExampleServer) -> None:
+    with connected(server) as sub:
+        subscribe(sub, "gone/t")
+    time.sleep(0.2)  # let the broker see the close
+    with connected(server) as pub, connected(server) as probe:
+        body = mqtt_str("gone/t") + b"x"
+        pub.sendall(bytes([0x30, len(body)]) + body)
+        pub.sendall(b"\xc0\x00")
+        assert recv_exactly(pub, 2) == b"\xd0\x00"
+        probe.sendall(b"\xc0\x00")
+        assert recv_exactly(probe, 2) == b"\xd0\x00"
+    assert server.alive()
+
+
+# -- the topic trie --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "topic", "expected"),
+    [
+        ("a/b", "a/b", True),
+        ("a/b", "a/c", False),
+        ("a/+", "a/b", True),
+        ("a/+", "a/b/c", False),
+        ("a/+", "a", False),
+        ("a/#", "a", True),
+        ("a/#", "a/b/c", True),
+        ("#", "a/b", True),
+        ("+/+", "/x", True),
+        ("+", "$SYS", False),
+        ("#", "$SYS/x", False),
+        ("$SYS/#", "$SYS/x", True),
+        ("a/+/c", "a/b/d", False),
+    ],
+)
+def test_trie_agrees_with_the_reference_matcher(topic_filter: str, topic: str, expected: bool) -> None:
+    trie = TopicTrie()
+    trie.add(topic_filter, "subscriber")
+    assert matches(topic_filter, topic) is expected
+    assert ("subscriber" in trie.match(topic)) is expected
+
+
+def test_trie_collects_each_subscriber_once_and_prunes_on_remove() -> None:
+    trie = TopicTrie()
+    trie.add("a/#", "s1")
+    trie.add("a/+", "s1")
+    trie.add("a/b", "s2")
+    assert set(trie.match("a/b")) == {"s1", "s2"}
+    assert trie.remove("a/+", "s1") and not trie.remove("a/+", "s1")
+    assert trie.remove("a/b", "s2")
+    assert set(trie.match("a/b")) == {"s1"}
+    assert trie.remove("a/#", "s1")
+    assert len(trie) == 0 and trie._root.children == {}
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "valid"),
+    [("a/#", True), ("#", True), ("+/b/+", True), ("a#", False), ("a/#/b", False), ("a+/b", False), ("", False)],
+)
+def test_filter_validation(topic_filter: str, valid: bool) -> None:
+    assert valid_filter(topic_filter) is valid
+
