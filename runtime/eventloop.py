@@ -381,6 +381,8 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
                                         else None
                                     ),
                                 )
+                if self._dirty:  # safety net: nothing stays unsent across a poll
+                    self._flush_dirty()
                 if len(timers):
                     timers.run_due(monotonic())  # not self.now: callbacks ran since
                     if self._dirty:

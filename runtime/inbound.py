@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from protogen.errors import FrameTooLarge
 
-from .conn import _EMPTY, OPEN, Conn
+from .conn import _EMPTY, OPEN, OUT_DIRTY, Conn
 
 SHARED_READ_SIZE = 64 * 1024  # one recv into the loop's buffer
 # Never recv into less free space than this. Small on purpose: a peer that sent a
@@ -81,8 +81,17 @@ class InboundMixin:
         except Exception as exc:
             self._handler_error(conn, exc, "on_traffic")
             action = None
-        if self._dirty:
-            self._flush_dirty()
+        dirty = self._dirty
+        if dirty:
+            if len(dirty) == 1 and dirty[0] is conn and not self._flushing:
+                # The common case: only this conn wrote. Flush it without the loop.
+                dirty.clear()
+                if conn._ostate == OUT_DIRTY:
+                    self._flush(conn)
+                if dirty:  # its on_close (on a send error) wrote to others
+                    self._flush_dirty()
+            else:
+                self._flush_dirty()
         if action:
             self._apply(conn, action)
         r = conn._r

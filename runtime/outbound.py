@@ -62,10 +62,10 @@ class OutboundMixin:
             return  # sent once the dial completes
         sock = conn.sock
         try:
-            if conn.datagram:
-                n = self._send_datagrams(conn, out)
-            elif len(out) == 1:
+            if len(out) == 1:  # (for a datagram conn too: one chunk, one datagram)
                 n = sock.send(out[0])
+            elif conn.datagram:
+                n = self._send_datagrams(conn, out)
             elif conn._out_bytes <= JOIN_LIMIT:
                 # Many small chunks: one memcpy beats building an iovec per chunk.
                 n = sock.send(b"".join(out))

@@ -146,7 +146,7 @@ class HttpExampleHandler(HttpHandler):
                 conn.discard(pos)
                 # The generated loop's decoder may hold scan progress for a head
                 # consumed here: let it start afresh.
-                self._decoders.pop(conn, None)
+                self.reset_decoder(conn)
                 if pos == len(raw):
                     conn.write(self._plaintext * count)
                     return Action.NONE

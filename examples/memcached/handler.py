@@ -24,7 +24,6 @@ from typing import Any
 from memcached_codec import Request, Response
 from memcached_handler import MemcachedHandler
 
-from protogen.errors import ProtocolError
 from protogen.runtime import Action
 from store import Item, Status, Store  # beside this file (serve.py puts it on sys.path)
 
@@ -48,11 +47,6 @@ _MESSAGES = {
     Status.DELTA_BADVAL: b"Non-numeric server-side value for incr or decr",
     Status.UNKNOWN_COMMAND: b"Unknown command",
 }
-
-
-class _CloseNow(ProtocolError):
-    """Raised by QUIT/QUITQ: the generated loop stops at a ProtocolError, which is
-    exactly "handle nothing after this packet"; on_protocol_error then closes."""
 
 
 class MemcachedExampleHandler(MemcachedHandler):
@@ -85,11 +79,6 @@ class MemcachedExampleHandler(MemcachedHandler):
     def on_close(self, conn: Any, err: BaseException | None) -> Action:
         self.connections -= 1
         return super().on_close(conn, err)
-
-    def on_protocol_error(self, conn: Any, err: ProtocolError) -> Action:
-        if isinstance(err, _CloseNow):
-            return Action.CLOSE
-        raise err  # bad magic, oversize packet, inconsistent lengths: close this one
 
     # -- replies -----------------------------------------------------------------------------
 
@@ -357,12 +346,13 @@ class MemcachedExampleHandler(MemcachedHandler):
         if self._valid(conn, frame, (4,), False, False):
             self._reply(conn, frame)
 
-    def on_quit(self, conn: Any, frame: Request) -> None:
+    # Returning CLOSE stops the generated loop: nothing after QUIT is handled.
+    def on_quit(self, conn: Any, frame: Request) -> Action:
         self._reply(conn, frame)
-        raise _CloseNow("quit")
+        return Action.CLOSE
 
-    def on_quitq(self, conn: Any, frame: Request) -> None:
-        raise _CloseNow("quitq")
+    def on_quitq(self, conn: Any, frame: Request) -> Action:
+        return Action.CLOSE
 
     def on_stat(self, conn: Any, frame: Request) -> None:
         """All stats, one packet each, then an empty-key terminator. Groups: none."""

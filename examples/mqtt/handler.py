@@ -166,7 +166,10 @@ class MqttBroker(MqttHandler):
                 self.subscriptions.remove(topic_filter, conn)
             if session.will is not None:  # closed without DISCONNECT
                 topic, payload, retain = session.will
-                self._deliver(topic, payload, retain)
+                # The loop flushes writes made in on_traffic, not in on_close: now.
+                for receiver in self._deliver(topic, payload, retain):
+                    if not receiver.closed:
+                        receiver.flush()
         return super().on_close(conn, err)
 
     # -- packets ---------------------------------------------------------------------
@@ -224,7 +227,8 @@ class MqttBroker(MqttHandler):
     def _pubrel(self, conn: Any, session: Session, flags: int, reader: Reader) -> None:
         conn.write(bytes((PUBCOMP << 4, 2)) + _U16.pack(reader.u16()))
 
-    def _deliver(self, topic: str, payload: bytes, retain: bool) -> None:
+    def _deliver(self, topic: str, payload: bytes, retain: bool) -> dict[Any, int]:
+        """Store a retained message, write the publish to every matching subscriber."""
         if retain:
             if payload:
                 self.retained[topic] = payload
@@ -232,13 +236,14 @@ class MqttBroker(MqttHandler):
                 self.retained.pop(topic, None)  # an empty retained message clears
         receivers = self.subscriptions.match(topic)
         if not receivers:
-            return
+            return receivers
         packet = publish_packet(topic, payload)  # live delivery: retain flag off
         for receiver in receivers:
             try:
                 receiver.write(packet)
             except Exception:  # closing meanwhile: its on_close cleans up
                 pass
+        return receivers
 
     def _subscribe(self, conn: Any, session: Session, flags: int, reader: Reader) -> None:
         packet_id = reader.u16()

@@ -299,7 +299,9 @@ def test_generated_handlers_are_event_handlers(generated: Any) -> None:
         assert handler_class().on_traffic(FakeConn()) == Action.NONE
 
 
-def test_an_unfinished_scan_does_not_leak_into_the_next_datagram(generated: Any) -> None:
+def test_an_unfinished_scan_does_not_leak_into_the_next_datagram(
+    generated: Any,
+) -> None:
     handler, seen = recording(generated["lines"]["handler"].LinesHandler, "on_line")
     with pytest.raises(MalformedFrame):
         handler.on_traffic(FakeConn(b"no newline in this datagram", datagram=True))
@@ -307,3 +309,44 @@ def test_an_unfinished_scan_does_not_leak_into_the_next_datagram(generated: Any)
         handler.on_traffic(FakeConn(b"y" * 100 + b"\n", datagram=True))
     handler.on_traffic(FakeConn(b"ok\r\n", datagram=True))
     assert [f.line for f in seen] == [b"ok"]
+
+
+# --- callbacks that return an Action ----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["echo", "tagged"])
+def test_a_callback_returning_close_stops_the_loop_after_its_frame(
+    generated: Any, kind: str
+) -> None:
+    Handler = getattr(generated[kind]["handler"], f"{kind.title()}Handler")
+    callback = "on_message"
+    seen: list[Any] = []
+
+    class Quitter(Handler):  # type: ignore[misc, valid-type]
+        pass
+
+    def quit_on_second(self: Any, conn: Any, frame: Any) -> Action | None:
+        seen.append(frame)
+        return Action.CLOSE if len(seen) == 2 else None
+
+    setattr(Quitter, callback, quit_on_second)
+    codec = generated[kind]["codec"]
+    frames = [codec.Message(payload=b"frame %d" % i) for i in range(4)]
+    wire = b"".join(frame.encode() for frame in frames)
+    conn = FakeConn(wire)
+    assert Quitter().on_traffic(conn) == Action.CLOSE
+    assert len(seen) == 2
+    # Only the two handled frames were consumed; the rest stays unread.
+    assert bytes(conn.inbound) == b"".join(frame.encode() for frame in frames[2:])
+
+
+def test_reset_decoder_forgets_a_connection_scan(generated: Any) -> None:
+    handler, seen = recording(generated["lines"]["handler"].LinesHandler, "on_line")
+    conn = FakeConn(b"partial")
+    handler.on_traffic(conn)
+    assert conn in handler._decoders
+    handler.reset_decoder(conn)
+    assert conn not in handler._decoders
+    conn.feed(b" line\n")
+    handler.on_traffic(conn)
+    assert [f.line for f in seen] == [b"partial line"]

@@ -205,7 +205,7 @@ def test_unsubscribe_stops_delivery_to_mosquitto_sub(server: ExampleServer) -> N
         pytest.param(b"\x82\x05\x00\x01\x00\x01a", id="SUBSCRIBE before CONNECT"),
         pytest.param(b"\xc0\x00", id="PINGREQ before CONNECT"),
         pytest.param(bytes([0x1F, 12, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 0]), id="CONNECT with flags"),
-        pytest.param(bytes([0x10, 5, 0, 9]) + b"MQ", id="truncated protocol name"),
+        pytest.param(bytes([0x10, 4, 0, 9]) + b"MQ", id="truncated protocol name"),
     ],
 )
 def test_a_malformed_first_packet_closes_that_connection_only(
