@@ -113,7 +113,9 @@ class FramingRules(Checker):
             )
             return None
         if stream_only and strip:
-            self.error(options["stream_only"].span, "stream_only cannot be combined with strip")
+            self.error(
+                options["stream_only"].span, "stream_only cannot be combined with strip"
+            )
             return None
         index = self.header.index(field)
         self.header[index] = dataclasses.replace(field, computed_length=True)

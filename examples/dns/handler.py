@@ -29,7 +29,11 @@ from dns_handler import DnsHandler
 
 from protogen.errors import ProtocolError
 from protogen.runtime import Action
-from zone import RR_FIXED, Zone, load_zone  # beside this file (serve.py puts it on sys.path)
+from zone import (
+    RR_FIXED,
+    Zone,
+    load_zone,
+)  # beside this file (serve.py puts it on sys.path)
 
 __all__ = ["DnsExampleHandler", "DEFAULT_ZONE"]
 
@@ -49,10 +53,14 @@ TYPE_OPT = 41
 HEADER_SIZE = 12
 UDP_PLAIN_LIMIT = 512  # RFC 1035 without EDNS
 UDP_EDNS_LIMIT = 4096  # the most we answer over UDP, whatever the client offers
-COMPRESSED_QNAME = b"\xc0\x0c"  # a pointer to the question's name, right after the header
+COMPRESSED_QNAME = (
+    b"\xc0\x0c"  # a pointer to the question's name, right after the header
+)
 
 _QUESTION_TAIL = struct.Struct(">HH")  # type, class
-_OPT_FIXED = struct.Struct(">HHIH")  # type, payload size (class), ext-rcode/flags, rdlen
+_OPT_FIXED = struct.Struct(
+    ">HHIH"
+)  # type, payload size (class), ext-rcode/flags, rdlen
 OPT_RECORD = b"\x00" + _OPT_FIXED.pack(TYPE_OPT, UDP_EDNS_LIMIT, 0, 0)
 
 
@@ -63,7 +71,9 @@ class FormatError(ValueError):
 class Question:
     __slots__ = ("wire", "name", "qtype", "qclass", "end")
 
-    def __init__(self, wire: bytes, name: str, qtype: int, qclass: int, end: int) -> None:
+    def __init__(
+        self, wire: bytes, name: str, qtype: int, qclass: int, end: int
+    ) -> None:
         self.wire = wire  # the question's bytes as received (echoed in the reply)
         self.name = name  # lower case, dot-separated, no trailing dot
         self.qtype = qtype
@@ -160,12 +170,22 @@ class DnsExampleHandler(DnsHandler):
         opt = OPT_RECORD if edns is not None else b""
         arcount = 1 if opt else 0
         if question.qclass != CLASS_IN:
-            reply = Message(frame.id, base_flags | REFUSED, 1, 0, 0, arcount, question.wire + opt)
+            reply = Message(
+                frame.id, base_flags | REFUSED, 1, 0, 0, arcount, question.wire + opt
+            )
             self.send(conn, reply)
             return
         records = self.zone.lookup(question.name, question.qtype)
         if records is None:
-            reply = Message(frame.id, base_flags | AA | NXDOMAIN, 1, 0, 0, arcount, question.wire + opt)
+            reply = Message(
+                frame.id,
+                base_flags | AA | NXDOMAIN,
+                1,
+                0,
+                0,
+                arcount,
+                question.wire + opt,
+            )
             self.send(conn, reply)
             return
         pack = RR_FIXED.pack
@@ -176,14 +196,29 @@ class DnsExampleHandler(DnsHandler):
         ]
         sections = b"".join([question.wire, *answers, opt])
         if conn.datagram:
-            limit = UDP_PLAIN_LIMIT if edns is None else max(UDP_PLAIN_LIMIT, min(edns, UDP_EDNS_LIMIT))
+            limit = (
+                UDP_PLAIN_LIMIT
+                if edns is None
+                else max(UDP_PLAIN_LIMIT, min(edns, UDP_EDNS_LIMIT))
+            )
             if HEADER_SIZE + len(sections) > limit:
                 # Too big for this datagram: the question alone, TC set; the
                 # client asks again over TCP.
-                reply = Message(frame.id, base_flags | AA | TC, 1, 0, 0, arcount, question.wire + opt)
+                reply = Message(
+                    frame.id,
+                    base_flags | AA | TC,
+                    1,
+                    0,
+                    0,
+                    arcount,
+                    question.wire + opt,
+                )
                 self.send(conn, reply)
                 return
-        self.send(conn, Message(frame.id, base_flags | AA, 1, len(answers), 0, arcount, sections))
+        self.send(
+            conn,
+            Message(frame.id, base_flags | AA, 1, len(answers), 0, arcount, sections),
+        )
 
     def on_protocol_error(self, conn: Any, err: ProtocolError) -> Action:
         if conn.datagram:

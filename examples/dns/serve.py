@@ -32,7 +32,9 @@ def load_example() -> tuple[dict[str, ModuleType], ModuleType]:
     modules = import_built(spec, root, package)  # also importable as dns_codec, ...
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))  # handler.py imports zone.py
-    loader = importlib.util.spec_from_file_location("dns_example_handler", HERE / "handler.py")
+    loader = importlib.util.spec_from_file_location(
+        "dns_example_handler", HERE / "handler.py"
+    )
     assert loader is not None and loader.loader is not None
     handler = importlib.util.module_from_spec(loader)
     sys.modules[loader.name] = handler
@@ -41,8 +43,15 @@ def load_example() -> tuple[dict[str, ModuleType], ModuleType]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="serve.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", action="append", metavar="URL", help="udp:// or tcp:// address (repeatable)")
+    parser = argparse.ArgumentParser(
+        prog="serve.py", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--listen",
+        action="append",
+        metavar="URL",
+        help="udp:// or tcp:// address (repeatable)",
+    )
     parser.add_argument("--port", type=int, help="listen on udp and tcp 127.0.0.1:PORT")
     parser.add_argument("--zone", type=Path, help="zone file (default: example.zone)")
     args = parser.parse_args(argv)

@@ -42,12 +42,18 @@ def normalize(name: str) -> str:
 class Zone:
     """(name, type code) -> [(ttl, rdata)]; names present at all, for NXDOMAIN."""
 
-    records: dict[tuple[str, int], list[tuple[int, bytes]]] = field(default_factory=dict)
+    records: dict[tuple[str, int], list[tuple[int, bytes]]] = field(
+        default_factory=dict
+    )
     names: set[str] = field(default_factory=set)
 
-    def add(self, name: str, rtype: str, values: list[str], ttl: int = DEFAULT_TTL) -> None:
+    def add(
+        self, name: str, rtype: str, values: list[str], ttl: int = DEFAULT_TTL
+    ) -> None:
         key = normalize(name)
-        self.records.setdefault((key, TYPES[rtype]), []).append((ttl, _rdata(rtype, values)))
+        self.records.setdefault((key, TYPES[rtype]), []).append(
+            (ttl, _rdata(rtype, values))
+        )
         self.names.add(key)
 
     def lookup(self, name: str, rtype: int) -> list[tuple[int, bytes]] | None:

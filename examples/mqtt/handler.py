@@ -29,7 +29,7 @@ from typing import Any
 from mqtt_codec import Packet
 from mqtt_handler import MqttHandler
 
-from protogen.errors import MalformedFrame, ProtocolError
+from protogen.errors import MalformedFrame
 from protogen.runtime import Action
 from topics import TopicTrie, matches, valid_filter, valid_topic  # beside this file
 
@@ -37,19 +37,21 @@ __all__ = ["MqttBroker", "Session"]
 
 # Packet types (high nibble of the fixed header).
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
-SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = (
+    8,
+    9,
+    10,
+    11,
+    12,
+    13,
+    14,
+)
 
 # CONNACK return codes.
 ACCEPTED, BAD_PROTOCOL_LEVEL, IDENTIFIER_REJECTED = 0, 1, 2
 
 _U16 = struct.Struct(">H")
 PINGRESP_PACKET = bytes((PINGRESP << 4, 0))
-
-
-class _Close(ProtocolError):
-    """Raised to stop handling a connection's packets and close it politely:
-    the generated loop stops at a ProtocolError; on_protocol_error then closes
-    after flushing what was written (a CONNACK with an error code)."""
 
 
 class Session:
@@ -113,7 +115,9 @@ def mqtt_string(text: str) -> bytes:
 
 def publish_packet(topic: str, payload: bytes, retain: bool = False) -> bytes:
     """A QoS 0 PUBLISH, encoded once per publish and shared by all its receivers."""
-    return Packet((PUBLISH << 4) | (1 if retain else 0), mqtt_string(topic) + payload).encode()
+    return Packet(
+        (PUBLISH << 4) | (1 if retain else 0), mqtt_string(topic) + payload
+    ).encode()
 
 
 class MqttBroker(MqttHandler):
@@ -133,31 +137,35 @@ class MqttBroker(MqttHandler):
             DISCONNECT: self._disconnect,
         }
         # Flags each packet type must carry (section 2.2.2); PUBLISH's vary.
-        self._required_flags = {PUBREL: 2, SUBSCRIBE: 2, UNSUBSCRIBE: 2, PINGREQ: 0, DISCONNECT: 0}
+        self._required_flags = {
+            PUBREL: 2,
+            SUBSCRIBE: 2,
+            UNSUBSCRIBE: 2,
+            PINGREQ: 0,
+            DISCONNECT: 0,
+        }
 
     # -- dispatch on the fixed header ---------------------------------------------
 
-    def on_packet(self, conn: Any, frame: Packet) -> None:
+    def on_packet(self, conn: Any, frame: Packet) -> Action | None:
         kind = frame.type_and_flags >> 4
         flags = frame.type_and_flags & 0x0F
         session = self.sessions.get(conn)
         if session is None:
             if kind != CONNECT:
-                raise MalformedFrame(f"the first packet must be CONNECT, not type {kind}")
-            self._connect(conn, flags, Reader(frame.rest))
-            return
+                raise MalformedFrame(
+                    f"the first packet must be CONNECT, not type {kind}"
+                )
+            return self._connect(conn, flags, Reader(frame.rest))
         handler = self._handlers.get(kind)
         if handler is None:
-            raise MalformedFrame(f"packet type {kind} is not allowed from a client here")
+            raise MalformedFrame(
+                f"packet type {kind} is not allowed from a client here"
+            )
         required = self._required_flags.get(kind)
         if required is not None and flags != required:
             raise MalformedFrame(f"packet type {kind} with flags {flags:#x}")
-        handler(conn, session, flags, Reader(frame.rest))
-
-    def on_protocol_error(self, conn: Any, err: ProtocolError) -> Action:
-        if isinstance(err, _Close):
-            return Action.CLOSE  # a deliberate close: flush the reply first
-        raise err  # malformed: the runtime closes this connection only
+        return handler(conn, session, flags, Reader(frame.rest))
 
     def on_close(self, conn: Any, err: BaseException | None) -> Action:
         session = self.sessions.pop(conn, None)
@@ -174,14 +182,14 @@ class MqttBroker(MqttHandler):
 
     # -- packets ---------------------------------------------------------------------
 
-    def _connect(self, conn: Any, flags: int, reader: Reader) -> None:
+    def _connect(self, conn: Any, flags: int, reader: Reader) -> Action | None:
         if flags:
             raise MalformedFrame("CONNECT with non-zero flags")
         name = reader.string()
         level = reader.u8()
         if name != "MQTT" or level != 4:
             conn.write(bytes((CONNACK << 4, 2, 0, BAD_PROTOCOL_LEVEL)))
-            raise _Close(f"protocol {name!r} level {level} is not MQTT 3.1.1")
+            return Action.CLOSE  # after the CONNACK: not MQTT 3.1.1
         connect_flags = reader.u8()
         if connect_flags & 0x01:
             raise MalformedFrame("CONNECT reserved flag set")
@@ -203,7 +211,7 @@ class MqttBroker(MqttHandler):
             reader.binary()  # password
         if not client_id and not clean_session:
             conn.write(bytes((CONNACK << 4, 2, 0, IDENTIFIER_REJECTED)))
-            raise _Close("an empty client id needs a clean session")
+            return Action.CLOSE  # an empty client id needs a clean session
         session = Session(client_id)
         session.will = will
         self.sessions[conn] = session
@@ -245,7 +253,9 @@ class MqttBroker(MqttHandler):
                 pass
         return receivers
 
-    def _subscribe(self, conn: Any, session: Session, flags: int, reader: Reader) -> None:
+    def _subscribe(
+        self, conn: Any, session: Session, flags: int, reader: Reader
+    ) -> None:
         packet_id = reader.u16()
         if reader.done:
             raise MalformedFrame("SUBSCRIBE without a topic filter")
@@ -268,7 +278,9 @@ class MqttBroker(MqttHandler):
             if any(matches(topic_filter, topic) for topic_filter in granted):
                 conn.write(publish_packet(topic, payload, retain=True))
 
-    def _unsubscribe(self, conn: Any, session: Session, flags: int, reader: Reader) -> None:
+    def _unsubscribe(
+        self, conn: Any, session: Session, flags: int, reader: Reader
+    ) -> None:
         packet_id = reader.u16()
         if reader.done:
             raise MalformedFrame("UNSUBSCRIBE without a topic filter")
@@ -282,6 +294,8 @@ class MqttBroker(MqttHandler):
     def _pingreq(self, conn: Any, session: Session, flags: int, reader: Reader) -> None:
         conn.write(PINGRESP_PACKET)
 
-    def _disconnect(self, conn: Any, session: Session, flags: int, reader: Reader) -> None:
+    def _disconnect(
+        self, conn: Any, session: Session, flags: int, reader: Reader
+    ) -> Action:
         session.will = None  # a clean disconnect discards the will
-        raise _Close("DISCONNECT")
+        return Action.CLOSE

@@ -31,7 +31,9 @@ def load_example() -> tuple[dict[str, ModuleType], ModuleType]:
     modules = import_built(spec, root, package)  # also importable as mqtt_codec, ...
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))  # handler.py imports topics.py
-    loader = importlib.util.spec_from_file_location("mqtt_example_handler", HERE / "handler.py")
+    loader = importlib.util.spec_from_file_location(
+        "mqtt_example_handler", HERE / "handler.py"
+    )
     assert loader is not None and loader.loader is not None
     handler = importlib.util.module_from_spec(loader)
     sys.modules[loader.name] = handler
@@ -40,12 +42,18 @@ def load_example() -> tuple[dict[str, ModuleType], ModuleType]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="serve.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", action="append", metavar="URL", help="default tcp://127.0.0.1:1883")
+    parser = argparse.ArgumentParser(
+        prog="serve.py", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--listen", action="append", metavar="URL", help="default tcp://127.0.0.1:1883"
+    )
     args = parser.parse_args(argv)
     modules, handler = load_example()
     try:
-        modules["server"].serve(handler.MqttBroker(), *(args.listen or ["tcp://127.0.0.1:1883"]))
+        modules["server"].serve(
+            handler.MqttBroker(), *(args.listen or ["tcp://127.0.0.1:1883"])
+        )
     except (OSError, ValueError) as exc:
         print(f"serve.py: error: {exc}", file=sys.stderr)
         return 1

@@ -55,7 +55,9 @@ class _Node:
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
-        self.subscribers: dict[Hashable, Any] = {}  # subscriber -> its data (granted QoS)
+        self.subscribers: dict[Hashable, Any] = (
+            {}
+        )  # subscriber -> its data (granted QoS)
 
 
 class TopicTrie:

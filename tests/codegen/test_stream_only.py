@@ -66,7 +66,9 @@ def test_decode_datagram_round_trips_and_fills_the_length(codec) -> None:
 
 
 def test_stream_decoding_still_uses_the_prefix(codec) -> None:
-    frames, end = codec.MsgDecoder().decode_all(b"\x00\x03\x00\x01\x02\x00\x04\x00\x02\x03Z")
+    frames, end = codec.MsgDecoder().decode_all(
+        b"\x00\x03\x00\x01\x02\x00\x04\x00\x02\x03Z"
+    )
     assert end == 11
     assert [(f.id, f.flags, f.data) for f in frames] == [(1, 2, b""), (2, 3, b"Z")]
 
@@ -84,7 +86,9 @@ def test_a_datagram_over_max_frame_is_too_large(codec) -> None:
     assert codec.MsgDecoder().decode_datagram(b"\x00" * 62)[1] == 62
 
 
-def test_generated_handler_and_client_use_the_bare_form_over_udp(tmp_path: Path) -> None:
+def test_generated_handler_and_client_use_the_bare_form_over_udp(
+    tmp_path: Path,
+) -> None:
     from protogen.generator import generate
 
     sources = {Path(name).name: text for name, text in generate(parse(SPEC)).items()}

@@ -23,7 +23,9 @@ HEADER = struct.Struct(">HHHHHH")
 QR, AA, TC, RD = 0x8000, 0x0400, 0x0200, 0x0100
 NOERROR, FORMERR, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 3, 4, 5
 
-needs_dig = pytest.mark.skipif(shutil.which("dig") is None, reason="dig (dnsutils) not installed")
+needs_dig = pytest.mark.skipif(
+    shutil.which("dig") is None, reason="dig (dnsutils) not installed"
+)
 
 
 def free_port_pair() -> int:
@@ -48,7 +50,12 @@ class DnsServer:
         self.port = free_port_pair()
         env = dict(os.environ, PROTOGEN_CACHE_DIR=str(cache_dir), PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / "dns" / "serve.py"), "--port", str(self.port)],
+            [
+                sys.executable,
+                str(EXAMPLES / "dns" / "serve.py"),
+                "--port",
+                str(self.port),
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -64,7 +71,9 @@ class DnsServer:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"server exited early: {self.process.communicate(timeout=5)}")
+                raise AssertionError(
+                    f"server exited early: {self.process.communicate(timeout=5)}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
@@ -114,16 +123,28 @@ def dig(server: DnsServer, *args: str) -> str:
 def test_a_records_over_udp_and_tcp(server: DnsServer, transport: str) -> None:
     out = dig(server, "example.com", "A", "+short", transport)
     assert sorted(out.split()) == ["192.0.2.10", "192.0.2.11"]
-    assert dig(server, "WWW.Example.COM", "A", "+short", transport).split() == ["192.0.2.20"]
+    assert dig(server, "WWW.Example.COM", "A", "+short", transport).split() == [
+        "192.0.2.20"
+    ]
 
 
 @needs_dig
 @pytest.mark.parametrize("transport", ["+notcp", "+tcp"])
 def test_aaaa_and_txt(server: DnsServer, transport: str) -> None:
-    assert dig(server, "ipv6.example.com", "AAAA", "+short", transport).split() == ["2001:db8::6"]
-    assert dig(server, "example.com", "AAAA", "+short", transport).split() == ["2001:db8::10"]
-    assert dig(server, "hello.example.com", "TXT", "+short", transport).strip() == '"hello" "world"'
-    assert dig(server, "example.com", "TXT", "+short", transport).strip() == '"v=spf1 -all"'
+    assert dig(server, "ipv6.example.com", "AAAA", "+short", transport).split() == [
+        "2001:db8::6"
+    ]
+    assert dig(server, "example.com", "AAAA", "+short", transport).split() == [
+        "2001:db8::10"
+    ]
+    assert (
+        dig(server, "hello.example.com", "TXT", "+short", transport).strip()
+        == '"hello" "world"'
+    )
+    assert (
+        dig(server, "example.com", "TXT", "+short", transport).strip()
+        == '"v=spf1 -all"'
+    )
 
 
 @needs_dig
@@ -138,7 +159,9 @@ def test_nxdomain_and_nodata(server: DnsServer, transport: str) -> None:
 
 @needs_dig
 def test_answers_are_authoritative_with_the_question_echoed(server: DnsServer) -> None:
-    out = dig(server, "www.example.com", "A", "+noall", "+comments", "+question", "+answer")
+    out = dig(
+        server, "www.example.com", "A", "+noall", "+comments", "+question", "+answer"
+    )
     assert "flags: qr aa rd" in out
     assert ";www.example.com.\t\tIN\tA" in out
     assert "www.example.com.\t60\tIN\tA\t192.0.2.20" in out
@@ -154,25 +177,44 @@ def test_a_big_answer_is_truncated_over_udp(server: DnsServer, edns: str) -> Non
 
 
 @needs_dig
-def test_a_big_answer_is_whole_over_tcp_and_after_dig_retries(server: DnsServer) -> None:
+def test_a_big_answer_is_whole_over_tcp_and_after_dig_retries(
+    server: DnsServer,
+) -> None:
     zone = (EXAMPLES / "dns" / "example.zone").read_text().splitlines()
     expected = sorted(line.split()[-1] for line in zone if line.startswith("big."))
     assert len(expected) == 10
     over_tcp = dig(server, "big.example.com", "TXT", "+short", "+tcp").splitlines()
     assert sorted(over_tcp) == expected
-    retried = dig(server, "big.example.com", "TXT", "+short").splitlines()  # UDP, TC, then TCP
+    retried = dig(
+        server, "big.example.com", "TXT", "+short"
+    ).splitlines()  # UDP, TC, then TCP
     assert sorted(retried) == expected
     # a client offering a big enough EDNS buffer gets it all over UDP
-    whole = dig(server, "big.example.com", "TXT", "+bufsize=4096", "+ignore", "+noall", "+comments")
+    whole = dig(
+        server,
+        "big.example.com",
+        "TXT",
+        "+bufsize=4096",
+        "+ignore",
+        "+noall",
+        "+comments",
+    )
     assert "ANSWER: 10" in whole and " tc " not in whole
 
 
 # -- raw sockets ------------------------------------------------------------------------------
 
 
-def query(name: str, qtype: int = 1, *, qid: int = 0x1234, flags: int = RD, qclass: int = 1) -> bytes:
+def query(
+    name: str, qtype: int = 1, *, qid: int = 0x1234, flags: int = RD, qclass: int = 1
+) -> bytes:
     labels = b"".join(bytes([len(part)]) + part.encode() for part in name.split("."))
-    return HEADER.pack(qid, flags, 1, 0, 0, 0) + labels + b"\x00" + struct.pack(">HH", qtype, qclass)
+    return (
+        HEADER.pack(qid, flags, 1, 0, 0, 0)
+        + labels
+        + b"\x00"
+        + struct.pack(">HH", qtype, qclass)
+    )
 
 
 def udp_exchange(server: DnsServer, message: bytes, timeout: float = 3.0) -> bytes:
@@ -216,10 +258,14 @@ def test_answer_names_point_at_the_question(server: DnsServer) -> None:
     assert answer[12:] == socket.inet_aton("192.0.2.20")
 
 
-def test_tcp_pipelined_queries_each_get_a_length_prefixed_reply(server: DnsServer) -> None:
+def test_tcp_pipelined_queries_each_get_a_length_prefixed_reply(
+    server: DnsServer,
+) -> None:
     with tcp_connect(server) as sock:
         batch = b""
-        for qid, name in enumerate(["example.com", "nope.example.com", "www.example.com"], 1):
+        for qid, name in enumerate(
+            ["example.com", "nope.example.com", "www.example.com"], 1
+        ):
             message = query(name, qid=qid)
             batch += struct.pack(">H", len(message)) + message
         sock.sendall(batch)
@@ -240,15 +286,28 @@ def test_unsupported_opcode_gets_notimp(server: DnsServer) -> None:
     "message",
     [
         pytest.param(HEADER.pack(7, RD, 1, 0, 0, 0), id="question missing"),
-        pytest.param(HEADER.pack(7, RD, 1, 0, 0, 0) + b"\x07exam", id="label past the end"),
+        pytest.param(
+            HEADER.pack(7, RD, 1, 0, 0, 0) + b"\x07exam", id="label past the end"
+        ),
         pytest.param(HEADER.pack(7, RD, 0, 0, 0, 0), id="no question"),
-        pytest.param(HEADER.pack(7, RD, 2, 0, 0, 0) + b"\x00\x00\x01\x00\x01" * 2, id="two questions"),
-        pytest.param(HEADER.pack(7, RD, 1, 0, 0, 1) + b"\x00\x00\x01\x00\x01", id="additional record missing"),
-        pytest.param(HEADER.pack(7, RD, 1, 0, 0, 0) + b"\xc0\x0c\x00\x01\x00\x01", id="pointer in question"),
+        pytest.param(
+            HEADER.pack(7, RD, 2, 0, 0, 0) + b"\x00\x00\x01\x00\x01" * 2,
+            id="two questions",
+        ),
+        pytest.param(
+            HEADER.pack(7, RD, 1, 0, 0, 1) + b"\x00\x00\x01\x00\x01",
+            id="additional record missing",
+        ),
+        pytest.param(
+            HEADER.pack(7, RD, 1, 0, 0, 0) + b"\xc0\x0c\x00\x01\x00\x01",
+            id="pointer in question",
+        ),
     ],
 )
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_garbage_that_frames_gets_formerr(server: DnsServer, message: bytes, transport: str) -> None:
+def test_garbage_that_frames_gets_formerr(
+    server: DnsServer, message: bytes, transport: str
+) -> None:
     if transport == "udp":
         reply = udp_exchange(server, message)
     else:
@@ -291,3 +350,43 @@ def test_a_bad_tcp_length_prefix_closes_that_connection_only(server: DnsServer) 
         good.sendall(struct.pack(">H", len(message)) + message)
         assert rcode(tcp_recv_message(good)) == NOERROR
     assert server.alive()
+
+
+# -- the generated client: the same frames over both transports ---------------------------
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    import importlib.util
+
+    saved = os.environ.get("PROTOGEN_CACHE_DIR")
+    os.environ["PROTOGEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("client-cache"))
+    try:
+        loader = importlib.util.spec_from_file_location(
+            "dns_example_serve", EXAMPLES / "dns" / "serve.py"
+        )
+        assert loader is not None and loader.loader is not None
+        serve = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(serve)
+        modules, _ = serve.load_example()
+        return modules
+    finally:
+        if saved is None:
+            del os.environ["PROTOGEN_CACHE_DIR"]
+        else:
+            os.environ["PROTOGEN_CACHE_DIR"] = saved
+
+
+@pytest.mark.parametrize("scheme", ["udp", "tcp"])
+def test_generated_client_queries_over_both_transports(
+    server: DnsServer, generated: dict, scheme: str
+) -> None:
+    Message = generated["codec"].Message
+    question = query("hello.example.com", 16)[12:]
+    with generated["client"].connect(
+        f"{scheme}://127.0.0.1:{server.port}", timeout=5
+    ) as client:
+        reply = client.request(Message(0x4242, RD, 1, 0, 0, 0, question))
+    assert reply.id == 0x4242 and reply.flags & QR and reply.ancount == 1
+    assert reply.sections.startswith(question)
+    assert reply.sections.endswith(b"\x05hello\x05world")

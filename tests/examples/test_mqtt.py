@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -45,8 +46,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleServer]:
 class Subscriber:
     """`mosquitto_sub -C count -W wait`, started and waited for until subscribed."""
 
-    def __init__(self, server: ExampleServer, *filters: str, count: int, wait: int = 5) -> None:
-        args = [*LINE_BUFFERED, "mosquitto_sub", "-h", "127.0.0.1", "-p", str(server.port), "-d"]
+    def __init__(
+        self, server: ExampleServer, *filters: str, count: int, wait: int = 5
+    ) -> None:
+        args = [
+            *LINE_BUFFERED,
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-d",
+        ]
         for topic_filter in filters:
             args += ["-t", topic_filter]
         args += ["-C", str(count), "-W", str(wait), "-F", "MSG %r %t %p"]
@@ -69,11 +80,17 @@ class Subscriber:
 
     def finish(self) -> tuple[list[str], int]:
         """(the "retain topic payload" lines it printed, its exit status)."""
+        # Read through the same buffered stdout the readiness loop used (it may
+        # hold lines already); the watchdog bounds the wait if -W ever fails.
+        watchdog = threading.Timer(CLIENT_TIMEOUT, self.process.kill)
+        watchdog.start()
         try:
-            out, _ = self.process.communicate(timeout=CLIENT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            out, _ = self.process.communicate()
+            assert self.process.stdout is not None
+            out = self.process.stdout.read()
+            self.process.wait()
+        finally:
+            watchdog.cancel()
+            self.process.stdout.close()
         self.lines += out.splitlines()
         messages = [line[4:] for line in self.lines if line.startswith("MSG ")]
         return messages, self.process.returncode
@@ -81,7 +98,18 @@ class Subscriber:
 
 def publish(server: ExampleServer, topic: str, message: str, *options: str) -> None:
     subprocess.run(
-        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(server.port), "-t", topic, "-m", message, *options],
+        [
+            "mosquitto_pub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-t",
+            topic,
+            "-m",
+            message,
+            *options,
+        ],
         check=True,
         timeout=CLIENT_TIMEOUT,
         capture_output=True,
@@ -95,7 +123,9 @@ def test_publish_reaches_matching_subscribers_only(server: ExampleServer) -> Non
     multi = Subscriber(server, "home/#", count=3)
     other = Subscriber(server, "garden/+/temp", count=1, wait=3)
     publish(server, "home/kitchen/temp", "21.5")
-    publish(server, "home/hall/temp", "19.0", "-q", "1")  # QoS 1: PUBACK, delivered as QoS 0
+    publish(
+        server, "home/hall/temp", "19.0", "-q", "1"
+    )  # QoS 1: PUBACK, delivered as QoS 0
     publish(server, "home/hall/light", "on", "-q", "2")  # QoS 2: PUBREC/PUBREL/PUBCOMP
     assert exact.finish() == (["0 home/kitchen/temp 21.5"], 0)
     assert single.finish() == (["0 home/kitchen/temp 21.5", "0 home/hall/temp 19.0"], 0)
@@ -123,7 +153,9 @@ def test_retained_message_reaches_a_late_subscriber_and_empty_clears_it(
 
 
 @needs_mosquitto
-def test_live_delivery_after_retained_has_the_retain_flag_off(server: ExampleServer) -> None:
+def test_live_delivery_after_retained_has_the_retain_flag_off(
+    server: ExampleServer,
+) -> None:
     publish(server, "lamp/1", "red", "-r")
     sub = Subscriber(server, "lamp/+", count=2)
     publish(server, "lamp/1", "green", "-r")
@@ -204,7 +236,10 @@ def test_unsubscribe_stops_delivery_to_mosquitto_sub(server: ExampleServer) -> N
         pytest.param(b"\x30\xff\xff\xff\xff\x01", id="over-long remaining length"),
         pytest.param(b"\x82\x05\x00\x01\x00\x01a", id="SUBSCRIBE before CONNECT"),
         pytest.param(b"\xc0\x00", id="PINGREQ before CONNECT"),
-        pytest.param(bytes([0x1F, 12, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 0]), id="CONNECT with flags"),
+        pytest.param(
+            bytes([0x1F, 12, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 0]),
+            id="CONNECT with flags",
+        ),
         pytest.param(bytes([0x10, 4, 0, 9]) + b"MQ", id="truncated protocol name"),
     ],
 )
@@ -240,24 +275,39 @@ def test_a_malformed_packet_after_connect_closes_that_connection_only(
         body = mqtt_str("still/here") + b"ok"
         with connected(server) as pub:
             pub.sendall(bytes([0x30, len(body)]) + body)
-            assert recv_exactly(bystander, 2 + len(body)) == bytes([0x30, len(body)]) + body
+            assert (
+                recv_exactly(bystander, 2 + len(body))
+                == bytes([0x30, len(body)]) + body
+            )
 
 
-def test_connect_with_a_wrong_protocol_level_gets_return_code_1(server: ExampleServer) -> None:
+def test_connect_with_a_wrong_protocol_level_gets_return_code_1(
+    server: ExampleServer,
+) -> None:
     with server.connect() as sock:
         sock.sendall(bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([3, 0x02, 0, 60, 0, 0]))
         assert recv_until_closed(sock) == b"\x20\x02\x00\x01"
 
 
-def test_empty_client_id_without_clean_session_gets_return_code_2(server: ExampleServer) -> None:
+def test_empty_client_id_without_clean_session_gets_return_code_2(
+    server: ExampleServer,
+) -> None:
     with server.connect() as sock:
         sock.sendall(bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([4, 0x00, 0, 60, 0, 0]))
         assert recv_until_closed(sock) == b"\x20\x02\x00\x02"
 
 
-def test_will_is_published_on_abrupt_close_but_not_after_disconnect(server: ExampleServer) -> None:
+def test_will_is_published_on_abrupt_close_but_not_after_disconnect(
+    server: ExampleServer,
+) -> None:
     def connect_with_will(topic: str) -> socket.socket:
-        body = mqtt_str("MQTT") + bytes([4, 0x06, 0, 60]) + mqtt_str("") + mqtt_str(topic) + mqtt_str("gone")
+        body = (
+            mqtt_str("MQTT")
+            + bytes([4, 0x06, 0, 60])
+            + mqtt_str("")
+            + mqtt_str(topic)
+            + mqtt_str("gone")
+        )
         sock = server.connect()
         sock.sendall(bytes([0x10, len(body)]) + body)
         assert recv_exactly(sock, 4) == CONNACK_OK
@@ -309,7 +359,9 @@ def test_a_closed_subscriber_is_forgotten(server: ExampleServer) -> None:
         ("a/+/c", "a/b/d", False),
     ],
 )
-def test_trie_agrees_with_the_reference_matcher(topic_filter: str, topic: str, expected: bool) -> None:
+def test_trie_agrees_with_the_reference_matcher(
+    topic_filter: str, topic: str, expected: bool
+) -> None:
     trie = TopicTrie()
     trie.add(topic_filter, "subscriber")
     assert matches(topic_filter, topic) is expected
@@ -331,8 +383,83 @@ def test_trie_collects_each_subscriber_once_and_prunes_on_remove() -> None:
 
 @pytest.mark.parametrize(
     ("topic_filter", "valid"),
-    [("a/#", True), ("#", True), ("+/b/+", True), ("a#", False), ("a/#/b", False), ("a+/b", False), ("", False)],
+    [
+        ("a/#", True),
+        ("#", True),
+        ("+/b/+", True),
+        ("a#", False),
+        ("a/#/b", False),
+        ("a+/b", False),
+        ("", False),
+    ],
 )
 def test_filter_validation(topic_filter: str, valid: bool) -> None:
     assert valid_filter(topic_filter) is valid
 
+
+# -- the broker in-process: its state after a close ------------------------------------
+
+
+class FakeConn:
+    """What the broker uses of a runtime conn: write, flush, closed."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.written += data
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def broker_module(tmp_path_factory: pytest.TempPathFactory):
+    import importlib.util
+    import os
+
+    saved = os.environ.get("PROTOGEN_CACHE_DIR")
+    os.environ["PROTOGEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("inproc-cache"))
+    try:
+        loader = importlib.util.spec_from_file_location(
+            "mqtt_example_serve", EXAMPLES / "mqtt" / "serve.py"
+        )
+        assert loader is not None and loader.loader is not None
+        serve = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(serve)
+        return serve.load_example()
+    finally:
+        if saved is None:
+            del os.environ["PROTOGEN_CACHE_DIR"]
+        else:
+            os.environ["PROTOGEN_CACHE_DIR"] = saved
+
+
+def test_closing_a_connection_removes_its_subscriptions_from_the_trie(
+    broker_module,
+) -> None:
+    modules, handler = broker_module
+    Packet = modules["codec"].Packet
+    broker = handler.MqttBroker()
+    first, second = FakeConn(), FakeConn()
+    for conn in (first, second):
+        broker.on_packet(conn, Packet(0x10, CONNECT_311[2:]))
+        assert conn.written == CONNACK_OK
+    broker.on_packet(
+        first,
+        Packet(
+            0x82, b"\x00\x01" + mqtt_str("a/+") + b"\x00" + mqtt_str("b/#") + b"\x00"
+        ),
+    )
+    broker.on_packet(second, Packet(0x82, b"\x00\x02" + mqtt_str("a/+") + b"\x00"))
+    assert len(broker.subscriptions) == 3
+    assert set(broker.subscriptions.match("a/x")) == {first, second}
+    broker.on_close(first, None)
+    assert len(broker.subscriptions) == 1
+    assert set(broker.subscriptions.match("a/x")) == {second}
+    assert broker.subscriptions.match("b/y") == {}
+    assert first not in broker.sessions
+    broker.on_close(second, None)
+    assert len(broker.subscriptions) == 0 and broker.sessions == {}
