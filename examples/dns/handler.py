@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from dns_codec import Message
 from dns_handler import DnsHandler
@@ -155,9 +155,10 @@ class DnsExampleHandler(DnsHandler):
         if flags & QR:
             return  # a response: never answer one (no reflection loops)
         opcode = (flags >> OPCODE_SHIFT) & 0xF
-        base_flags = QR | (flags & (0xF << OPCODE_SHIFT)) | (flags & RD)
+        # QR, the query's opcode and RD echoed; AA and the rcode added below.
+        base = QR | (flags & (0xF << OPCODE_SHIFT)) | (flags & RD)
         if opcode != 0:
-            self.send(conn, Message(frame.id, base_flags | NOTIMP, 0, 0, 0, 0, b""))
+            self.reply(conn, frame.id, base | NOTIMP)
             return
         try:
             if frame.qdcount != 1:
@@ -165,28 +166,15 @@ class DnsExampleHandler(DnsHandler):
             question = parse_question(frame.sections)
             edns = edns_payload_size(frame.sections, question.end, frame)
         except FormatError:
-            self.send(conn, Message(frame.id, base_flags | FORMERR, 0, 0, 0, 0, b""))
+            self.reply(conn, frame.id, base | FORMERR)
             return
         opt = OPT_RECORD if edns is not None else b""
-        arcount = 1 if opt else 0
         if question.qclass != CLASS_IN:
-            reply = Message(
-                frame.id, base_flags | REFUSED, 1, 0, 0, arcount, question.wire + opt
-            )
-            self.send(conn, reply)
+            self.reply(conn, frame.id, base | REFUSED, question.wire, opt=opt)
             return
         records = self.zone.lookup(question.name, question.qtype)
         if records is None:
-            reply = Message(
-                frame.id,
-                base_flags | AA | NXDOMAIN,
-                1,
-                0,
-                0,
-                arcount,
-                question.wire + opt,
-            )
-            self.send(conn, reply)
+            self.reply(conn, frame.id, base | AA | NXDOMAIN, question.wire, opt=opt)
             return
         pack = RR_FIXED.pack
         qtype = question.qtype
@@ -194,31 +182,31 @@ class DnsExampleHandler(DnsHandler):
             COMPRESSED_QNAME + pack(qtype, CLASS_IN, ttl, len(rdata)) + rdata
             for ttl, rdata in records
         ]
-        sections = b"".join([question.wire, *answers, opt])
         if conn.datagram:
-            limit = (
-                UDP_PLAIN_LIMIT
-                if edns is None
-                else max(UDP_PLAIN_LIMIT, min(edns, UDP_EDNS_LIMIT))
-            )
-            if HEADER_SIZE + len(sections) > limit:
-                # Too big for this datagram: the question alone, TC set; the
-                # client asks again over TCP.
-                reply = Message(
-                    frame.id,
-                    base_flags | AA | TC,
-                    1,
-                    0,
-                    0,
-                    arcount,
-                    question.wire + opt,
-                )
-                self.send(conn, reply)
+            limit = UDP_PLAIN_LIMIT
+            if edns is not None:
+                limit = max(UDP_PLAIN_LIMIT, min(edns, UDP_EDNS_LIMIT))
+            size = HEADER_SIZE + len(question.wire) + sum(map(len, answers)) + len(opt)
+            if size > limit:
+                # Too big for this datagram: the question alone with TC set;
+                # the client asks again over TCP.
+                self.reply(conn, frame.id, base | AA | TC, question.wire, opt=opt)
                 return
-        self.send(
-            conn,
-            Message(frame.id, base_flags | AA, 1, len(answers), 0, arcount, sections),
-        )
+        self.reply(conn, frame.id, base | AA, question.wire, answers, opt)
+
+    def reply(
+        self,
+        conn: Any,
+        query_id: int,
+        flags: int,
+        question: bytes = b"",
+        answers: Sequence[bytes] = (),
+        opt: bytes = b"",
+    ) -> None:
+        """Send a response: the question (if any), answers, and an OPT record."""
+        sections = b"".join([question, *answers, opt])
+        counts = (1 if question else 0, len(answers), 0, 1 if opt else 0)
+        self.send(conn, Message(query_id, flags, *counts, sections))
 
     def on_protocol_error(self, conn: Any, err: ProtocolError) -> Action:
         if conn.datagram:
