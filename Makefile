@@ -28,8 +28,14 @@ demo: $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# Long (not in CI): every property test of the codec generator (hand-built IR for
+# each framing kind and every top-level example spec, tests/codegen), then the
+# property tests `protogen build --with-tests` emits for every example spec
+# (examples/**), each with FUZZ_EXAMPLES hypothesis examples per property.
+FUZZ_EXAMPLES ?= 100000
 fuzz: $(STAMP)
-	PROTOGEN_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q -p no:cacheprovider tests -k property $(PYTEST_ARGS)
+	PROTOGEN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/codegen -k property $(PYTEST_ARGS)
+	PROTOGEN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python tests/robustness/fuzz_examples.py $(PYTEST_ARGS)
 
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)

@@ -1,8 +1,9 @@
 """Length-prefixed echo written directly against the runtime (no generated code).
 
 Frame: 4-byte big-endian payload length, then the payload. Every complete frame is
-sent back unchanged. The handler scans all complete frames in the inbound buffer,
-echoes them with ONE write of a zero-copy view, and consumes them with one discard.
+sent back unchanged. The handler checks every complete frame in the inbound buffer
+(length limit), echoes them with ONE write of a zero-copy view, and consumes them
+with one discard.
 
     python examples/runtime_echo.py --listen tcp://127.0.0.1:9000
 """
@@ -28,7 +29,6 @@ class LengthPrefixedEcho(EventHandler):
         data = conn.peek()  # everything buffered, zero-copy
         size = len(data)
         unpack_from = HEADER.unpack_from
-        write = conn.write
         max_frame = self.max_frame
         end = 0
         partial = 0
@@ -40,11 +40,12 @@ class LengthPrefixedEcho(EventHandler):
             if frame_end > size:
                 partial = frame_end - end
                 break
-            # One write per frame, as a handler dispatching frames would do; the
-            # runtime batches them into one sendmsg when on_traffic returns.
-            write(data[end:frame_end])
             end = frame_end
         if end:
+            # Each frame's answer is the frame itself and answers go out in order,
+            # so all complete frames are answered with ONE zero-copy write. (Many
+            # write() calls would be batched into one send as well, just slower.)
+            conn.write(data[:end])
             conn.discard(end)
         if partial:
             conn.peek(partial)  # size hint: the buffer grows once to fit the frame

@@ -59,7 +59,7 @@ class FieldView:
     var: str  # local variable name in generated functions
     section: str  # "header" | "body" | "trailer"
     annotation: str  # type annotation in the generated class
-    role: str  # "user" | "const" | "length" | "size" | "checksum"
+    role: str  # "user" | "const" | "length" | "size" | "checksum" | "bits"
     default: str | None = None  # __init__ default (literal) for non-user fields
     # header / trailer fields
     offset: int = 0
@@ -86,6 +86,13 @@ class FieldView:
     fixed_size: int | None = None
     rest: bool = False
     sizes_body: str | None = None  # for role "size": var of the body field measured
+    # bit fields: `bits` wide at `shift` in the carrier (var `carrier`); a carrier
+    # (role "bits") lists them in `bit_fields`, most significant first
+    bits: int = 0
+    shift: int = 0
+    mask: int = 0
+    carrier: str = ""
+    bit_fields: list["FieldView"] = field(default_factory=list)
 
     @property
     def user(self) -> bool:
@@ -103,7 +110,9 @@ class FieldView:
             return py_literal(self._raw_const())
         if self.role == "checksum":
             return py_literal(bytes(self.size)) if self.carry else "0"
-        if self.role == "length":
+        if self.role == "bits":
+            expr = self._join_bits()
+        elif self.role == "length":
             expr = "length_value"
         elif self.role == "size":
             expr = f"len({self.sizes_body})"
@@ -116,6 +125,29 @@ class FieldView:
         if self.carry == "float":
             return f"{self.own_struct}.pack({expr})"
         return expr
+
+    def _join_bits(self) -> str:
+        """A carrier's value on encode: its bit fields shifted and or-ed together."""
+        constant = sum(
+            b.const << b.shift for b in self.bit_fields if b.role == "const"  # type: ignore[operator]
+        )
+        terms = [
+            f"{b.var} << {b.shift}" if b.shift else b.var
+            for b in self.bit_fields
+            if b.role == "user"
+        ]
+        if constant or not terms:
+            terms.append(hex(constant))
+        return " | ".join(terms)
+
+    def unpack_bits(self) -> str:
+        """Statement extracting a bit field from its (already unpacked) carrier."""
+        expr = self.carrier
+        if self.shift:
+            expr += f" >> {self.shift}"
+        if self.shift + self.bits < 8 * self.size:  # bits above ours: mask them off
+            expr += f" & {hex(self.mask)}"
+        return f"{self.var} = {expr}"
 
     def unpack_post(self) -> str | None:
         """Statement converting the raw Struct value, or None."""
@@ -200,6 +232,11 @@ class FrameView:
     def init_order(self) -> list[FieldView]:
         """__init__ parameter order: user fields, then computed ones (defaulted)."""
         return self.user_fields + self.computed_fields
+
+    @property
+    def has_bits(self) -> bool:
+        """True when a header or trailer field carries bit fields."""
+        return any(f.bit_fields for f in self.header + self.trailer)
 
     @property
     def checksums(self) -> list[FieldView]:
@@ -298,7 +335,9 @@ def _header_views(
     for hf in fields:
         ftype = hf.type
         is_bytes = isinstance(ftype, ir.BytesType)
-        if hf.computed_length:
+        if hf.bits:
+            role, default = "bits", "None"
+        elif hf.computed_length:
             role, default = "length", "None"
         elif hf.checksum is not None:
             role, default = "checksum", "None"
@@ -352,7 +391,32 @@ def _header_views(
                     ">" if view.order == "big" else "<"
                 ) + view.struct_code
         views.append(view)
+        view.bit_fields = [_bit_view(bit, view, enums, section) for bit in hf.bits]
+        views.extend(view.bit_fields)
     return views
+
+
+def _bit_view(
+    bit: ir.BitField, carrier: FieldView, enums: dict[str, EnumView], section: str
+) -> FieldView:
+    """A bit field: an attribute of its own, decoded from and encoded into its carrier."""
+    return FieldView(
+        name=bit.name,
+        var=local_name(bit.name),
+        section=section,
+        annotation=bit.enum or "int",
+        role="const" if bit.const is not None else "user",
+        default=py_literal(bit.const) if bit.const is not None else None,
+        offset=carrier.offset,
+        size=carrier.size,
+        enum=enums.get(bit.enum) if bit.enum else None,
+        const=bit.const,
+        allowed=bit.allowed,
+        bits=bit.bits,
+        shift=bit.shift,
+        mask=bit.mask,
+        carrier=carrier.var,
+    )
 
 
 def _struct_group(views: list[FieldView], name: str) -> StructGroup | None:
@@ -418,8 +482,12 @@ def frame_view(frame: ir.FrameDef, enums: dict[str, EnumView]) -> FrameView:
     size_of = {b.size_field: local_name(b.name) for b in frame.body if b.size_field}
     view.header = _header_views(frame.header, enums, size_of, "header", f"_{upper}")
     view.trailer = _header_views(frame.trailer, enums, size_of, "trailer", f"_{upper}")
-    view.header_struct = _struct_group(view.header, f"_{upper}_HEADER")
-    view.trailer_struct = _struct_group(view.trailer, f"_{upper}_TRAILER")
+    view.header_struct = _struct_group(
+        [v for v in view.header if not v.bits], f"_{upper}_HEADER"
+    )
+    view.trailer_struct = _struct_group(
+        [v for v in view.trailer if not v.bits], f"_{upper}_TRAILER"
+    )
     body = list(frame.body)
     if not body and framing.kind in ("delimited", "decimal"):
         body = [ir.BodyField(SYNTHETIC_PAYLOAD, frame.location, rest=True)]

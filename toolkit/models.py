@@ -123,6 +123,38 @@ class Checksum:
 
 
 @dataclass(frozen=True)
+class BitField:
+    """A sub-field of an unsigned integer header field (its carrier).
+
+    Bits are declared most significant first; `shift` is the position of the
+    lowest bit (value = carrier >> shift & (2**bits - 1)). `enum` names an
+    EnumDef whose values all fit in `bits`; `const` and `allowed` work as on
+    header fields. Padding (`_: N`) is not a BitField: its bits are zero on
+    encode and ignored on decode.
+    """
+
+    name: str
+    bits: int
+    shift: int
+    location: Location
+    enum: str | None = None
+    const: int | None = None
+    allowed: tuple[int, ...] | None = None
+
+    @property
+    def mask(self) -> int:
+        return (1 << self.bits) - 1
+
+    @property
+    def max_value(self) -> int:
+        return self.mask
+
+    @property
+    def is_user_supplied(self) -> bool:
+        return self.const is None
+
+
+@dataclass(frozen=True)
 class HeaderField:
     """A fixed-size field of the header (or trailer).
 
@@ -145,6 +177,7 @@ class HeaderField:
     checksum: Checksum | None = None
     computed_length: bool = False
     size_of: str | None = None  # the body field whose length this field carries
+    bits: tuple[BitField, ...] = ()  # sub-fields, most significant first
 
     @property
     def size(self) -> int:
@@ -152,8 +185,13 @@ class HeaderField:
 
     @property
     def is_user_supplied(self) -> bool:
-        """False for fields the encoder fills itself (const, length, checksum)."""
-        return self.const is None and self.checksum is None and not self.computed_length
+        """False for fields the encoder fills itself (const, length, checksum, bits)."""
+        return (
+            self.const is None
+            and self.checksum is None
+            and not self.computed_length
+            and not self.bits
+        )
 
 
 @dataclass(frozen=True)
@@ -288,7 +326,7 @@ class FrameDef:
     trailer: tuple[HeaderField, ...] = ()  # offsets relative to the trailer start
     trailer_size: int = 0
     max_frame: int = DEFAULT_MAX_FRAME
-    dispatch: str | None = None  # name of an enum-typed header field
+    dispatch: str | None = None  # name of an enum-typed header field or bit field
     # `dispatch on F allow_unknown`: values naming no member decode as plain ints
     # (routed to the handler's on_unknown_F) instead of raising InvalidValue.
     dispatch_allows_unknown: bool = False
@@ -298,6 +336,20 @@ class FrameDef:
             if header_field.name == name:
                 return header_field
         return None
+
+    def bit_field(self, name: str) -> BitField | None:
+        """The bit field `name` of any carrier in the header or trailer."""
+        for header_field in self.header + self.trailer:
+            for bit_field in header_field.bits:
+                if bit_field.name == name:
+                    return bit_field
+        return None
+
+    def dispatch_field(self) -> HeaderField | BitField | None:
+        """The enum-typed header field or bit field `dispatch on` names."""
+        if self.dispatch is None:
+            return None
+        return self.field(self.dispatch) or self.bit_field(self.dispatch)
 
 
 Transport = Literal["tcp", "udp"]

@@ -394,9 +394,21 @@ class _ToAst(Transformer):
         return _Order(ast.Ident(str(children[0]), _token_span(self.bag, children[0])))
 
     def field(self, meta: Any, children: list[Any]) -> ast.FieldDecl:
-        name, type_ref, *value = children
+        name, type_ref, *rest = children
+        bits = next((c for c in rest if isinstance(c, ast.BitsBlock)), None)
+        values = [c for c in rest if c is not None and not isinstance(c, ast.BitsBlock)]
         return ast.FieldDecl(
-            name, type_ref, value[0] if value else None, self._span(meta)
+            name, type_ref, values[0] if values else None, self._span(meta), bits
+        )
+
+    def bits_block(self, meta: Any, children: list[Any]) -> ast.BitsBlock:
+        return ast.BitsBlock(tuple(children), self._span(meta))
+
+    def bit_member(self, meta: Any, children: list[Any]) -> ast.BitDecl:
+        name, enum, width, *value = children
+        values = [c for c in value if c is not None]
+        return ast.BitDecl(
+            name, enum, width, values[0] if values else None, self._span(meta)
         )
 
     def type_ref(self, meta: Any, children: list[Any]) -> ast.TypeRef:

@@ -87,11 +87,29 @@ FieldValue = Union[ConstValue, ChecksumValue, AllowedValues]
 
 
 @dataclass(frozen=True)
+class BitDecl:
+    """`type: PacketType 4`, `flags: 4 = 2`, `_: 3` (padding) inside `bits { }`."""
+
+    name: Ident
+    enum: Ident | None
+    width: IntLit
+    value: FieldValue | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class BitsBlock:
+    members: tuple[BitDecl, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
 class FieldDecl:
     name: Ident
     type: TypeRef
     value: FieldValue | None
     span: Span
+    bits: BitsBlock | None = None  # `u8 bits { ... }`: the field is a carrier
 
 
 @dataclass(frozen=True)

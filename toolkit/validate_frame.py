@@ -18,6 +18,7 @@ from .models import (
     ScalarType,
 )
 from .validate import byte_order, describe_type, suggestion
+from .validate_bits import BitRules
 from .validate_framing import FramingRules, span_at
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ _UNBOUNDED = 1 << 62  # "as long as you like" when reasoning about frame lengths
 DEFAULT_BODY_FIELD = "payload"
 
 
-class FrameBuilder(FramingRules):
+class FrameBuilder(FramingRules, BitRules):
     def __init__(
         self, spec: SpecBuilder, decl: ast.FrameDecl, default_max: int
     ) -> None:
@@ -46,6 +47,7 @@ class FrameBuilder(FramingRules):
         self.decl = decl
         self.default_max = default_max
         self.declared: dict[str, tuple[str, ast.FieldDecl]] = {}  # name -> block, decl
+        self.declared_bits: dict[str, tuple[str, ast.BitDecl]] = {}  # -> carrier, decl
         self.poisoned: set[str] = set()  # declared but broken: references stay quiet
         self.header: list[HeaderField] = []
         self.trailer: list[HeaderField] = []
@@ -148,11 +150,11 @@ class FrameBuilder(FramingRules):
     def _declare_fields(self, block: ast.BlockDecl) -> None:
         for field in block.fields:
             name = field.name.text
-            if name in self.declared:
-                first = self.declared[name][1]
+            first = self._first_declaration(name)
+            if first is not None:
                 self.error(
                     field.name.span,
-                    f"duplicate field '{name}' (first at {self.where(first.span)})",
+                    f"duplicate field '{name}' (first at {self.where(first)})",
                 )
                 continue
             self.declared[name] = (block.kind, field)
@@ -165,6 +167,14 @@ class FrameBuilder(FramingRules):
                     "have a method of that name",
                 )
                 self.poisoned.add(name)
+            if field.bits is not None:
+                if block.kind == "body":
+                    self.error(
+                        field.bits.span,
+                        "bit fields belong in the header or trailer, not the body",
+                    )
+                else:
+                    self._declare_bits(field, RESERVED_FIELD_NAMES)
 
     def _is_own(self, block: str, field: ast.FieldDecl) -> bool:
         """False for a repeated name: only its first declaration is built."""
@@ -186,6 +196,8 @@ class FrameBuilder(FramingRules):
             resolved = self.types.fixed(decl.type, order, kind)
             if resolved is None:
                 self.poisoned.add(decl.name.text)
+                if decl.bits is not None:
+                    self._poison_bits(decl)
                 continue
             field_type, enum = resolved
             field = HeaderField(
@@ -195,7 +207,10 @@ class FrameBuilder(FramingRules):
                 location=decl.name.span.location,
                 enum=enum,
             )
-            field = self._field_value(field, decl)
+            if decl.bits is not None:
+                field = self._carrier(field, decl)
+            else:
+                field = self._field_value(field, decl)
             fields.append(field)
             offset += field_type.size
         return fields, offset
@@ -410,6 +425,12 @@ class FrameBuilder(FramingRules):
 
     def _size_field_ok(self, body_name: str, ref: ast.Ident) -> bool:
         name = ref.text
+        if self._bit_field_misuse(
+            ref,
+            f"body field '{body_name}' is sized by bit field '{name}'; "
+            "a size needs a whole header field",
+        ):
+            return False
         if name in self.poisoned:
             return False
         if name not in self.declared:
@@ -426,6 +447,13 @@ class FrameBuilder(FramingRules):
             )
             return False
         field = next(field for field in self.header if field.name == name)
+        if field.bits:
+            self.error(
+                ref.span,
+                f"body field '{body_name}' is sized by '{name}', which carries bit "
+                "fields",
+            )
+            return False
         if (
             field.enum
             or not isinstance(field.type, ScalarType)
@@ -532,6 +560,16 @@ class FrameBuilder(FramingRules):
         if name in self.poisoned:
             return None
         field = next((f for f in self.header + self.trailer if f.name == name), None)
+        bit = self._find_bit(name, self.header + self.trailer)
+        if bit is not None:
+            if bit.enum is None:
+                self.error(
+                    stmt.field.span,
+                    f"cannot dispatch on '{name}': it is not an enum field "
+                    f"({bit.bits}-bit integer)",
+                )
+                return None
+            return name
         if field is None:
             if name in self.declared:
                 self.error(

@@ -8,6 +8,7 @@ reporting what is wrong.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 from . import spec_ast as ast
 from .models import (
@@ -33,7 +34,11 @@ class FramingRules(Checker):
     """The framing half of FrameBuilder; needs the attributes declared below."""
 
     declared: dict[str, tuple[str, ast.FieldDecl]]
+    declared_bits: dict[str, tuple[str, ast.BitDecl]]
     poisoned: set[str]
+
+    _bit_field_misuse: Callable[[ast.Ident, str], bool]  # from BitRules
+
     header: list[HeaderField]
     header_size: int
     body: list[BodyField]
@@ -133,6 +138,11 @@ class FramingRules(Checker):
 
     def _length_field(self, ref: ast.Ident) -> HeaderField | None:
         name = ref.text
+        if self._bit_field_misuse(
+            ref,
+            f"length field '{name}' is a bit field; the length needs a whole header field",
+        ):
+            return None
         if name in self.poisoned:
             return None
         if name not in self.declared:
@@ -148,6 +158,9 @@ class FramingRules(Checker):
             )
             return None
         field = next(field for field in self.header if field.name == name)
+        if field.bits:
+            self.error(ref.span, f"length field '{name}' cannot carry bit fields")
+            return None
         shown = describe_type(field.type, field.enum)
         if (
             field.enum

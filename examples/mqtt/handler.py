@@ -1,9 +1,10 @@
 """The MQTT example: an MQTT 3.1.1 broker (QoS 0 delivery) on the generated handler.
 
 The generated `MqttHandler` (from `mqtt.proto.dsl`) cuts the stream into
-`Packet`s — the fixed-header byte and the bytes its varint remaining length
-counts — and calls `on_packet`; this subclass splits the byte into packet type
-and flags and parses the rest per type:
+`Packet`s — the fixed header's bit fields `type` and `flags`, and the bytes its
+varint remaining length counts — and, as the spec says `dispatch on type`,
+calls one method per packet type. This subclass overrides those a client may
+send and parses `frame.rest` per type:
 
 - CONNECT must come first (anything else closes the connection); protocol
   name "MQTT" and level 4 are required (else CONNACK 0x01 and close); an empty
@@ -14,11 +15,12 @@ and flags and parses the rest per type:
   by all); QoS 1 is acknowledged with PUBACK, QoS 2 with PUBREC/PUBCOMP; a
   retained message is stored (an empty one clears the topic);
 - PINGREQ -> PINGRESP; DISCONNECT closes without the will; a connection closed
-  otherwise publishes its will, if any; subscriptions go with the connection.
+  otherwise publishes its will, if any; subscriptions go with the connection;
+- the other types (server-to-client ones) reach `on_packet`, which rejects them.
 
-A malformed packet (bad flags, truncated fields, over-long remaining length...)
-closes that connection only. State lives in this process: serve it with one
-event loop.
+A malformed packet (reserved type, bad flags, truncated fields, over-long
+remaining length...) closes that connection only. State lives in this process:
+serve it with one event loop.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from mqtt_codec import Packet
+from mqtt_codec import Packet, PacketType
 from mqtt_handler import MqttHandler
 
 from protogen.errors import MalformedFrame
@@ -35,23 +37,14 @@ from topics import TopicTrie, matches, valid_filter, valid_topic  # beside this 
 
 __all__ = ["MqttBroker", "Session"]
 
-# Packet types (high nibble of the fixed header).
-CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
-SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = (
-    8,
-    9,
-    10,
-    11,
-    12,
-    13,
-    14,
-)
-
 # CONNACK return codes.
 ACCEPTED, BAD_PROTOCOL_LEVEL, IDENTIFIER_REJECTED = 0, 1, 2
+# Fixed-header flags the spec requires (section 2.2.2); PUBLISH's vary.
+RESERVED_FLAGS = 0
+PUBREL_FLAGS = SUBSCRIBE_FLAGS = UNSUBSCRIBE_FLAGS = 2
 
 _U16 = struct.Struct(">H")
-PINGRESP_PACKET = bytes((PINGRESP << 4, 0))
+PINGRESP_PACKET = Packet(PacketType.pingresp, 0, b"").encode()
 
 
 class Session:
@@ -116,8 +109,17 @@ def mqtt_string(text: str) -> bytes:
 def publish_packet(topic: str, payload: bytes, retain: bool = False) -> bytes:
     """A QoS 0 PUBLISH, encoded once per publish and shared by all its receivers."""
     return Packet(
-        (PUBLISH << 4) | (1 if retain else 0), mqtt_string(topic) + payload
+        PacketType.publish, 1 if retain else 0, mqtt_string(topic) + payload
     ).encode()
+
+
+def connack(return_code: int) -> Packet:
+    return Packet(PacketType.connack, 0, bytes((0, return_code)))
+
+
+def check_flags(frame: Packet, required: int) -> None:
+    if frame.flags != required:
+        raise MalformedFrame(f"{frame.type.name.upper()} with flags {frame.flags:#x}")
 
 
 class MqttBroker(MqttHandler):
@@ -128,44 +130,23 @@ class MqttBroker(MqttHandler):
         self.sessions: dict[Any, Session] = {}
         self.subscriptions = TopicTrie()
         self.retained: dict[str, bytes] = {}
-        self._handlers = {
-            PUBLISH: self._publish,
-            PUBREL: self._pubrel,
-            SUBSCRIBE: self._subscribe,
-            UNSUBSCRIBE: self._unsubscribe,
-            PINGREQ: self._pingreq,
-            DISCONNECT: self._disconnect,
-        }
-        # Flags each packet type must carry (section 2.2.2); PUBLISH's vary.
-        self._required_flags = {
-            PUBREL: 2,
-            SUBSCRIBE: 2,
-            UNSUBSCRIBE: 2,
-            PINGREQ: 0,
-            DISCONNECT: 0,
-        }
 
-    # -- dispatch on the fixed header ---------------------------------------------
-
-    def on_packet(self, conn: Any, frame: Packet) -> Action | None:
-        kind = frame.type_and_flags >> 4
-        flags = frame.type_and_flags & 0x0F
+    def _session(self, conn: Any, frame: Packet) -> Session:
+        """The connection's session; a packet before CONNECT is malformed."""
         session = self.sessions.get(conn)
         if session is None:
-            if kind != CONNECT:
-                raise MalformedFrame(
-                    f"the first packet must be CONNECT, not type {kind}"
-                )
-            return self._connect(conn, flags, Reader(frame.rest))
-        handler = self._handlers.get(kind)
-        if handler is None:
             raise MalformedFrame(
-                f"packet type {kind} is not allowed from a client here"
+                f"the first packet must be CONNECT, not {frame.type.name.upper()}"
             )
-        required = self._required_flags.get(kind)
-        if required is not None and flags != required:
-            raise MalformedFrame(f"packet type {kind} with flags {flags:#x}")
-        return handler(conn, session, flags, Reader(frame.rest))
+        return session
+
+    # -- packets a client does not send: every type not overridden below ---------
+
+    def on_packet(self, conn: Any, frame: Packet) -> Action | None:
+        self._session(conn, frame)
+        raise MalformedFrame(
+            f"packet type {frame.type.name.upper()} is not allowed from a client here"
+        )
 
     def on_close(self, conn: Any, err: BaseException | None) -> Action:
         session = self.sessions.pop(conn, None)
@@ -180,15 +161,17 @@ class MqttBroker(MqttHandler):
                         receiver.flush()
         return super().on_close(conn, err)
 
-    # -- packets ---------------------------------------------------------------------
+    # -- packets, one method per PacketType (generated dispatch) -------------------
 
-    def _connect(self, conn: Any, flags: int, reader: Reader) -> Action | None:
-        if flags:
-            raise MalformedFrame("CONNECT with non-zero flags")
+    def on_connect(self, conn: Any, frame: Packet) -> Action | None:
+        if conn in self.sessions:
+            raise MalformedFrame("a second CONNECT")
+        check_flags(frame, RESERVED_FLAGS)
+        reader = Reader(frame.rest)
         name = reader.string()
         level = reader.u8()
         if name != "MQTT" or level != 4:
-            conn.write(bytes((CONNACK << 4, 2, 0, BAD_PROTOCOL_LEVEL)))
+            self.send(conn, connack(BAD_PROTOCOL_LEVEL))
             return Action.CLOSE  # after the CONNACK: not MQTT 3.1.1
         connect_flags = reader.u8()
         if connect_flags & 0x01:
@@ -210,30 +193,36 @@ class MqttBroker(MqttHandler):
         if connect_flags & 0x40:
             reader.binary()  # password
         if not client_id and not clean_session:
-            conn.write(bytes((CONNACK << 4, 2, 0, IDENTIFIER_REJECTED)))
+            self.send(conn, connack(IDENTIFIER_REJECTED))
             return Action.CLOSE  # an empty client id needs a clean session
         session = Session(client_id)
         session.will = will
         self.sessions[conn] = session
-        conn.write(bytes((CONNACK << 4, 2, 0, ACCEPTED)))
+        self.send(conn, connack(ACCEPTED))
+        return None
 
-    def _publish(self, conn: Any, session: Session, flags: int, reader: Reader) -> None:
-        qos = (flags >> 1) & 0x03
+    def on_publish(self, conn: Any, frame: Packet) -> None:
+        self._session(conn, frame)
+        qos = (frame.flags >> 1) & 0x03
         if qos == 3:
             raise MalformedFrame("PUBLISH with QoS 3")
-        retain = bool(flags & 0x01)
+        retain = bool(frame.flags & 0x01)
+        reader = Reader(frame.rest)
         topic = reader.string()
         if not valid_topic(topic):
             raise MalformedFrame(f"PUBLISH to an invalid topic {topic!r}")
         if qos:
             packet_id = reader.u16()
             # Accepted and delivered as QoS 0; acknowledged as the client expects.
-            ack = PUBACK if qos == 1 else PUBREC
-            conn.write(bytes((ack << 4, 2)) + _U16.pack(packet_id))
+            ack = PacketType.puback if qos == 1 else PacketType.pubrec
+            self.send(conn, Packet(ack, 0, _U16.pack(packet_id)))
         self._deliver(topic, reader.rest(), retain)
 
-    def _pubrel(self, conn: Any, session: Session, flags: int, reader: Reader) -> None:
-        conn.write(bytes((PUBCOMP << 4, 2)) + _U16.pack(reader.u16()))
+    def on_pubrel(self, conn: Any, frame: Packet) -> None:
+        self._session(conn, frame)
+        check_flags(frame, PUBREL_FLAGS)
+        packet_id = Reader(frame.rest).u16()
+        self.send(conn, Packet(PacketType.pubcomp, 0, _U16.pack(packet_id)))
 
     def _deliver(self, topic: str, payload: bytes, retain: bool) -> dict[Any, int]:
         """Store a retained message, write the publish to every matching subscriber."""
@@ -253,9 +242,10 @@ class MqttBroker(MqttHandler):
                 pass
         return receivers
 
-    def _subscribe(
-        self, conn: Any, session: Session, flags: int, reader: Reader
-    ) -> None:
+    def on_subscribe(self, conn: Any, frame: Packet) -> None:
+        session = self._session(conn, frame)
+        check_flags(frame, SUBSCRIBE_FLAGS)
+        reader = Reader(frame.rest)
         packet_id = reader.u16()
         if reader.done:
             raise MalformedFrame("SUBSCRIBE without a topic filter")
@@ -273,14 +263,15 @@ class MqttBroker(MqttHandler):
             session.filters.add(topic_filter)
             granted.append(topic_filter)
             codes.append(0)  # QoS 0 granted whatever was asked
-        conn.write(Packet(SUBACK << 4, _U16.pack(packet_id) + bytes(codes)).encode())
+        self.send(conn, Packet(PacketType.suback, 0, _U16.pack(packet_id) + codes))
         for topic, payload in self.retained.items():
             if any(matches(topic_filter, topic) for topic_filter in granted):
                 conn.write(publish_packet(topic, payload, retain=True))
 
-    def _unsubscribe(
-        self, conn: Any, session: Session, flags: int, reader: Reader
-    ) -> None:
+    def on_unsubscribe(self, conn: Any, frame: Packet) -> None:
+        session = self._session(conn, frame)
+        check_flags(frame, UNSUBSCRIBE_FLAGS)
+        reader = Reader(frame.rest)
         packet_id = reader.u16()
         if reader.done:
             raise MalformedFrame("UNSUBSCRIBE without a topic filter")
@@ -289,13 +280,15 @@ class MqttBroker(MqttHandler):
             if topic_filter in session.filters:
                 session.filters.discard(topic_filter)
                 self.subscriptions.remove(topic_filter, conn)
-        conn.write(bytes((UNSUBACK << 4, 2)) + _U16.pack(packet_id))
+        self.send(conn, Packet(PacketType.unsuback, 0, _U16.pack(packet_id)))
 
-    def _pingreq(self, conn: Any, session: Session, flags: int, reader: Reader) -> None:
+    def on_pingreq(self, conn: Any, frame: Packet) -> None:
+        self._session(conn, frame)
+        check_flags(frame, RESERVED_FLAGS)
         conn.write(PINGRESP_PACKET)
 
-    def _disconnect(
-        self, conn: Any, session: Session, flags: int, reader: Reader
-    ) -> Action:
+    def on_disconnect(self, conn: Any, frame: Packet) -> Action:
+        session = self._session(conn, frame)
+        check_flags(frame, RESERVED_FLAGS)
         session.will = None  # a clean disconnect discards the will
         return Action.CLOSE

@@ -8,12 +8,24 @@ protocol mqtt
 transport tcp
 max_frame 1 MiB                 # MQTT allows 256 MiB; this broker takes less
 
+# Packet types (section 2.2.1); 0 and 15 are reserved: decoding them raises
+# InvalidValue, which closes the connection.
+enum PacketType : u8 {
+    connect = 1, connack = 2, publish = 3, puback = 4, pubrec = 5,
+    pubrel = 6, pubcomp = 7, subscribe = 8, suback = 9, unsubscribe = 10,
+    unsuback = 11, pingreq = 12, pingresp = 13, disconnect = 14,
+}
+
 frame Packet {
     framing varint mqtt
     header {
-        type_and_flags: u8      # type << 4 | flags (split by the handler)
+        control: u8 bits {
+            type: PacketType 4  # high nibble (bits are listed MSB first)
+            flags: 4            # low nibble; required values vary per type
+        }
     }
     body {
         rest: bytes[rest]       # variable header + payload
     }
+    dispatch on type            # on_connect, on_publish, ... in the handler
 }

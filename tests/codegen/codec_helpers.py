@@ -119,6 +119,14 @@ def _header_value(field: ir.HeaderField, protocol: ir.ProtocolSpec, module: Modu
     return _scalar_strategy(field.type)
 
 
+def _bit_value(bit: ir.BitField, module: ModuleType) -> st.SearchStrategy:
+    if bit.enum:
+        return st.sampled_from(list(getattr(module, bit.enum)))
+    if bit.allowed:
+        return st.sampled_from(bit.allowed)
+    return st.integers(0, bit.mask)
+
+
 def _payload(frame_def: ir.FrameDef, max_size: int) -> st.SearchStrategy:
     framing = frame_def.framing
     blob = st.binary(max_size=max_size)
@@ -170,6 +178,9 @@ def frames_strategy(
     for hf in frame_def.header + frame_def.trailer:
         if hf.is_user_supplied and hf.name not in size_fields:
             fields[hf.name] = _header_value(hf, protocol, module)
+        for bit in hf.bits:
+            if bit.is_user_supplied:
+                fields[bit.name] = _bit_value(bit, module)
     body = list(frame_def.body)
     if not body and frame_def.framing.kind in ("delimited", "decimal"):
         body = [rest("payload")]

@@ -199,6 +199,63 @@ MEMCACHE_TEXT = spec(
 )
 
 # (spec, frame name) for every framing kind above
+KIND = ir.EnumDef(
+    "Kind",
+    ir.ScalarType("uint", 1),
+    (
+        ir.EnumMember("ping", 1, LOC),
+        ir.EnumMember("data", 3, LOC),
+        ir.EnumMember("close", 15, LOC),
+    ),
+    LOC,
+)
+
+
+def bits(*specs: tuple) -> tuple[ir.BitField, ...]:
+    """bits(("name", width, {options}) or ("_", width), ...), most significant first."""
+    total = sum(spec[1] for spec in specs)
+    fields = []
+    for spec in specs:
+        total -= spec[1]
+        if spec[0] != "_":
+            options = spec[2] if len(spec) > 2 else {}
+            fields.append(ir.BitField(spec[0], spec[1], total, LOC, **options))
+    return tuple(fields)
+
+
+# Bit fields: an enum nibble and an allowed set in a u8, a constant and padding in a
+# 3-byte little-endian carrier (converted with int.from_bytes), a u64 carrier, and
+# a trailer carrier of the other byte order.
+BITS = spec(
+    "bitty",
+    frame(
+        "Packet",
+        ir.VarintFraming(style="mqtt", offset=14),
+        hdr=header(
+            (
+                "control",
+                u(1),
+                {
+                    "bits": bits(
+                        ("kind", 4, {"enum": "Kind"}),
+                        ("flags", 4, {"allowed": (0, 2, 9)}),
+                    )
+                },
+            ),
+            (
+                "wide",
+                u(3, "little"),
+                {"bits": bits(("version", 3, {"const": 5}), ("_", 2), ("channel", 19))},
+            ),
+            ("stamp", u(2, "little")),
+            ("big", u(8, "little"), {"bits": bits(("hi", 1), ("mid", 62), ("lo", 1))}),
+        ),
+        body=[rest()],
+        trl=header(("tail", u(2, "big"), {"bits": bits(("seq", 12), ("_", 4))})),
+    ),
+    enums=(KIND,),
+)
+
 ALL = [
     (ECHO, "Message"),
     (MEMCACHED, "Request"),
@@ -207,6 +264,7 @@ ALL = [
     (AFTER, "Chunk"),
     (VARINT, "Message"),
     (MQTT, "Packet"),
+    (BITS, "Packet"),
     (NETSTRING, "Netstring"),
     (LINES, "Line"),
     (KEPT, "Record"),

@@ -236,6 +236,7 @@ def test_unsubscribe_stops_delivery_to_mosquitto_sub(server: ExampleServer) -> N
         pytest.param(b"\x30\xff\xff\xff\xff\x01", id="over-long remaining length"),
         pytest.param(b"\x82\x05\x00\x01\x00\x01a", id="SUBSCRIBE before CONNECT"),
         pytest.param(b"\xc0\x00", id="PINGREQ before CONNECT"),
+        pytest.param(b"\xf0\x00", id="reserved packet type 15"),
         pytest.param(
             bytes([0x1F, 12, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 0]),
             id="CONNECT with flags",
@@ -262,6 +263,7 @@ def test_a_malformed_first_packet_closes_that_connection_only(
         pytest.param(b"\x36\x03\x00\x01a", id="PUBLISH with QoS 3"),
         pytest.param(b"\x30\x03\x00\x05a", id="topic runs past the packet"),
         pytest.param(b"\x20\x02\x00\x00", id="CONNACK from a client"),
+        pytest.param(b"\x00\x00", id="reserved packet type 0"),
         pytest.param(CONNECT_311, id="second CONNECT"),
     ],
 )
@@ -441,19 +443,26 @@ def test_closing_a_connection_removes_its_subscriptions_from_the_trie(
     broker_module,
 ) -> None:
     modules, handler = broker_module
-    Packet = modules["codec"].Packet
+    decoder = modules["codec"].PacketDecoder()
     broker = handler.MqttBroker()
+
+    def handle(conn: FakeConn, packet: bytes) -> None:
+        frame, end = decoder.decode(packet)
+        assert end == len(packet)
+        # As the generated on_traffic does (`dispatch on type`): on_connect, ...
+        getattr(broker, f"on_{frame.type.name}")(conn, frame)
+
+    def subscribe_packet(packet_id: int, *filters: str) -> bytes:
+        body = struct.pack(">H", packet_id)
+        body += b"".join(mqtt_str(topic_filter) + b"\x00" for topic_filter in filters)
+        return bytes([0x82, len(body)]) + body
+
     first, second = FakeConn(), FakeConn()
     for conn in (first, second):
-        broker.on_packet(conn, Packet(0x10, CONNECT_311[2:]))
+        handle(conn, CONNECT_311)
         assert conn.written == CONNACK_OK
-    broker.on_packet(
-        first,
-        Packet(
-            0x82, b"\x00\x01" + mqtt_str("a/+") + b"\x00" + mqtt_str("b/#") + b"\x00"
-        ),
-    )
-    broker.on_packet(second, Packet(0x82, b"\x00\x02" + mqtt_str("a/+") + b"\x00"))
+    handle(first, subscribe_packet(1, "a/+", "b/#"))
+    handle(second, subscribe_packet(2, "a/+"))
     assert len(broker.subscriptions) == 3
     assert set(broker.subscriptions.match("a/x")) == {first, second}
     broker.on_close(first, None)

@@ -45,7 +45,7 @@ def make_handler(base: type, events_path: str, behaviour: dict[str, Any]) -> Any
     # The echo handler overrides exactly one method: the per-frame callback.
     frame_callback = next(name for name in vars(base) if name.startswith("on_"))
     base_frame = getattr(base, frame_callback)
-    raise_open_port = behaviour.get("raise_in_open_on_port")
+    raise_open_unix = behaviour.get("raise_in_open_on_unix", False)
     poison = behaviour.get("poison", {})  # payload -> where to raise
 
     class Reporting(base):  # type: ignore[misc, valid-type]
@@ -56,7 +56,7 @@ def make_handler(base: type, events_path: str, behaviour: dict[str, Any]) -> Any
         def on_open(self, conn: Any) -> Any:
             conn.context = {"frames": 0, "close_raise": False}
             emit(event="open", peer=peer_of(conn))
-            if raise_open_port is not None and local_port(conn) == raise_open_port:
+            if raise_open_unix and local_port(conn) is None:
                 raise RuntimeError("on_open exploded on purpose")
             return super().on_open(conn)
 
