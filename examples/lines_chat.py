@@ -65,7 +65,9 @@ class ChatRoom(LinesHandler):
         nick = f"guest{self._guests}"
         self._broadcast(f"* {nick} joined", exclude=conn)
         self.members[conn] = nick
-        welcome = f"* welcome, {nick}; {len(self.members)} here; /nick NAME, /who, /quit"
+        welcome = (
+            f"* welcome, {nick}; {len(self.members)} here; /nick NAME, /who, /quit"
+        )
         return Line(line=welcome.encode()).encode(), Action.NONE
 
     def on_close(self, conn: Any, err: BaseException | None) -> Action:

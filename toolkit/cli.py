@@ -14,7 +14,9 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="protogen",
         description="Generate fast, specialized network servers from a framing DSL.",
     )
-    parser.add_argument("--version", action="version", version=f"protogen {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"protogen {__version__}"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -23,7 +25,9 @@ def _build_parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", default=".", metavar="DIR")
     build.add_argument("--templates", metavar="DIR", help="override templates from DIR")
     build.add_argument("--package", metavar="NAME", help="package name of the output")
-    build.add_argument("--with-tests", action="store_true", help="also emit property tests")
+    build.add_argument(
+        "--with-tests", action="store_true", help="also emit property tests"
+    )
     build.add_argument(
         "--handler-base",
         metavar="MODULE:CLASS",
@@ -53,7 +57,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     templates = commands.add_parser("templates", help="work with the Jinja2 templates")
-    template_commands = templates.add_subparsers(dest="templates_command", metavar="ACTION")
+    template_commands = templates.add_subparsers(
+        dest="templates_command", metavar="ACTION"
+    )
     template_commands.required = True
     export = template_commands.add_parser("export", help="write the default templates")
     export.add_argument("directory", metavar="DIR")

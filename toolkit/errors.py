@@ -36,7 +36,9 @@ class InvalidValue(ProtocolError):
     """A field holds a value its spec does not allow (magic, enum, allowed set)."""
 
     def __init__(self, field: str, value: object, allowed: str) -> None:
-        super().__init__(f"field {field}: {value!r} is not allowed (expected {allowed})")
+        super().__init__(
+            f"field {field}: {value!r} is not allowed (expected {allowed})"
+        )
         self.field = field
         self.value = value
 
