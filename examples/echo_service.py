@@ -52,9 +52,10 @@ class EchoService(EchoHandler):
         self.send(conn, frame)
 
     def on_close(self, conn: Any, err: BaseException | None) -> Action:
-        traffic: Traffic = conn.context
-        self.total.frames += traffic.frames
-        self.total.payload_bytes += traffic.payload_bytes
+        traffic = conn.context
+        if isinstance(traffic, Traffic):  # None if the close came before on_open
+            self.total.frames += traffic.frames
+            self.total.payload_bytes += traffic.payload_bytes
         return super().on_close(conn, err)
 
     def on_shutdown(self, engine: Any) -> None:

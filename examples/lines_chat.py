@@ -12,7 +12,9 @@ Commands:
 
 Server notices start with `* `, errors (sent to you only) with `! `.
 A line over 8 KiB (the spec's `max_frame`) is refused with `FrameTooLarge`:
-that client gets `! ...` and is disconnected, the others chat on.
+that client gets `! ...` and is disconnected, the others chat on. A message
+that fits but would not once prefixed with the nick is refused (`! message too
+long`), since no member could receive it.
 Over udp (the spec's second transport) a datagram of lines is posted to the
 room under the sender's address; there is no membership, so no commands.
 
@@ -75,7 +77,9 @@ class ChatRoom(LinesHandler):
         why = self._leaving.pop(conn, None)
         if nick is not None:
             if why is None and err is not None:
-                why = type(err).__name__
+                # A reset or timeout says nothing to the room; a protocol error does.
+                lost = not isinstance(err, ProtocolError)
+                why = "connection lost" if lost else type(err).__name__
             self._broadcast(f"* {nick} left" + (f" ({why})" if why else ""))
         return super().on_close(conn, err)
 
@@ -96,8 +100,16 @@ class ChatRoom(LinesHandler):
             return  # lines pipelined behind /quit are dropped
         if text.startswith("/"):
             self._command(conn, text)
+            return
+        message = f"{self.members[conn]}: {text}"
+        if len(message.encode()) > self.max_frame:
+            # The nick makes the relayed line longer than members may receive.
+            self._tell(
+                conn,
+                f"! message too long: at most {self.max_frame} bytes with your nick",
+            )
         else:
-            self._broadcast(f"{self.members[conn]}: {text}", exclude=conn)
+            self._broadcast(message, exclude=conn)
 
     def _command(self, conn: Any, text: str) -> None:
         command, _, argument = text.partition(" ")
@@ -133,13 +145,18 @@ class ChatRoom(LinesHandler):
 
     # -- writing -------------------------------------------------------------------
 
+    def _encode(self, text: str) -> bytes:
+        # Notices (a long /who list) are cut to what a member may receive.
+        line = text.encode()[: self.max_frame].decode("utf-8", "ignore")
+        return Line(line=line.encode()).encode()
+
     def _tell(self, conn: Any, text: str) -> None:
-        conn.write(Line(line=text.encode()).encode())
+        conn.write(self._encode(text))
 
     def _broadcast(self, text: str, exclude: Any = None) -> None:
         # Encoded once; the runtime queues it on each member and sends every
         # member's queue in one system call when the current callback returns.
-        data = Line(line=text.encode()).encode()
+        data = self._encode(text)
         for member in self.members:
             if member is exclude or member in self._leaving:
                 continue

@@ -109,7 +109,7 @@ def encode_reply(reply: CounterReply) -> bytes:
     )
 
 
-def decode_request(data: bytes) -> CounterRequest:
+def decode_request(data: bytes | memoryview) -> CounterRequest:
     fields = _fields(data)
     name = _text(fields.get(1, b""))
     if not name:
@@ -117,7 +117,7 @@ def decode_request(data: bytes) -> CounterRequest:
     return CounterRequest(name, _unzigzag(fields.get(2, 0)))
 
 
-def decode_reply(data: bytes) -> CounterReply:
+def decode_reply(data: bytes | memoryview) -> CounterReply:
     fields = _fields(data)
     return CounterReply(
         _text(fields.get(1, b"")),
@@ -163,9 +163,9 @@ def _text(value: int | bytes) -> str:
         raise WireError("string is not UTF-8") from None
 
 
-def _fields(data: bytes) -> dict[int, int | bytes]:
+def _fields(data: bytes | memoryview) -> dict[int, int | bytes]:
     """field number -> last value (protobuf: the last occurrence wins)."""
-    return dict(_scan(data))
+    return dict(_scan(bytes(data)))  # bytes: fields are sliced out as bytes
 
 
 def _scan(data: bytes) -> Iterator[tuple[int, int | bytes]]:

@@ -5,6 +5,7 @@ missing module) is skipped with a reason rather than failing the whole run."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ class GeneratedPeer(Peer):
     spec: Path = EXAMPLES
     module: str = ""
     outdir: Path | None = None
+    # A handler module (copied next to the generated code) and its MODULE:CLASS.
+    handler_file: Path | None = None
+    handler: str | None = None
 
     def prepare(self, workdir: Path) -> bool:
         if not self.spec.is_file():
@@ -107,6 +111,8 @@ class GeneratedPeer(Peer):
             )
             self.skip_reason = f"build produced no module {self.module!r} (got {made})"
             return False
+        if self.handler_file is not None:
+            shutil.copy(self.handler_file, self.outdir / self.handler_file.name)
         return True
 
     def command(self, port: int) -> tuple[list[str], Path | None]:
@@ -116,6 +122,7 @@ class GeneratedPeer(Peer):
             self.module,
             "--listen",
             listen_url(port),
+            *(("--handler", self.handler) if self.handler else ()),
         ], self.outdir
 
 
@@ -173,6 +180,17 @@ def all_peers() -> list[Peer]:
             True,
             spec=EXAMPLES / "echo.proto.dsl",
             module="echo_server",
+        ),
+        # The same generated server with a user handler that takes every frame as a
+        # typed object and re-encodes it (the default echo skips the frame objects).
+        GeneratedPeer(
+            "protogen-typed",
+            ECHO,
+            True,
+            spec=EXAMPLES / "echo.proto.dsl",
+            module="echo_server",
+            handler_file=PEERS / "typed_echo.py",
+            handler="typed_echo:TypedEcho",
         ),
         ScriptPeer(
             "protogen-runtime",

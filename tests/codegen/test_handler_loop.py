@@ -350,3 +350,45 @@ def test_reset_decoder_forgets_a_connection_scan(generated: Any) -> None:
     conn.feed(b" line\n")
     handler.on_traffic(conn)
     assert [f.line for f in seen] == [b"partial line"]
+
+
+# --- the default echo handler's raw path -------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    payloads=st.lists(st.binary(max_size=300), max_size=12),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=8),
+)
+def test_raw_echo_writes_exactly_what_typed_reencoding_writes(
+    generated: Any, payloads: list[bytes], cuts: list[int]
+) -> None:
+    Handler = generated["echo"]["handler"].EchoEchoHandler
+
+    class Typed(Handler):  # type: ignore[misc, valid-type]
+        def on_message(self, conn: Any, frame: Any) -> None:
+            conn.write(frame.encode())
+
+    wire = b"".join(echo_frame(p) for p in payloads)
+    outputs = []
+    for handler in (Handler(), Typed()):
+        assert handler._raw_echo is (type(handler) is Handler)
+        conn = FakeConn()
+        for start, end in zip([0, *sorted(cuts)], [*sorted(cuts), len(wire)]):
+            conn.feed(wire[start:end])
+            handler.on_traffic(conn)
+        outputs.append(b"".join(conn.written))
+        assert bytes(conn.inbound) == b""
+    assert outputs[0] == outputs[1] == wire
+
+
+def test_raw_echo_enforces_max_frame_after_echoing_earlier_frames(
+    generated: Any,
+) -> None:
+    handler = generated["echo"]["handler"].EchoEchoHandler(max_frame=64)
+    conn = FakeConn(echo_frame(b"ok") + struct.pack(">I", 1000))
+    with pytest.raises(FrameTooLarge) as excinfo:
+        handler.on_traffic(conn)
+    assert excinfo.value.size == 1004
+    assert conn.written == [echo_frame(b"ok")]
+    assert conn.discards == [6]
