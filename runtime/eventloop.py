@@ -76,11 +76,13 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
         self._dirty: list[Conn] = []
         self._flushing = False
         self._acceptors: list[Any] = []
+        self._lingering: dict[int, Any] = {}  # fd -> closed-but-flushing socket
         self._accept_paused = False
         self._stopping = False
         self._finished = False  # run() returned: tasks run in the caller's thread
         self._running = False
         self._drain_deadline = 0.0
+        self._linger_deadline = 0.0
         self.fatal_error: BaseException | None = None
         self.now = monotonic()
         # Stats (read by Engine.stats()).
@@ -304,6 +306,7 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
         for acceptor in self._acceptors:
             self.remove_reader(acceptor.fileno())
         self._drain_deadline = monotonic() + self.options.drain_timeout
+        self._linger_deadline = self._drain_deadline + self.options.drain_timeout
         for conn in list(self._conns.values()):
             if conn._state == CONNECTING:
                 self._finish_close(conn, ConnectionClosed("engine stopping"))
@@ -335,7 +338,10 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
                 if tasks:
                     self._run_tasks()
                 if self._stopping and self._drained():
-                    break
+                    if self._conns:
+                        self._shutdown_conns()  # graceful closes may linger
+                    if not self._lingering or monotonic() >= self._linger_deadline:
+                        break
                 if tasks:
                     timeout: float | None = 0.0
                 else:
@@ -389,6 +395,7 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
                         self._flush_dirty()
         finally:
             self._shutdown_conns()
+            self._close_lingering()
             self._finished = True
             if self._tasks:
                 self._run_tasks()  # late cross-thread calls see closed conns

@@ -21,6 +21,9 @@ SHARED_READ_SIZE = 64 * 1024  # one recv into the loop's buffer
 # Never recv into less free space than this. Small on purpose: a peer that sent a
 # few bytes of a frame pins only the smallest pool class (4 KiB) until it finishes.
 MIN_READ = 1024
+# Leftovers up to this size are read further in the shared buffer (one copy of the
+# leftover per read) instead of growing the connection's own buffer.
+SMALL_LEFTOVER = 8 * 1024
 
 
 class InboundMixin:
@@ -37,6 +40,27 @@ class InboundMixin:
                     conn._r = 0
                     conn._w = n
                 full = n == SHARED_READ_SIZE
+            elif (
+                conn._w - conn._r <= SMALL_LEFTOVER
+                and conn._want <= SHARED_READ_SIZE
+                and buf is not self._rbuf
+            ):
+                # A small partial frame: read the rest into the shared buffer behind
+                # a copy of it, so reads stay large while the connection keeps only a
+                # small pooled buffer between reads. The private copy stays valid
+                # until the recv succeeds.
+                r = conn._r
+                data = conn._w - r
+                rview = self._rview
+                rview[:data] = conn._view[r : r + data]
+                n = conn.sock.recv_into(rview[data:])
+                if n:
+                    self._pool.release(buf)
+                    conn._in = self._rbuf
+                    conn._view = rview
+                    conn._r = 0
+                    conn._w = data + n
+                full = n == SHARED_READ_SIZE - data
             else:
                 w = conn._w
                 space = len(buf) - w
@@ -152,7 +176,14 @@ class InboundMixin:
             self._close(conn, FrameTooLarge(data, cap), True)
             return False
         need = max(data + MIN_READ, conn._want)
-        if need > len(old) - r and not conn._want:
+        if need <= len(old) and old is not self._rbuf:
+            # Room enough once the consumed bytes are dropped: compact in place.
+            view = conn._view
+            view[:data] = bytes(view[r : r + data])
+            conn._r = 0
+            conn._w = data
+            return True
+        if not conn._want:
             need = max(need, 2 * len(old))  # unknown frame size: grow geometrically
         new = self._pool.acquire(min(need, cap))
         view = memoryview(new)

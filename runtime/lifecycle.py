@@ -24,6 +24,27 @@ from .conn import (
 from .handler import Action
 from .poller import WRITABLE
 
+LINGER_CHECK = 0.05  # seconds between checks that a lingering close may finish
+
+try:  # Linux: bytes not yet acknowledged by the peer (SIOCOUTQ == TIOCOUTQ)
+    import fcntl
+    import struct
+    import termios
+
+    _OUTQ = termios.TIOCOUTQ
+    _INT = struct.Struct("i")
+
+    def _unsent_bytes(sock: socket.socket) -> int:
+        try:
+            return _INT.unpack(fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return 0
+
+except (ImportError, AttributeError):  # pragma: no cover - no SIOCOUTQ: always linger
+
+    def _unsent_bytes(sock: socket.socket) -> int:
+        return 1
+
 
 class LifecycleMixin:
     # ------------------------------------------------------------ closing
@@ -62,10 +83,16 @@ class LifecycleMixin:
             except (OSError, KeyError, ValueError):
                 pass
             conn._events = 0
-        try:
-            conn.sock.close()
-        except OSError:
-            pass
+        # Socket errors (and OutboundOverflow) abort; orderly closes, protocol and
+        # handler errors and timeouts still deliver the answers already sent.
+        aborted = isinstance(err, OSError) and not isinstance(err, TimeoutError)
+        if not aborted and previous != CONNECTING and not conn.datagram:
+            self._close_socket_gracefully(conn.sock)
+        else:
+            try:
+                conn.sock.close()
+            except OSError:
+                pass
         self._drop_inbound(conn)
         conn._out = None
         conn._out_bytes = 0
@@ -105,6 +132,68 @@ class LifecycleMixin:
             self.request_stop()
         if self._accept_paused and not self.at_capacity():
             self._resume_accepting()
+
+    # ------------------------------------------------------------ lingering close
+    def _close_socket_gracefully(self, sock: socket.socket) -> None:
+        """Close without losing answers the kernel still has to send.
+
+        close() on a socket whose peer is still sending makes the kernel reset the
+        connection, which discards our unsent (or unacknowledged) bytes. So when
+        bytes are still in flight: send FIN (shutdown SHUT_WR), read and discard
+        what the peer sends, and close once the peer closed, everything was
+        acknowledged, or drain_timeout passed. Invisible to the handler: on_close
+        has run already.
+        """
+        if not _unsent_bytes(sock):
+            sock.close()
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        fd = sock.fileno()
+        deadline = monotonic() + self.options.drain_timeout
+        self._lingering[fd] = sock
+        self.add_reader(fd, lambda events: self._linger_read(fd))
+        self._timers.call_later(LINGER_CHECK, self._linger_check, fd, deadline)
+
+    def _linger_read(self, fd: int) -> None:
+        sock = self._lingering.get(fd)
+        if sock is None:
+            return
+        try:
+            for _ in range(16):
+                if not sock.recv_into(self._rbuf):
+                    break  # the peer closed too
+            else:
+                if _unsent_bytes(sock):
+                    return
+        except (BlockingIOError, InterruptedError):
+            if _unsent_bytes(sock):
+                return
+        except OSError:
+            pass
+        self._end_linger(fd)
+
+    def _linger_check(self, fd: int, deadline: float) -> None:
+        sock = self._lingering.get(fd)
+        if sock is None:
+            return
+        if monotonic() >= deadline or not _unsent_bytes(sock):
+            self._end_linger(fd)
+        else:
+            self._timers.call_later(LINGER_CHECK, self._linger_check, fd, deadline)
+
+    def _end_linger(self, fd: int) -> None:
+        sock = self._lingering.pop(fd, None)
+        if sock is not None:
+            self.remove_reader(fd)
+            sock.close()
+
+    def _close_lingering(self) -> None:
+        for fd in list(self._lingering):
+            self._end_linger(fd)
 
     # ------------------------------------------------------------ timers
     def _conn_timer(self, conn: Conn) -> None:

@@ -83,6 +83,18 @@ class OutboundMixin:
             conn._sent += n
             conn._last = self.now
         remaining = conn._out_bytes - n
+        if (
+            not remaining
+            and conn._ostate == OUT_DIRTY
+            and conn._callbacks is None
+            and not conn._paused
+            and conn._state == OPEN
+        ):
+            # The common case: everything a callback wrote went out at once.
+            conn._out = None
+            conn._out_bytes = 0
+            conn._ostate = OUT_IDLE
+            return
         conn._out_bytes = remaining
         if remaining <= 0:
             conn._out = None

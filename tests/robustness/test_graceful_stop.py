@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-import specs
+import robust_specs as specs
 from robust_harness import connect, port_of, serving, wait_for
 
 CONNECTIONS = 4

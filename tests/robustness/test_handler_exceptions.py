@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-import specs
+import robust_specs as specs
 from robust_harness import (
     closed_by_server,
     connect,

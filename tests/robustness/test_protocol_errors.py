@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-import specs
+import robust_specs as specs
 from robust_harness import Served, closed_by_server, connect, port_of, recv_exact
 
 MIB = 1 << 20

@@ -18,7 +18,7 @@ from typing import Callable
 
 import pytest
 
-import specs
+import robust_specs as specs
 from robust_harness import connect, recv_exact, serving, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-import specs
+import robust_specs as specs
 from robust_harness import connect, port_of, recv_exact, serving
 
 IDLE = 1.2
