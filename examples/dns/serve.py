@@ -12,34 +12,22 @@ until SIGINT/SIGTERM.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Sequence
 
 HERE = Path(__file__).resolve().parent
-SPEC = HERE / "dns.proto.dsl"
+sys.path.insert(0, str(HERE.parent))
+from example_server import load_example as _load  # noqa: E402
+from example_server import serve_example  # noqa: E402
+
+SPEC = "dns.proto.dsl"
 
 
 def load_example() -> tuple[dict[str, ModuleType], ModuleType]:
     """(the generated modules by kind, the example's handler module)."""
-    from protogen.cache import ensure_built, import_built
-    from protogen.parser import load_spec
-
-    spec = load_spec(SPEC)
-    root, package = ensure_built(spec)
-    modules = import_built(spec, root, package)  # also importable as dns_codec, ...
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))  # handler.py imports zone.py
-    loader = importlib.util.spec_from_file_location(
-        "dns_example_handler", HERE / "handler.py"
-    )
-    assert loader is not None and loader.loader is not None
-    handler = importlib.util.module_from_spec(loader)
-    sys.modules[loader.name] = handler
-    loader.loader.exec_module(handler)
-    return modules, handler
+    return _load(HERE, SPEC)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,13 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     modules, handler = load_example()
     try:
         zone = handler.load_zone(args.zone) if args.zone else None
-        modules["server"].serve(handler.DnsExampleHandler(zone=zone), *listen)
     except (OSError, ValueError) as exc:
         print(f"serve.py: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return serve_example(modules, handler.DnsExampleHandler(zone=zone), listen)
 
 
 if __name__ == "__main__":

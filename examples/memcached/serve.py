@@ -10,36 +10,22 @@ regenerated only when the spec, protogen or the templates change), then serves
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Sequence
 
 HERE = Path(__file__).resolve().parent
-SPEC = HERE / "memcached.proto.dsl"
+sys.path.insert(0, str(HERE.parent))
+from example_server import load_example as _load  # noqa: E402
+from example_server import loops_options, serve_example  # noqa: E402
+
+SPEC = "memcached.proto.dsl"
 
 
 def load_example() -> tuple[dict[str, ModuleType], ModuleType]:
     """(the generated modules by kind, the example's handler module)."""
-    from protogen.cache import ensure_built, import_built
-    from protogen.parser import load_spec
-
-    spec = load_spec(SPEC)
-    root, package = ensure_built(spec)
-    modules = import_built(spec, root, package)
-    if str(HERE) not in sys.path:
-        sys.path.insert(
-            0, str(HERE)
-        )  # handler.py imports store.py  # also importable as memcached_codec, ...
-    loader = importlib.util.spec_from_file_location(
-        "memcached_example_handler", HERE / "handler.py"
-    )
-    assert loader is not None and loader.loader is not None
-    handler = importlib.util.module_from_spec(loader)
-    sys.modules[loader.name] = handler
-    loader.loader.exec_module(handler)
-    return modules, handler
+    return _load(HERE, SPEC)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,21 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.loops < 1:
         parser.error("--loops must be at least 1")
     modules, handler = load_example()
-    options = (
-        {"loops": args.loops, "multicore": args.loops > 1} if args.loops > 1 else {}
+    return serve_example(
+        modules,
+        handler.MemcachedExampleHandler(),
+        args.listen or ["tcp://127.0.0.1:11211"],
+        **loops_options(args.loops),
     )
-    try:
-        modules["server"].serve(
-            handler.MemcachedExampleHandler(),
-            *(args.listen or ["tcp://127.0.0.1:11211"]),
-            **options,
-        )
-    except (OSError, ValueError) as exc:
-        print(f"serve.py: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        pass
-    return 0
 
 
 if __name__ == "__main__":
