@@ -4,11 +4,12 @@ change), load the example's `handler.py`, and serve it until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Sequence
 
 
 def load_example(
@@ -58,4 +59,33 @@ def loops_options(loops: int) -> dict[str, Any]:
     return {"loops": loops, "multicore": True} if loops > 1 else {}
 
 
-__all__ = ["load_example", "serve_example", "loops_options"]
+def main_with_loops(
+    here: Path,
+    spec_name: str,
+    handler_class: str,
+    default_listen: str,
+    description: str,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """`serve.py [--listen URL ...] [--loops N]` for an example whose handler class
+    takes no arguments and whose state may live in several worker processes."""
+    parser = argparse.ArgumentParser(prog="serve.py", description=description)
+    parser.add_argument(
+        "--listen", action="append", metavar="URL", help=f"default {default_listen}"
+    )
+    parser.add_argument(
+        "--loops", type=int, default=1, metavar="N", help="event loops (processes)"
+    )
+    args = parser.parse_args(argv)
+    if args.loops < 1:
+        parser.error("--loops must be at least 1")
+    modules, handler = load_example(here, spec_name)
+    return serve_example(
+        modules,
+        getattr(handler, handler_class)(),
+        args.listen or [default_listen],
+        **loops_options(args.loops),
+    )
+
+
+__all__ = ["load_example", "serve_example", "loops_options", "main_with_loops"]
