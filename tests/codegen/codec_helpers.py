@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protogen import models as ir
@@ -19,6 +20,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 EXAMPLES = REPO / "examples"
 FUZZ_EXAMPLES = int(os.environ.get("PROTOGEN_FUZZ_EXAMPLES", "200"))
+PROPERTY_SETTINGS = settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 _counter = itertools.count()
 LOC = ir.Location("test.proto.dsl", 1, 1)
@@ -244,3 +250,49 @@ def decode_stream_views(
         out.extend(frames)
     assert start == len(buffer)
     return out
+
+
+def check_roundtrip_split_anywhere(
+    module: ModuleType, protocol: ir.ProtocolSpec, frame_name: str
+) -> None:
+    """Encode random frames, split the stream anywhere, decode the same frames."""
+    from protogen.render import snake_case
+
+    encode = getattr(module, f"encode_{snake_case(frame_name)}")
+    frames = st.lists(
+        encodable(frames_strategy(protocol, frame_name, module), encode), max_size=6
+    )
+
+    @PROPERTY_SETTINGS
+    @given(data=st.data())
+    def check(data: st.DataObject) -> None:
+        sent = data.draw(frames)
+        stream = b"".join(encode(frame) for frame in sent)
+        pieces = chunks(stream, data.draw(split_points(len(stream))))
+        assert decode_stream_reader(module, frame_name, pieces) == sent
+        assert decode_stream_views(module, frame_name, pieces) == sent
+
+    check()
+
+
+def check_garbage_raises_only_protocol_errors(
+    module: ModuleType, frame_name: str
+) -> None:
+    """Random bytes fed in random pieces: frames or ProtocolError, nothing else."""
+    from protogen.errors import ProtocolError
+
+    reader_class = getattr(module, f"{frame_name}Reader")
+
+    @PROPERTY_SETTINGS
+    @given(
+        garbage=st.binary(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=6)
+    )
+    def check(garbage: bytes, cuts: list[int]) -> None:
+        reader = reader_class()
+        try:
+            for piece in chunks(garbage, sorted(c for c in cuts if c <= len(garbage))):
+                reader.feed(piece)
+        except ProtocolError:
+            pass
+
+    check()

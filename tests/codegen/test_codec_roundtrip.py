@@ -8,27 +8,21 @@ number of hypothesis examples (default 200).
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from codec_helpers import (
-    FUZZ_EXAMPLES,
-    chunks,
-    decode_stream_reader,
-    decode_stream_views,
+    PROPERTY_SETTINGS,
+    check_garbage_raises_only_protocol_errors,
+    check_roundtrip_split_anywhere,
     encodable,
     frames_strategy,
-    split_points,
 )
 from codec_specs import ALL
 from protogen.errors import ProtocolError
 from protogen.render import snake_case
 
-SETTINGS = settings(
-    max_examples=FUZZ_EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+SETTINGS = PROPERTY_SETTINGS
 IDS = [f"{s.name}-{name}" for s, name in ALL]
 
 
@@ -38,22 +32,7 @@ def encoder(module, frame_name: str):
 
 @pytest.mark.parametrize(("protocol", "frame_name"), ALL, ids=IDS)
 def test_property_roundtrip_split_anywhere(codec, protocol, frame_name):
-    module = codec(protocol)
-    encode = encoder(module, frame_name)
-    frames = st.lists(
-        encodable(frames_strategy(protocol, frame_name, module), encode), max_size=6
-    )
-
-    @SETTINGS
-    @given(data=st.data())
-    def check(data):
-        sent = data.draw(frames)
-        stream = b"".join(encode(frame) for frame in sent)
-        pieces = chunks(stream, data.draw(split_points(len(stream))))
-        assert decode_stream_reader(module, frame_name, pieces) == sent
-        assert decode_stream_views(module, frame_name, pieces) == sent
-
-    check()
+    check_roundtrip_split_anywhere(codec(protocol), protocol, frame_name)
 
 
 @pytest.mark.parametrize(("protocol", "frame_name"), ALL, ids=IDS)
@@ -76,22 +55,7 @@ def test_property_encode_into_matches_encode(codec, protocol, frame_name):
 
 @pytest.mark.parametrize(("protocol", "frame_name"), ALL, ids=IDS)
 def test_property_garbage_raises_only_protocol_errors(codec, protocol, frame_name):
-    module = codec(protocol)
-    reader_class = getattr(module, f"{frame_name}Reader")
-
-    @SETTINGS
-    @given(
-        garbage=st.binary(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=6)
-    )
-    def check(garbage, cuts):
-        reader = reader_class()
-        try:
-            for piece in chunks(garbage, sorted(c for c in cuts if c <= len(garbage))):
-                reader.feed(piece)
-        except ProtocolError:
-            pass
-
-    check()
+    check_garbage_raises_only_protocol_errors(codec(protocol), frame_name)
 
 
 @pytest.mark.parametrize(("protocol", "frame_name"), ALL, ids=IDS)

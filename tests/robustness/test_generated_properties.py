@@ -121,8 +121,8 @@ def test_codegen_property_tests_honour_protogen_fuzz_examples() -> None:
     codegen = Path(__file__).resolve().parents[1] / "codegen"
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import test_codec_examples as a, test_codec_roundtrip as b;"
-        "print(a.SETTINGS.max_examples, b.SETTINGS.max_examples)"
+        "import codec_helpers as a, test_codec_roundtrip as b;"
+        "print(a.PROPERTY_SETTINGS.max_examples, b.SETTINGS.max_examples)"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe, str(codegen)],

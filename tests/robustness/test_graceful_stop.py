@@ -3,7 +3,6 @@ frame the server decoded gets its response before the connection closes."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
