@@ -29,11 +29,12 @@ CLOSING = 2  # close requested: flushing outbound, not reading any more
 CLOSED = 3  # states >= CLOSING refuse writes
 
 # Outbound states.
-OUT_IDLE = 0
-OUT_DIRTY = 1  # queued during a callback, flushed when it returns
+OUT_IDLE = 0  # nothing queued -- or queued by the conn's own on_traffic (loop._current)
+OUT_DIRTY = (
+    1  # queued during a callback, listed in loop._dirty, flushed when it returns
+)
 OUT_WAITING = 2  # the kernel refused some: waiting for WRITABLE
 
-_EMPTY = memoryview(b"")
 _LINGER = struct.Struct("ii")
 
 Callback = Callable[["Conn", BaseException | None], Any]
@@ -94,10 +95,10 @@ class Conn:
         self.fd = sock.fileno()
         self.context: Any = None
         self.remote_addr = remote_addr
-        self._in: bytearray | None = (
-            None  # inbound buffer (pooled or the loop's shared one)
-        )
-        self._view: memoryview = _EMPTY
+        # Inbound: the loop's shared buffer (empty between reads) or a pooled one
+        # holding a partial frame.
+        self._in: bytearray = loop._rbuf
+        self._view: memoryview = loop._rview
         self._r = 0  # read position in _in
         self._w = 0  # write position in _in
         self._want = 0  # bytes a short peek asked for: a sizing hint for the buffer
@@ -113,7 +114,9 @@ class Conn:
         self._callbacks: list | None = (
             None  # [(queued-bytes mark, callback)] and close cbs
         )
-        self._sent = 0  # bytes handed to the kernel so far (async_write callback marks)
+        # Bytes handed to the kernel, counted while async_write callbacks wait for
+        # their marks (the fast path of a flush skips it when none wait).
+        self._sent = 0
         self._err: BaseException | None = None  # reason of a graceful close in progress
 
     def __repr__(self) -> str:
@@ -173,10 +176,20 @@ class Conn:
 
         memoryviews must have a byte format (peek/next return such views).
         """
+        if self._out is None and self.loop._current is self:
+            # The common case: the first write in the connection's own on_traffic
+            # (the loop flushes it when the callback returns; it is open then).
+            if type(data) is bytearray:
+                data = bytes(data)  # the caller may reuse its bytearray at once
+            n = len(data)
+            if n:
+                self._out = [data]
+                self._out_bytes = n
+            return n
         if self._state >= CLOSING:
             raise ConnectionClosed(f"write on a closed connection {self!r}")
         if type(data) is bytearray:
-            data = bytes(data)  # the caller may reuse its bytearray at once
+            data = bytes(data)
         n = len(data)
         if not n:
             return 0
@@ -210,7 +223,7 @@ class Conn:
             self.loop._flush(self)
 
     def outbound_buffered(self) -> int:
-        return self._out_bytes
+        return self._out_bytes if self._out is not None else 0
 
     def is_write_paused(self) -> bool:
         """True while outbound bytes sit above write_high_water (reading is paused)."""

@@ -36,10 +36,18 @@ from .inbound import SHARED_READ_SIZE, InboundMixin
 from .lifecycle import LifecycleMixin
 from .options import Options
 from .outbound import OutboundMixin
-from .poller import ERROR, HANGUP, READABLE, WRITABLE, Waker, new_poller
+from .poller import (
+    ERROR,
+    RAW_HANGUP,
+    READABLE,
+    WRITABLE,
+    Waker,
+    new_poller,
+    normalize,
+)
 from .timer import TimerQueue
 
-_ERRHUP = ERROR | HANGUP
+_ERRHUP = ERROR | RAW_HANGUP
 
 
 class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
@@ -63,7 +71,7 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
         self.logger = options.get_logger()
         self.thread_id: int | None = None
         self._poller = new_poller(options.poller, edge_triggered=options.edge_triggered)
-        self._edge = options.edge_triggered
+        self._edge = self._poller.edge_triggered
         self._waker = Waker()
         self._conns: dict[int, Conn] = {}
         self._specials: dict[int, Callable[[int], Any]] = {}
@@ -74,6 +82,7 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
         self._rbuf = bytearray(SHARED_READ_SIZE)
         self._rview = memoryview(self._rbuf)
         self._dirty: list[Conn] = []
+        self._current: Conn | None = None  # the conn whose on_traffic is running
         self._flushing = False
         self._acceptors: list[Any] = []
         self._lingering: dict[int, Any] = {}  # fd -> closed-but-flushing socket
@@ -104,7 +113,7 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
             if handler_overrides(handler, "on_write_pause")
             else None
         )
-        self._poller.register(self._waker.fileno(), READABLE)
+        self._poller.register(self._waker.fileno(), READABLE, level=True)
         self._specials[self._waker.fileno()] = self._on_waker
 
     # ------------------------------------------------------------ scheduling
@@ -135,7 +144,8 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
     def add_reader(self, fd: int, callback: Callable[[int], Any]) -> None:
         """Loop thread (or before run): callback(events) whenever fd is readable."""
         self._specials[fd] = callback
-        self._poller.register(fd, READABLE)
+        # Level-triggered even in edge mode: such callbacks take a bounded batch.
+        self._poller.register(fd, READABLE, level=True)
 
     def remove_reader(self, fd: int) -> None:
         if self._specials.pop(fd, None) is not None:
@@ -242,7 +252,8 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
         conn._last = self.now
         self._conns[fd] = conn
         events = READABLE | (WRITABLE if conn._ostate == OUT_WAITING else 0)
-        self._poller.register(fd, events)
+        # Dialed UDP conns stay level-triggered: one datagram per read.
+        self._poller.register(fd, events, level=conn.datagram)
         conn._events = events
         self.opened += 1
         if self._idle:
@@ -327,12 +338,13 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
         self._running = True
         conns = self._conns
         specials = self._specials
-        poll = self._poller.poll
+        poll = self._poller.poll_raw
         timers = self._timers
         tasks = self._tasks
-        read = self._read_edge if self._edge else self._read
+        read = self._read
+        edge = self._edge
         flush = self._flush
-        readish = READABLE | ERROR | HANGUP
+        readish = READABLE | _ERRHUP
         try:
             while True:
                 if tasks:
@@ -356,7 +368,7 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
                         callback = specials.get(fd)
                         if callback is not None:
                             try:
-                                callback(ev)
+                                callback(normalize(ev))
                             except Exception:
                                 self.logger.exception(
                                     "protogen: reader callback for fd %d failed", fd
@@ -370,7 +382,8 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
                             flush(conn)
                     if ev & readish:
                         if conn._events & READABLE:
-                            read(conn)
+                            if read(conn) and edge:
+                                self._read_rest(conn)
                         elif conn._state == CONNECTING:
                             self._connected(conn)
                         elif ev & _ERRHUP and conn._state != CLOSED:

@@ -1,12 +1,14 @@
 """Inbound half of the event loop: recv into the shared/pooled buffers, on_traffic.
 
-A connection with nothing buffered reads into the loop's shared buffer; only the
-bytes the handler leaves unconsumed are copied into a pooled per-connection
-buffer (sized by the peek() hint), returned to the pool as soon as it empties.
-One recv per readiness event (level-triggered), then on_traffic: the loop comes
+A connection with nothing buffered reads into the loop's shared buffer (its
+`_in` *is* that buffer, with `_r == _w` between reads); only the bytes the
+handler leaves unconsumed are copied into a pooled per-connection buffer (sized
+by the peek() hint), returned to the pool as soon as it empties.
+One recv per readiness event, then on_traffic. Level-triggered, the loop comes
 straight back to a socket that still has data, and between two reads of a busy
-peer every other ready connection gets its turn. Edge-triggered mode reads until
-a short read, as it must.
+peer every other ready connection gets its turn. Edge-triggered (the default on
+epoll/kqueue) reads on until a short read, as it must; a short read is the
+common case and costs no extra recv.
 
 Mixed into EventLoop (uses its attributes); split out to keep modules small.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from protogen.errors import FrameTooLarge
 
-from .conn import _EMPTY, OPEN, OUT_DIRTY, Conn
+from .conn import OPEN, OUT_IDLE, OUT_WAITING, Conn
 
 SHARED_READ_SIZE = 64 * 1024  # one recv into the loop's buffer
 # Never recv into less free space than this. Small on purpose: a peer that sent a
@@ -32,19 +34,13 @@ class InboundMixin:
         """One recv then on_traffic. True when the recv filled the space (more may wait)."""
         buf = conn._in
         try:
-            if buf is None:
-                n = conn.sock.recv_into(self._rbuf)
-                if n:
-                    conn._in = self._rbuf
-                    conn._view = self._rview
-                    conn._r = 0
-                    conn._w = n
+            if buf is self._rbuf:
+                # Nothing kept from earlier reads: the common case.
+                n = conn.sock.recv_into(buf)
+                conn._r = 0
+                conn._w = n
                 full = n == SHARED_READ_SIZE
-            elif (
-                conn._w - conn._r <= SMALL_LEFTOVER
-                and conn._want <= SHARED_READ_SIZE
-                and buf is not self._rbuf
-            ):
+            elif conn._w - conn._r <= SMALL_LEFTOVER and conn._want <= SHARED_READ_SIZE:
                 # A small partial frame: read the rest into the shared buffer behind
                 # a copy of it, so reads stay large while the connection keeps only a
                 # small pooled buffer between reads. The private copy stays valid
@@ -88,47 +84,64 @@ class InboundMixin:
         self._traffic(conn)
         return full
 
-    def _read_edge(self, conn: Conn) -> None:
-        # Edge-triggered: read until a short read (the kernel queue was empty then).
+    def _read_rest(self, conn: Conn) -> None:
+        # Edge-triggered and the recv filled its space: read until a short read (the
+        # kernel queue was empty then), or until the conn stops reading.
         while (
-            self._read(conn)
-            and conn._state == OPEN
+            conn._state == OPEN
             and not conn._paused
             and not self._stopping
+            and self._read(conn)
         ):
             pass
 
     def _traffic(self, conn: Conn) -> None:
         r0 = conn._r
+        # Writes to the conn itself skip the dirty list while it is current.
+        self._current = conn
         try:
             action = self._on_traffic(conn)
         except Exception as exc:
-            self._handler_error(conn, exc, "on_traffic")
+            self._current = None
+            self._handler_error(conn, exc, "on_traffic")  # flushes, then closes
             action = None
-        dirty = self._dirty
-        if dirty:
-            if len(dirty) == 1 and dirty[0] is conn and not self._flushing:
-                # The common case: only this conn wrote. Flush it without the loop.
-                dirty.clear()
-                if conn._ostate == OUT_DIRTY:
-                    self._flush(conn)
-                if dirty:  # its on_close (on a send error) wrote to others
-                    self._flush_dirty()
-            else:
-                self._flush_dirty()
+        self._current = None
+        out = conn._out
+        if out is not None:
+            if (
+                len(out) == 1
+                and conn._ostate == OUT_IDLE
+                and conn._callbacks is None
+                and conn._state == OPEN
+            ):
+                # The common case, _flush inlined: one write in its own callback.
+                # (_last is fresh: the read or wake that led here set it.)
+                try:
+                    n = conn.sock.send(out[0])
+                except (BlockingIOError, InterruptedError):
+                    n = 0
+                except OSError as exc:
+                    self._finish_close(conn, exc)
+                    n = -1
+                if n == conn._out_bytes:
+                    self.bytes_out += n
+                    conn._out = None
+                elif n >= 0:
+                    self._account(conn, n)
+            elif conn._ostate != OUT_WAITING:
+                self._flush(conn)
+        if self._dirty:
+            self._flush_dirty()
         if action:
             self._apply(conn, action)
         r = conn._r
-        w = conn._w
-        if r == w:
+        if r == conn._w:
             buf = conn._in
-            if buf is not None:
-                if buf is not self._rbuf:
-                    self._pool.release(buf)
-                conn._in = None
-                conn._view = _EMPTY
-                conn._r = conn._w = 0
-            if conn._state == OPEN:
+            if buf is not self._rbuf:  # a kept partial frame was completed
+                self._pool.release(buf)
+                conn._in = self._rbuf
+                conn._view = self._rview
+            if conn._deadline and conn._state == OPEN:
                 conn._deadline = 0.0
             return
         self._keep_leftover(conn, r != r0)
@@ -198,8 +211,8 @@ class InboundMixin:
 
     def _drop_inbound(self, conn: Conn) -> None:
         buf = conn._in
-        if buf is not None and buf is not self._rbuf:
+        if buf is not self._rbuf:
             self._pool.release(buf)
-        conn._in = None
-        conn._view = _EMPTY
+            conn._in = self._rbuf
+            conn._view = self._rview
         conn._r = conn._w = 0

@@ -16,6 +16,7 @@ from .conn import (
     CONNECTING,
     OUT_DIRTY,
     OUT_IDLE,
+    OUT_WAITING,
     Conn,
     ConnectionClosed,
     IdleTimeout,
@@ -62,7 +63,9 @@ class LifecycleMixin:
             if conn._timer is not None:
                 conn._timer.cancel()
             conn._timer = self._timers.call_at(conn._deadline, self._conn_timer, conn)
-            if conn._ostate == OUT_DIRTY:
+            if self._current is conn:
+                self._current = None  # its writes must see the close from now on
+            if conn._ostate != OUT_WAITING:
                 self._flush(conn)
             else:
                 self._update_interest(conn)
@@ -74,6 +77,8 @@ class LifecycleMixin:
         if previous == CLOSED:
             return
         conn._state = CLOSED
+        if self._current is conn:
+            self._current = None
         fd = conn.fd
         if self._conns.get(fd) is conn:
             del self._conns[fd]
@@ -251,7 +256,7 @@ class LifecycleMixin:
         ):
             conn._state = CONNECTING
             self._conns[conn.fd] = conn
-            self._poller.register(conn.fd, WRITABLE)
+            self._poller.register(conn.fd, WRITABLE, level=conn.datagram)
             conn._events = WRITABLE
         else:
             self._finish_close(conn, OSError(err, os.strerror(err)))

@@ -40,7 +40,10 @@ class Options:
     reuse_addr: bool = True
     reuse_port: bool = False
     backlog: int = 4096
-    edge_triggered: bool = False
+    # Connections edge-triggered (EPOLLET / EV_CLEAR): None picks it wherever the
+    # poller supports it (epoll, kqueue; selectors is level-triggered only).
+    # Listeners and wakers are always level-triggered.
+    edge_triggered: bool | None = None
     # Poller backend: "auto", "epoll", "kqueue" or "selectors".
     poller: str = "auto"
     ticker: bool = False
@@ -129,11 +132,12 @@ class Options:
             optional_positive(name)
         if self.tcp_keepalive_count is not None:
             positive_int("tcp_keepalive_count")
+        if self.edge_triggered is not None:
+            boolean("edge_triggered")
         for name in (
             "tcp_no_delay",
             "reuse_addr",
             "reuse_port",
-            "edge_triggered",
             "ticker",
             "multicore",
             "fatal_handler_errors",

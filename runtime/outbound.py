@@ -78,23 +78,30 @@ class OutboundMixin:
         except OSError as exc:
             self._finish_close(conn, exc)
             return
+        if (
+            n == conn._out_bytes
+            and conn._ostate != OUT_WAITING
+            and conn._callbacks is None
+            and conn._state == OPEN
+        ):
+            # The common case: everything a callback wrote went out at once. (A paused
+            # conn is always OUT_WAITING; _sent only has to move while callbacks wait
+            # for their marks; _out_bytes is stale while _out is None.)
+            self.bytes_out += n
+            conn._last = self.now
+            conn._out = None
+            conn._ostate = OUT_IDLE
+            return
+        self._account(conn, n)
+
+    def _account(self, conn: Conn, n: int) -> None:
+        """After a send of `n` queued bytes that left work: callbacks, a tail, a close."""
+        out = conn._out
         if n:
             self.bytes_out += n
             conn._sent += n
             conn._last = self.now
         remaining = conn._out_bytes - n
-        if (
-            not remaining
-            and conn._ostate == OUT_DIRTY
-            and conn._callbacks is None
-            and not conn._paused
-            and conn._state == OPEN
-        ):
-            # The common case: everything a callback wrote went out at once.
-            conn._out = None
-            conn._out_bytes = 0
-            conn._ostate = OUT_IDLE
-            return
         conn._out_bytes = remaining
         if remaining <= 0:
             conn._out = None
@@ -208,7 +215,7 @@ class OutboundMixin:
             return
         try:
             if not current:
-                self._poller.register(conn.fd, events)
+                self._poller.register(conn.fd, events, level=conn.datagram)
             elif not events:
                 self._poller.unregister(conn.fd)
             else:
@@ -256,6 +263,7 @@ class OutboundMixin:
             if callback is not None:
                 callback(conn, ConnectionClosed(f"{conn!r} closed before wake"))
             return
+        conn._last = self.now
         self._traffic(conn)
         if callback is not None:
             callback(conn, None)

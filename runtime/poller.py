@@ -35,6 +35,9 @@ READABLE = 0x1  # == select.EPOLLIN
 WRITABLE = 0x4  # == select.EPOLLOUT
 ERROR = 0x8  # == select.EPOLLERR
 HANGUP = 0x10  # == select.EPOLLHUP
+# poll_raw() may report a hang-up as the backend's own bit too (epoll's EPOLLRDHUP);
+# test raw masks against RAW_HANGUP, and normalize() them before handing them on.
+RAW_HANGUP = HANGUP | 0x2000
 
 _INTEREST = READABLE | WRITABLE
 
@@ -46,6 +49,12 @@ _MAX_MAX_EVENTS = 65536
 
 class PollerClosedError(RuntimeError):
     """The poller was used after close()."""
+
+
+def normalize(events: int) -> int:
+    """A poll_raw() mask in the common dialect (EPOLLRDHUP becomes HANGUP)."""
+    # 0x1D keeps READABLE|WRITABLE|ERROR|HANGUP; EPOLLRDHUP (bit 13) >> 9 is HANGUP.
+    return events & 0x1D | events >> 9 & HANGUP
 
 
 def _check_interest(events: int) -> None:
@@ -62,8 +71,12 @@ class Poller(abc.ABC):
     edge_triggered: bool = False
 
     @abc.abstractmethod
-    def register(self, fd: int, events: int) -> None:
-        """Start watching `fd` for `events` (READABLE|WRITABLE, may be 0)."""
+    def register(self, fd: int, events: int, *, level: bool = False) -> None:
+        """Start watching `fd` for `events` (READABLE|WRITABLE, may be 0).
+
+        level=True keeps this fd level-triggered on an edge-triggered poller: for
+        listeners and wakers whose callbacks take only a bounded batch per event.
+        """
 
     @abc.abstractmethod
     def modify(self, fd: int, events: int) -> None:
@@ -76,6 +89,13 @@ class Poller(abc.ABC):
     @abc.abstractmethod
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
         """Wait up to `timeout` seconds (None: forever, 0: don't block)."""
+
+    def poll_raw(self, timeout: float | None) -> list[tuple[int, int]]:
+        """poll() without normalizing masks: HANGUP may appear as any RAW_HANGUP bit.
+
+        The event loop's hot path uses it to skip one tuple per event.
+        """
+        return self.poll(timeout)
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -107,11 +127,8 @@ class Poller(abc.ABC):
 if hasattr(select, "epoll"):
     _EPOLLET = select.EPOLLET
     _EPOLLRDHUP = getattr(select, "EPOLLRDHUP", 0x2000)
-    # EPOLLRDHUP (0x2000, bit 13) becomes HANGUP (0x10, bit 4): shifting right by
-    # 9 moves it in place, so normalising is pure integer arithmetic per event.
-    _RDHUP_SHIFT = 9
-    _EPOLL_KEEP = READABLE | WRITABLE | ERROR | HANGUP
-    assert _EPOLLRDHUP >> _RDHUP_SHIFT == HANGUP and _EPOLL_KEEP == 0x1D
+    # normalize() and RAW_HANGUP hard-code these bit positions.
+    assert _EPOLLRDHUP == RAW_HANGUP & ~HANGUP == HANGUP << 9
 
 
 class EpollPoller(Poller):
@@ -132,6 +149,11 @@ class EpollPoller(Poller):
             self._kernel_mask(events, et_flag) if not events & ~_INTEREST else -1
             for events in range(_INTEREST + 1)
         )
+        self._level_masks = tuple(
+            self._kernel_mask(events, 0) if not events & ~_INTEREST else -1
+            for events in range(_INTEREST + 1)
+        )
+        self._level: set[int] = set()  # fds registered level=True (edge mode only)
 
     @staticmethod
     def _kernel_mask(events: int, et_flag: int) -> int:
@@ -141,9 +163,12 @@ class EpollPoller(Poller):
             mask |= _EPOLLRDHUP
         return mask
 
-    def _mask(self, events: int) -> int:
+    def _mask(self, events: int, fd: int = -1) -> int:
         try:
-            mask = self._masks[events]
+            if fd in self._level:
+                mask = self._level_masks[events]
+            else:
+                mask = self._masks[events]
         except (IndexError, TypeError):
             mask = -1
         if mask < 0 or events < 0:
@@ -154,17 +179,21 @@ class EpollPoller(Poller):
     def fileno(self) -> int:
         return self._epoll.fileno()
 
-    def register(self, fd: int, events: int) -> None:
-        mask = self._mask(events)
+    def register(self, fd: int, events: int, *, level: bool = False) -> None:
+        level = level and self.edge_triggered
+        if level:
+            self._level.add(fd)  # first: _mask picks the level-triggered table
         try:
-            self._epoll.register(fd, mask)
-        except ValueError:  # only raised for a closed epoll object
+            self._epoll.register(fd, self._mask(events, fd))
+        except ValueError:  # raised for a bad mask or a closed epoll object
+            if level:
+                self._level.discard(fd)
             if self._epoll.closed:
                 raise self._closed_error() from None
             raise
 
     def modify(self, fd: int, events: int) -> None:
-        mask = self._mask(events)
+        mask = self._mask(events, fd)
         try:
             self._epoll.modify(fd, mask)
         except ValueError:  # only raised for a closed epoll object
@@ -175,6 +204,7 @@ class EpollPoller(Poller):
     def unregister(self, fd: int) -> None:
         if self._epoll.closed:
             raise self._closed_error()
+        self._level.discard(fd)
         try:
             self._epoll.unregister(fd)
         except OSError as exc:
@@ -183,6 +213,9 @@ class EpollPoller(Poller):
                 raise
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
+        return [(fd, normalize(ev)) for fd, ev in self.poll_raw(timeout)]
+
+    def poll_raw(self, timeout: float | None) -> list[tuple[int, int]]:
         if timeout is None:
             timeout = -1.0
         elif timeout < 0:
@@ -199,9 +232,7 @@ class EpollPoller(Poller):
             raise
         if len(ready) == self._max_events and self._max_events < _MAX_MAX_EVENTS:
             self._max_events *= 2
-        # Literals, not names: this runs once per event on the hottest path.
-        # 0x1D == _EPOLL_KEEP, `>> 9 & 0x10` == EPOLLRDHUP -> HANGUP.
-        return [(fd, ev & 0x1D | ev >> 9 & 0x10) for fd, ev in ready]
+        return ready
 
     def close(self) -> None:
         self._epoll.close()
@@ -235,18 +266,20 @@ class KqueuePoller(Poller):
         self._add_flags = select.KQ_EV_ADD | (
             select.KQ_EV_CLEAR if edge_triggered else 0
         )
+        self._level: set[int] = set()  # fds registered level=True (no EV_CLEAR)
 
     def fileno(self) -> int:
         return self._kq.fileno()
 
     def _changes(self, fd: int, old: int, new: int) -> list["select.kevent"]:
         changes = []
+        add_flags = select.KQ_EV_ADD if fd in self._level else self._add_flags
         for bit, kfilter in (
             (READABLE, select.KQ_FILTER_READ),
             (WRITABLE, select.KQ_FILTER_WRITE),
         ):
             if new & bit and not old & bit:
-                changes.append(select.kevent(fd, kfilter, self._add_flags))
+                changes.append(select.kevent(fd, kfilter, add_flags))
             elif old & bit and not new & bit:
                 changes.append(select.kevent(fd, kfilter, select.KQ_EV_DELETE))
         return changes
@@ -255,13 +288,19 @@ class KqueuePoller(Poller):
         if changes:
             self._kq.control(changes, 0, 0)
 
-    def register(self, fd: int, events: int) -> None:
+    def register(self, fd: int, events: int, *, level: bool = False) -> None:
         if self._kq.closed:
             raise self._closed_error()
         _check_interest(events)
         if fd in self._interest:
             raise FileExistsError(errno.EEXIST, f"fd {fd} is already registered")
-        self._apply(self._changes(fd, 0, events))
+        if level:
+            self._level.add(fd)
+        try:
+            self._apply(self._changes(fd, 0, events))
+        except BaseException:
+            self._level.discard(fd)
+            raise
         self._interest[fd] = events
 
     def modify(self, fd: int, events: int) -> None:
@@ -286,6 +325,7 @@ class KqueuePoller(Poller):
             raise FileNotFoundError(
                 errno.ENOENT, f"fd {fd} is not registered"
             ) from None
+        self._level.discard(fd)
         # Delete filters one at a time: if the fd was already closed the kernel
         # dropped its filters and each delete fails independently (EBADF/ENOENT).
         for change in self._changes(fd, old, 0):
@@ -375,7 +415,7 @@ class SelectorsPoller(Poller):
             mask |= selectors.EVENT_WRITE
         return mask
 
-    def register(self, fd: int, events: int) -> None:
+    def register(self, fd: int, events: int, *, level: bool = False) -> None:
         if self._closed:
             raise self._closed_error()
         _check_interest(events)
@@ -469,8 +509,11 @@ def available_pollers() -> list[str]:
     return names
 
 
-def new_poller(kind: str = "auto", *, edge_triggered: bool = False) -> Poller:
-    """Create a poller; "auto" picks the best backend available here."""
+def new_poller(kind: str = "auto", *, edge_triggered: bool | None = False) -> Poller:
+    """Create a poller; "auto" picks the best backend available here.
+
+    edge_triggered=None: edge-triggered where the backend can be (epoll, kqueue).
+    """
     available = available_pollers()
     if kind == "auto":
         kind = available[0]
@@ -483,6 +526,8 @@ def new_poller(kind: str = "auto", *, edge_triggered: bool = False) -> Poller:
             f"poller {kind!r} is not available on {sys.platform}; "
             f"available here: {', '.join(available)}"
         )
+    if edge_triggered is None:
+        edge_triggered = kind != "selectors"
     return _BACKENDS[kind](edge_triggered=edge_triggered)
 
 

@@ -34,6 +34,11 @@ class FakeConn:
         self.discards.append(n)
         return n
 
+    def next(self, n: int = -1) -> memoryview:
+        view = self.peek(n)
+        self.discard(n)
+        return view
+
     def write(self, data: bytes | memoryview) -> int:
         self.written.append(bytes(data))
         return len(data)

@@ -105,7 +105,7 @@ def test_many_frames_in_one_read_are_consumed_with_one_discard(generated: Any) -
     conn = FakeConn(
         b"".join(echo_frame(p) for p in payloads) + echo_frame(b"partial")[:6]
     )
-    assert handler.on_traffic(conn) == Action.NONE
+    assert not handler.on_traffic(conn)  # None or Action.NONE: keep going
     assert [bytes(frame.payload) for frame in seen] == payloads
     assert conn.discards == [sum(4 + len(p) for p in payloads)]
     assert bytes(conn.inbound) == echo_frame(b"partial")[:6]
@@ -296,7 +296,9 @@ def test_generated_handlers_are_event_handlers(generated: Any) -> None:
     for name, modules in generated.items():
         handler_class = getattr(modules["handler"], f"{name.capitalize()}Handler")
         assert issubclass(handler_class, EventHandler)
-        assert handler_class().on_traffic(FakeConn()) == Action.NONE
+        assert not handler_class().on_traffic(
+            FakeConn()
+        )  # None or Action.NONE: keep going
 
 
 def test_an_unfinished_scan_does_not_leak_into_the_next_datagram(
@@ -372,7 +374,8 @@ def test_raw_echo_writes_exactly_what_typed_reencoding_writes(
     wire = b"".join(echo_frame(p) for p in payloads)
     outputs = []
     for handler in (Handler(), Typed()):
-        assert handler._raw_echo is (type(handler) is Handler)
+        # Only the subclass that takes typed frames is switched to the typed loop.
+        assert ("on_traffic" in vars(handler)) is (type(handler) is not Handler)
         conn = FakeConn()
         for start, end in zip([0, *sorted(cuts)], [*sorted(cuts), len(wire)]):
             conn.feed(wire[start:end])
@@ -380,6 +383,22 @@ def test_raw_echo_writes_exactly_what_typed_reencoding_writes(
         outputs.append(b"".join(conn.written))
         assert bytes(conn.inbound) == b""
     assert outputs[0] == outputs[1] == wire
+
+
+def test_echo_subclass_overriding_on_traffic_keeps_its_own(generated: Any) -> None:
+    Handler = generated["echo"]["handler"].EchoEchoHandler
+
+    class Own(Handler):  # type: ignore[misc, valid-type]
+        def on_message(self, conn: Any, frame: Any) -> None:
+            conn.write(b"typed")
+
+        def on_traffic(self, conn: Any) -> Any:
+            conn.write(b"own")
+            conn.discard()
+
+    conn = FakeConn(echo_frame(b"x"))
+    Own().on_traffic(conn)
+    assert conn.written == [b"own"]
 
 
 def test_raw_echo_enforces_max_frame_after_echoing_earlier_frames(

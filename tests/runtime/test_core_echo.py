@@ -167,3 +167,44 @@ def test_echo_on_each_poller_and_trigger_mode(poller: str, edge: bool) -> None:
         LengthPrefixedEcho(), "tcp://127.0.0.1:0", poller=poller, edge_triggered=edge
     ) as engine:
         roundtrip(engine.urls[0], payloads)
+
+
+class HeldFirstOpen(LengthPrefixedEcho):
+    """Blocks the loop in the first on_open until released: connections queue up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.held = threading.Event()
+
+    def on_open(self, conn):
+        if not self.held.is_set():
+            self.held.set()
+            self.release.wait(10)
+        return None, Action.NONE
+
+
+@pytest.mark.parametrize("edge", [None, False, True])
+def test_a_burst_of_connections_beyond_one_accept_batch_is_served(edge) -> None:
+    # Each readiness event accepts at most ACCEPT_BATCH: with edge-triggered
+    # connections the listener must still be re-reported until its backlog is empty.
+    from protogen.runtime.acceptor import ACCEPT_BATCH
+
+    count = 3 * ACCEPT_BATCH + 5
+    handler = HeldFirstOpen()
+    with serving(handler, "tcp://127.0.0.1:0", edge_triggered=edge) as engine:
+        url = engine.urls[0]
+        socks = [connect(url)]
+        try:
+            assert handler.held.wait(5)
+            socks += [connect(url) for _ in range(count - 1)]  # all in the backlog
+            handler.release.set()
+            for i, sock in enumerate(socks):
+                sock.sendall(frame(b"burst %d" % i))
+            for i, sock in enumerate(socks):
+                assert recv_frame(sock) == b"burst %d" % i
+            assert wait_for(lambda: engine.stats().connections_opened == count)
+        finally:
+            handler.release.set()
+            for sock in socks:
+                sock.close()

@@ -50,7 +50,7 @@ def test_documented_defaults() -> None:
     assert options.tcp_no_delay is True
     assert options.loops == 1 and options.multicore is False
     assert options.load_balancing == "round_robin"
-    assert options.edge_triggered is False and options.ticker is False
+    assert options.edge_triggered is None and options.ticker is False  # None: auto
     assert (
         options.write_low_water <= options.write_high_water <= options.write_buffer_cap
     )

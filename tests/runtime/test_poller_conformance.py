@@ -289,6 +289,33 @@ def test_edge_triggered_reports_once_until_new_data(edge_poller, pair):
     assert a.recv(64) == b"firstsecond"
 
 
+def test_level_registration_on_an_edge_poller_rereports(edge_poller, pair):
+    # Listeners and wakers take a bounded batch per event: they must stay level.
+    a, b = pair
+    edge_poller.register(a.fileno(), READABLE, level=True)
+    b.send(b"unread")
+    wait_events(edge_poller, a.fileno(), READABLE)
+    for _ in range(3):
+        assert events_for(edge_poller, a.fileno(), 0.5) & READABLE
+    # modify() keeps the fd level-triggered; unregister forgets it.
+    edge_poller.modify(a.fileno(), READABLE | WRITABLE)
+    for _ in range(2):
+        assert events_for(edge_poller, a.fileno(), 0.5) & READABLE
+    edge_poller.unregister(a.fileno())
+    edge_poller.register(a.fileno(), READABLE)
+    assert wait_events(edge_poller, a.fileno(), READABLE) & READABLE
+    assert events_for(edge_poller, a.fileno(), 0.05) == 0
+
+
+def test_auto_mode_is_edge_triggered_where_the_backend_can_be():
+    for name in BACKENDS:
+        p = new_poller(name, edge_triggered=None)
+        try:
+            assert p.edge_triggered is (name != "selectors")
+        finally:
+            p.close()
+
+
 def test_edge_triggered_writable_reported_once(edge_poller, pair):
     a, _ = pair
     edge_poller.register(a.fileno(), WRITABLE)

@@ -1,0 +1,183 @@
+"""Per-event Python cost of the event loop's hot path, without the kernel.
+
+The network benchmarks measure syscalls plus Python; on this noisy 2-core machine
+the Python part (what protogen can change) drowns in their variance. This runs
+the real `EventLoop.run()` against scripted sockets whose recv_into/send do no
+I/O, so one number -- nanoseconds per read event -- compares two versions of the
+runtime or the generated handler A/B, to within a few percent:
+
+    .venv/bin/python bench/hotpath.py                       # generated echo handler
+    .venv/bin/python bench/hotpath.py --handler runtime     # examples/runtime_echo.py
+    .venv/bin/python bench/hotpath.py --depth 16            # 16 frames per read
+
+Each poll reports every connection readable; each read returns `depth` frames of
+`--size` bytes; the handler echoes them (send accepts everything). The figure is
+the median of --rounds, each of --events read events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+
+from protogen.runtime import Options  # noqa: E402
+from protogen.runtime.eventloop import EventLoop  # noqa: E402
+from protogen.runtime.poller import READABLE  # noqa: E402
+
+
+class ScriptedSocket:
+    """recv_into copies a fixed request; send (the builtin len) accepts everything."""
+
+    send = staticmethod(len)
+
+    def __init__(self, fd: int, request: bytes) -> None:
+        self._fd = fd
+        self._request = request
+        self._size = len(request)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def recv_into(self, buf: bytearray | memoryview) -> int:
+        size = self._size
+        buf[:size] = self._request
+        return size
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def getpeername(self) -> tuple[str, int]:
+        return ("127.0.0.1", self._fd)
+
+    def close(self) -> None:
+        pass
+
+
+class ScriptedPoller:
+    """Reports every connection readable, `polls` times, then stops the loop."""
+
+    def __init__(self, fds: list[int], polls: int) -> None:
+        self._events = [(fd, READABLE) for fd in fds]
+        self._left = polls
+        self.loop: EventLoop | None = None
+
+    def poll_raw(self, timeout: float | None) -> list[tuple[int, int]]:
+        self._left -= 1
+        if self._left < 0:
+            raise StopIteration  # ends run(); its finally-block closes the conns
+        return self._events
+
+    poll = poll_raw
+
+    def register(self, fd: int, events: int) -> None:
+        pass
+
+    modify = register
+
+    def unregister(self, fd: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def generated_handler() -> object:
+    """Build examples/echo.proto.dsl into a temp dir and return its default handler."""
+    out = Path(tempfile.mkdtemp(prefix="protogen-hotpath-"))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "protogen",
+            "build",
+            str(ROOT / "examples" / "echo.proto.dsl"),
+            "-o",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    sys.path.insert(0, str(out))
+    module = importlib.import_module("echo_handler")
+    return module.EchoEchoHandler()
+
+
+def load_handler(name: str) -> object:
+    if name == "generated":
+        return generated_handler()
+    if name == "runtime":
+        return importlib.import_module("runtime_echo").LengthPrefixedEcho()
+    if name == "typed":
+        generated_handler()
+        sys.path.insert(0, str(ROOT / "bench" / "peers"))
+        return importlib.import_module("typed_echo").TypedEcho()
+    raise SystemExit(f"unknown --handler {name!r}: generated, runtime or typed")
+
+
+def one_round(handler: object, conns: int, polls: int, request: bytes) -> float:
+    """Seconds per read event for one run of the loop."""
+    loop = EventLoop(handler, Options())
+    fds = list(range(1000, 1000 + conns))
+    poller = ScriptedPoller(fds, polls)
+    loop._poller.close()
+    loop._poller = poller
+    loop.thread_id = None
+    for fd in fds:
+        loop._open(loop_conn(loop, fd, request))
+    start = time.perf_counter()
+    try:
+        loop.run()
+    except StopIteration:
+        pass
+    elapsed = time.perf_counter() - start
+    loop._waker.close()
+    return elapsed / (conns * polls)
+
+
+def loop_conn(loop: EventLoop, fd: int, request: bytes) -> object:
+    from protogen.runtime.conn import Conn
+
+    return Conn(loop, ScriptedSocket(fd, request), ("127.0.0.1", fd))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--handler", default="generated", help="generated, runtime or typed"
+    )
+    parser.add_argument("--conns", type=int, default=50)
+    parser.add_argument("--depth", type=int, default=1, help="frames per read")
+    parser.add_argument("--size", type=int, default=64, help="payload bytes per frame")
+    parser.add_argument(
+        "--events", type=int, default=500_000, help="read events per round"
+    )
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    frame = struct.pack(">I", args.size) + b"x" * args.size
+    request = frame * args.depth
+    handler = load_handler(args.handler)
+    polls = max(1, args.events // args.conns)
+    one_round(handler, args.conns, max(1, polls // 10), request)  # warm-up
+    rounds = [
+        one_round(handler, args.conns, polls, request) for _ in range(args.rounds)
+    ]
+    median = statistics.median(rounds)
+    print(
+        f"{args.handler} handler, depth {args.depth}, {args.size} B, {args.conns} conns: "
+        f"{median * 1e9:.0f} ns per read event (median of {args.rounds}; "
+        f"min {min(rounds) * 1e9:.0f}, max {max(rounds) * 1e9:.0f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
