@@ -79,10 +79,11 @@ class ScriptedPoller:
 
     poll = poll_raw
 
-    def register(self, fd: int, events: int) -> None:
+    def register(self, fd: int, events: int, *, level: bool = False) -> None:
         pass
 
-    modify = register
+    def modify(self, fd: int, events: int) -> None:
+        pass
 
     def unregister(self, fd: int) -> None:
         pass
