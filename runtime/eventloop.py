@@ -83,6 +83,7 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
         self._rview = memoryview(self._rbuf)
         self._dirty: list[Conn] = []
         self._current: Conn | None = None  # the conn whose on_traffic is running
+        self._more: list[Conn] = []  # edge-triggered conns with bytes maybe left
         self._flushing = False
         self._acceptors: list[Any] = []
         self._lingering: dict[int, Any] = {}  # fd -> closed-but-flushing socket
@@ -345,6 +346,7 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
         edge = self._edge
         flush = self._flush
         readish = READABLE | _ERRHUP
+        more = self._more
         try:
             while True:
                 if tasks:
@@ -354,7 +356,14 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
                         self._shutdown_conns()  # graceful closes may linger
                     if not self._lingering or monotonic() >= self._linger_deadline:
                         break
-                if tasks:
+                if more:
+                    # Edge-triggered reads that filled their space: read them again
+                    # after this poll's events, as level-triggered epoll would.
+                    again = more
+                    more = self._more = []
+                else:
+                    again = None
+                if tasks or again:
                     timeout: float | None = 0.0
                 else:
                     timeout = timers.next_delay(monotonic()) if len(timers) else None
@@ -383,7 +392,7 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
                     if ev & readish:
                         if conn._events & READABLE:
                             if read(conn) and edge:
-                                self._read_rest(conn)
+                                more.append(conn)
                         elif conn._state == CONNECTING:
                             self._connected(conn)
                         elif ev & _ERRHUP and conn._state != CLOSED:
@@ -400,6 +409,8 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
                                         else None
                                     ),
                                 )
+                if again:
+                    self._read_again(again)
                 if self._dirty:  # safety net: nothing stays unsent across a poll
                     self._flush_dirty()
                 if len(timers):

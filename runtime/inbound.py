@@ -7,8 +7,9 @@ by the peek() hint), returned to the pool as soon as it empties.
 One recv per readiness event, then on_traffic. Level-triggered, the loop comes
 straight back to a socket that still has data, and between two reads of a busy
 peer every other ready connection gets its turn. Edge-triggered (the default on
-epoll/kqueue) reads on until a short read, as it must; a short read is the
-common case and costs no extra recv.
+epoll/kqueue) must read on until a short read: a short read is the common case
+and costs no extra recv; a full one puts the conn on the loop's `_more` list,
+read again after the next poll's events (fair, like level-triggered mode).
 
 Mixed into EventLoop (uses its attributes); split out to keep modules small.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 from protogen.errors import FrameTooLarge
 
 from .conn import OPEN, OUT_IDLE, OUT_WAITING, Conn
+from .poller import READABLE
 
 SHARED_READ_SIZE = 64 * 1024  # one recv into the loop's buffer
 # Never recv into less free space than this. Small on purpose: a peer that sent a
@@ -84,16 +86,17 @@ class InboundMixin:
         self._traffic(conn)
         return full
 
-    def _read_rest(self, conn: Conn) -> None:
-        # Edge-triggered and the recv filled its space: read until a short read (the
-        # kernel queue was empty then), or until the conn stops reading.
-        while (
-            conn._state == OPEN
-            and not conn._paused
-            and not self._stopping
-            and self._read(conn)
-        ):
-            pass
+    def _read_again(self, conns: list[Conn]) -> None:
+        """Edge-triggered: one more read of each conn whose last recv filled its space.
+
+        Level-triggered epoll would report them again; edge-triggered it will not, so
+        the loop reads them once per pass until a short read (the queue was empty
+        then), while every other ready connection still gets its turn in between.
+        """
+        more = self._more
+        for conn in conns:
+            if conn._events & READABLE and self._read(conn):  # open, not paused
+                more.append(conn)
 
     def _traffic(self, conn: Conn) -> None:
         r0 = conn._r
