@@ -21,7 +21,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
 from benchlib.client import ensure_loadclient  # noqa: E402
-from benchlib.report import summarize  # noqa: E402
+from benchlib.report import check_targets, summarize  # noqa: E402
 from benchlib.wrk import parse_wrk  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc)")
@@ -357,6 +357,34 @@ def test_summary_takes_medians_and_ratios_to_uvloop() -> None:
         rows["p"]["rps"] == 250 and rows["p"]["ratio"] == 1.25
     )  # the failed run is excluded
     assert rows["p"]["errors"] == 1
+
+
+def test_paired_ratio_compares_peers_within_each_round_and_gates_targets() -> None:
+    # Medians of each peer alone say 1.05x; round by round protogen lost twice.
+    rounds = [(100, 99), (120, 126), (90, 87)]  # (uvloop, protogen) per round
+    runs = [
+        {
+            "scenario": "echo-d1-64B-c50",
+            "family": "throughput",
+            "peer": peer,
+            "ok": True,
+            "round": index,
+            "rps": rps,
+            "p99_us": 10.0,
+        }
+        for index, pair in enumerate(rounds)
+        for peer, rps in zip(("uvloop", "protogen"), pair)
+    ]
+    rows = {row["peer"]: row for row in summarize(runs)}
+    assert rows["protogen"]["ratio"] == 99 / 100
+    assert rows["protogen"]["paired_ratio"] == 0.99  # median of .99, 1.05, .9667
+    (check,) = check_targets(list(rows.values()))
+    assert not check["passed"] and check["detail"].startswith("0.99x")
+    rounds_won = [(100, 101), (120, 126), (90, 91)]
+    for run, (base, ours) in zip(runs[1::2], rounds_won):
+        run["rps"] = ours
+    (check,) = check_targets(summarize(runs))
+    assert check["passed"]
 
 
 def test_runner_smoke_writes_results_and_stops_its_servers(tmp_path: Path) -> None:
