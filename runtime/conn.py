@@ -29,10 +29,10 @@ CLOSING = 2  # close requested: flushing outbound, not reading any more
 CLOSED = 3  # states >= CLOSING refuse writes
 
 # Outbound states.
-OUT_IDLE = 0  # nothing queued -- or queued by the conn's own on_traffic (loop._current)
-OUT_DIRTY = (
-    1  # queued during a callback, listed in loop._dirty, flushed when it returns
-)
+# IDLE: nothing queued, or queued by the conn's own on_traffic (loop._current).
+# DIRTY: queued during a callback, listed in loop._dirty, flushed when it returns.
+OUT_IDLE = 0
+OUT_DIRTY = 1
 OUT_WAITING = 2  # the kernel refused some: waiting for WRITABLE
 
 _LINGER = struct.Struct("ii")

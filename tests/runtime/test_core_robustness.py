@@ -67,6 +67,27 @@ def test_handler_exception_is_logged_and_closes_only_that_conn(caplog) -> None:
     assert "handler bug" in caplog.text and "Traceback" in caplog.text
 
 
+class WritesThenRaises(Tracking):
+    """Answers, then fails: what it wrote before failing must still be sent."""
+
+    def on_traffic(self, conn):
+        conn.write(frame(b"last words"))
+        conn.discard()
+        raise RuntimeError("after writing")
+
+
+def test_a_write_made_before_the_handler_raised_is_flushed_before_close() -> None:
+    # The first write of a conn's own on_traffic skips the dirty list; the
+    # error path must still send it before the close.
+    handler = WritesThenRaises()
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        with connect(engine.urls[0]) as sock:
+            sock.sendall(frame(b"hello"))
+            assert recv_frame(sock) == b"last words"
+            assert is_closed_by_peer(sock)
+    assert isinstance(handler.closes[0][1], RuntimeError)
+
+
 def test_protocol_error_reaches_on_close_and_spares_others() -> None:
     handler = Poisonable()
     with serving(handler, "tcp://127.0.0.1:0") as engine:
