@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 
 from protogen.runtime import Options  # noqa: E402
+from protogen.runtime.conn import Conn  # noqa: E402
 from protogen.runtime.eventloop import EventLoop  # noqa: E402
 from protogen.runtime.poller import READABLE  # noqa: E402
 
@@ -145,9 +146,7 @@ def one_round(handler: object, conns: int, polls: int, request: bytes) -> float:
     return elapsed / (conns * polls)
 
 
-def loop_conn(loop: EventLoop, fd: int, request: bytes) -> object:
-    from protogen.runtime.conn import Conn
-
+def loop_conn(loop: EventLoop, fd: int, request: bytes) -> Conn:
     return Conn(loop, ScriptedSocket(fd, request), ("127.0.0.1", fd))
 
 

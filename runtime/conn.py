@@ -176,21 +176,18 @@ class Conn:
 
         memoryviews must have a byte format (peek/next return such views).
         """
+        if type(data) is bytearray:
+            data = bytes(data)  # the caller may reuse its bytearray at once
+        n = len(data)
         if self._out is None and self.loop._current is self:
             # The common case: the first write in the connection's own on_traffic
             # (the loop flushes it when the callback returns; it is open then).
-            if type(data) is bytearray:
-                data = bytes(data)  # the caller may reuse its bytearray at once
-            n = len(data)
             if n:
                 self._out = [data]
                 self._out_bytes = n
             return n
         if self._state >= CLOSING:
             raise ConnectionClosed(f"write on a closed connection {self!r}")
-        if type(data) is bytearray:
-            data = bytes(data)
-        n = len(data)
         if not n:
             return 0
         out = self._out
