@@ -172,7 +172,9 @@ class Conn:
 
     # ------------------------------------------------------------------ writing
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Queue `data`; it is sent when the current callback returns. Loop thread only.
+        """Queue `data`; it is sent when the current callback returns (a small reply
+        to the connection being read: with the poll's others, after its events).
+        Loop thread only.
 
         memoryviews must have a byte format (peek/next return such views).
         """
@@ -206,6 +208,15 @@ class Conn:
             if self._out_bytes > self.loop._high:
                 self.loop._pressure(self)
             return n
+        if (
+            self._ostate == OUT_DIRTY
+            and type(data) is not bytes
+            and self.loop._current is not self
+        ):
+            # Another connection's callback: this one may be in the loop's batch of
+            # small replies, sent after later reads reuse the buffer `data` may
+            # view. Own a copy.
+            data = bytes(data)
         out.append(data)
         self._out_bytes += n
         return n

@@ -53,6 +53,15 @@ class EventHandler:
         """Bytes arrived: read them with conn.peek/next/discard/read_into."""
         return Action.NONE
 
+    # Optional fast path, used when a handler defines it (generated handlers do):
+    #     def on_data(self, conn, data: memoryview) -> int | None
+    # `data` is every byte buffered on `conn`, valid during the call (reused for a
+    # later read of the same size: do not release() it); it returns
+    # how many it consumed, or None (having written nothing) to have on_traffic
+    # called instead. The loop calls it only when nothing is kept from an earlier
+    # read; otherwise on_traffic runs, so both must do the same. It saves the
+    # peek/next calls of a read event (~10 % of an echo's Python time).
+
     def on_tick(self) -> tuple[float, Action]:
         """Called when the `ticker` option is on; returns (seconds to next tick, Action)."""
         return 1.0, Action.NONE
@@ -71,4 +80,21 @@ def handler_overrides(handler: Any, name: str) -> bool:
     return method is not None and method is not getattr(EventHandler, name, None)
 
 
-__all__ = ["Action", "EventHandler", "handler_overrides"]
+def data_hook(handler: Any) -> Any:
+    """`handler.on_data` when it is the handler's fast path, else None.
+
+    It is not when on_traffic is overridden after it: on an instance, or in a
+    subclass of the class that defined on_data (that on_traffic must be called).
+    """
+    on_data = getattr(handler, "on_data", None)
+    if on_data is None or "on_traffic" in getattr(handler, "__dict__", ()):
+        return None
+    if "on_data" in getattr(handler, "__dict__", ()):
+        return on_data
+    mro = type(handler).__mro__
+    data_owner = next(c for c in mro if "on_data" in vars(c))
+    traffic_owner = next(c for c in mro if "on_traffic" in vars(c))
+    return on_data if issubclass(data_owner, traffic_owner) else None
+
+
+__all__ = ["Action", "EventHandler", "data_hook", "handler_overrides"]

@@ -4,7 +4,8 @@ A connection with nothing buffered reads into the loop's shared buffer (its
 `_in` *is* that buffer, with `_r == _w` between reads); only the bytes the
 handler leaves unconsumed are copied into a pooled per-connection buffer (sized
 by the peek() hint), returned to the pool as soon as it empties.
-One recv per readiness event, then on_traffic. Level-triggered, the loop comes
+One recv per readiness event, then on_traffic (or the handler's on_data fast
+path; run() inlines the common case of _read and _traffic). Level-triggered, the loop comes
 straight back to a socket that still has data, and between two reads of a busy
 peer every other ready connection gets its turn. Edge-triggered (the default on
 epoll/kqueue) must read on until a short read: a short read is the common case
@@ -16,10 +17,14 @@ Mixed into EventLoop (uses its attributes); split out to keep modules small.
 
 from __future__ import annotations
 
+from typing import Any
+
 from protogen.errors import FrameTooLarge
 
-from .conn import OPEN, OUT_IDLE, OUT_WAITING, Conn
-from .poller import READABLE
+from .conn import CLOSED, CONNECTING, OPEN, OUT_IDLE, OUT_WAITING, Conn
+from .poller import ERROR, RAW_HANGUP, READABLE
+
+_ERRHUP = ERROR | RAW_HANGUP
 
 SHARED_READ_SIZE = 64 * 1024  # one recv into the loop's buffer
 # Never recv into less free space than this. Small on purpose: a peer that sent a
@@ -98,17 +103,53 @@ class InboundMixin:
             if conn._events & READABLE and self._read(conn):  # open, not paused
                 more.append(conn)
 
+    def _consumed(self, conn: Conn, used: Any, n: int) -> None:
+        """on_data consumed part of the `n` bytes it was given (or returned nonsense)."""
+        if type(used) is not int or not 0 <= used <= n:
+            raise TypeError(
+                f"on_data must return the number of bytes it consumed (0..{n}) "
+                f"or None, not {used!r}"
+            )
+        if conn._w == n:  # else the connection closed and dropped its bytes
+            conn._r = used
+
+    def _unread_event(self, conn: Conn, ev: int) -> None:
+        """Readable/hang-up on a conn not being read: a dial completing, or a
+        paused/stopping conn whose peer is gone."""
+        if conn._state == CONNECTING:
+            self._connected(conn)
+        elif ev & _ERRHUP and conn._state != CLOSED:
+            if conn._out is not None:
+                self._flush(conn)
+            if conn._state != CLOSED:
+                lost = conn._out is not None
+                self._finish_close(
+                    conn, ConnectionResetError("peer hung up") if lost else None
+                )
+
     def _traffic(self, conn: Conn) -> None:
+        """on_traffic, then send what it wrote and keep what it left (run() inlines this)."""
         r0 = conn._r
         # Writes to the conn itself skip the dirty list while it is current.
         self._current = conn
         try:
             action = self._on_traffic(conn)
         except Exception as exc:
-            self._current = None
-            self._handler_error(conn, exc, "on_traffic")  # flushes, then closes
-            action = None
+            self._traffic_failed(conn, exc, r0)
+            return
         self._current = None
+        self._settle(conn, action, r0)
+
+    def _traffic_failed(self, conn: Conn, exc: Exception, r0: int) -> None:
+        self._current = None
+        # A handler that released a cached on_data view (see _view_of) must not
+        # break the next reads of that size.
+        self._views.clear()
+        self._handler_error(conn, exc, "on_traffic")  # flushes, then closes
+        self._settle(conn, None, r0)
+
+    def _settle(self, conn: Conn, action: Any, r0: int) -> None:
+        """After on_traffic: send its writes, apply its action, keep a partial frame."""
         out = conn._out
         if out is not None:
             if (

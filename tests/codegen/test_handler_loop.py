@@ -411,3 +411,48 @@ def test_raw_echo_enforces_max_frame_after_echoing_earlier_frames(
     assert excinfo.value.size == 1004
     assert conn.written == [echo_frame(b"ok")]
     assert conn.discards == [6]
+
+
+def test_raw_echo_on_data_writes_whole_frames_and_returns_their_length(
+    generated: Any,
+) -> None:
+    handler = generated["echo"]["handler"].EchoEchoHandler()
+    whole = echo_frame(b"one") + echo_frame(b"") + echo_frame(b"three")
+    conn = FakeConn()
+    assert handler.on_data(conn, memoryview(whole + echo_frame(b"four")[:5])) == len(
+        whole
+    )
+    assert [bytes(chunk) for chunk in conn.written] == [whole]
+    assert conn.discards == []  # the runtime consumes what on_data returns
+    assert handler.on_data(conn, memoryview(b"\0\0")) == 0  # no whole header yet
+    assert len(conn.written) == 1
+
+
+def test_raw_echo_on_data_leaves_an_oversize_frame_to_on_traffic(
+    generated: Any,
+) -> None:
+    handler = generated["echo"]["handler"].EchoEchoHandler(max_frame=64)
+    conn = FakeConn()
+    data = memoryview(echo_frame(b"ok") + struct.pack(">I", 1000))
+    assert handler.on_data(conn, data) is None
+    assert conn.written == []  # None means nothing was written
+
+
+def test_runtime_uses_on_data_only_for_the_raw_echo(generated: Any) -> None:
+    from protogen.runtime.handler import data_hook
+
+    Handler = generated["echo"]["handler"].EchoEchoHandler
+
+    class Typed(Handler):  # type: ignore[misc, valid-type]
+        def on_message(self, conn: Any, frame: Any) -> None:
+            conn.write(frame.encode())
+
+    class Own(Handler):  # type: ignore[misc, valid-type]
+        def on_traffic(self, conn: Any) -> Any:
+            conn.discard()
+
+    raw = Handler()
+    assert data_hook(raw) == raw.on_data
+    assert data_hook(Typed()) is None  # its typed decode loop must run
+    assert data_hook(Own()) is None
+    assert data_hook(generated["echo"]["handler"].EchoHandler()) is None

@@ -1,0 +1,279 @@
+"""The loop's read fast path: the optional on_data hook and the batch of small replies.
+
+Each test enrolls several socketpairs into one EventLoop and writes every request
+before the loop runs, so one poll reports all of them: the replies of one batch
+are queued while later reads reuse the loop's shared buffer, then sent together.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import pytest
+
+from protogen.runtime import EventHandler, Options
+from protogen.runtime.eventloop import EventLoop
+from protogen.runtime.handler import data_hook
+
+from core_harness import TIMEOUT, frame, recv_exact
+
+
+def run_batch(handler: Any, requests: list[bytes], wrap=None, stop_after=None):
+    """One loop, one socketpair per request, all written before run().
+
+    Returns (client sockets, loop). The handler decides when to stop via
+    `handler.loop.request_stop()`; `stop_after` stops after that many reads.
+    """
+    loop = EventLoop(handler, Options(install_signal_handlers=False))
+    handler.loop = loop
+    clients = []
+    for request in requests:
+        server_end, client_end = socket.socketpair()
+        client_end.settimeout(TIMEOUT)
+        client_end.sendall(request)
+        clients.append(client_end)
+        loop.enroll(wrap(server_end) if wrap else server_end, ("pair", len(clients)))
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    return clients, loop, thread
+
+
+def finish(loop: EventLoop, thread: threading.Thread, clients: list) -> None:
+    thread.join(TIMEOUT)
+    assert not thread.is_alive(), "loop did not stop"
+    loop.close()
+    for client in clients:
+        client.close()
+
+
+class DataEcho(EventHandler):
+    """Echoes whole 4-byte-length frames through on_data; records every call."""
+
+    def __init__(self, expected_reads: int) -> None:
+        self.expected = expected_reads
+        self.data_calls: list[bytes] = []
+        self.traffic_calls: list[bytes] = []
+        self.closed: list[BaseException | None] = []
+
+    def _whole(self, data: memoryview) -> int:
+        pos = 0
+        while len(data) - pos >= 4:
+            end = pos + 4 + int.from_bytes(data[pos : pos + 4], "big")
+            if end > len(data):
+                break
+            pos = end
+        return pos
+
+    def _count(self) -> None:
+        if len(self.data_calls) + len(self.traffic_calls) >= self.expected:
+            self.loop.request_stop()
+
+    def on_data(self, conn: Any, data: memoryview) -> int | None:
+        self.data_calls.append(bytes(data))
+        pos = self._whole(data)
+        if pos:
+            conn.write(data[:pos])
+        self._count()
+        return pos
+
+    def on_traffic(self, conn: Any) -> None:
+        data = conn.peek()
+        self.traffic_calls.append(bytes(data))
+        pos = self._whole(data)
+        if pos:
+            conn.write(conn.next(pos))
+        self._count()
+
+    def on_close(self, conn: Any, err: BaseException | None) -> None:
+        self.closed.append(err)
+
+
+def test_replies_of_one_batch_survive_the_reuse_of_the_read_buffer() -> None:
+    # Same sizes, different bytes: a reply still viewing the shared read buffer
+    # when the next connection's read lands would come back as that request.
+    requests = [frame(bytes([65 + i]) * 50) for i in range(20)]
+    handler = DataEcho(expected_reads=len(requests))
+    clients, loop, thread = run_batch(handler, requests)
+    replies = [recv_exact(client, len(req)) for client, req in zip(clients, requests)]
+    finish(loop, thread, clients)
+    assert replies == requests
+    assert sorted(handler.data_calls) == sorted(requests)
+    assert handler.traffic_calls == []  # nothing was kept: on_data every time
+
+
+def test_on_data_consuming_part_keeps_the_rest_for_on_traffic() -> None:
+    whole = frame(b"first")
+    partial = frame(b"second")
+    handler = DataEcho(expected_reads=2)
+    clients, loop, thread = run_batch(handler, [whole + partial[:5]])
+    assert recv_exact(clients[0], len(whole)) == whole
+    clients[0].sendall(partial[5:])  # completes the kept frame: the general path
+    assert recv_exact(clients[0], len(partial)) == partial
+    finish(loop, thread, clients)
+    assert handler.data_calls == [whole + partial[:5]]
+    assert handler.traffic_calls == [partial]
+
+
+class Declines(DataEcho):
+    """on_data hands every read to on_traffic."""
+
+    def on_data(self, conn: Any, data: memoryview) -> None:
+        self.data_calls.append(bytes(data))
+        return None
+
+
+def test_on_data_returning_none_runs_on_traffic_on_the_same_bytes() -> None:
+    request = frame(b"hello") + frame(b"world")
+    handler = Declines(expected_reads=1)
+    clients, loop, thread = run_batch(handler, [request])
+    assert recv_exact(clients[0], len(request)) == request
+    finish(loop, thread, clients)
+    assert handler.data_calls == handler.traffic_calls == [request]
+
+
+class Nonsense(DataEcho):
+    def on_data(self, conn: Any, data: memoryview) -> Any:
+        if data[4:5] == b"!":
+            self.data_calls.append(bytes(data))
+            self._count()
+            return len(data) + 1  # more than it was given
+        return super().on_data(conn, data)
+
+
+def test_a_bad_on_data_result_closes_only_that_connection() -> None:
+    bad, good = frame(b"!bad"), frame(b"good")
+    handler = Nonsense(expected_reads=2)
+    clients, loop, thread = run_batch(handler, [bad, good])
+    assert recv_exact(clients[1], len(good)) == good
+    assert clients[0].recv(100) == b""  # closed, nothing echoed
+    finish(loop, thread, clients)
+    errors = [err for err in handler.closed if err is not None]
+    assert len(errors) == 1 and isinstance(errors[0], TypeError)
+    assert "on_data must return the number of bytes it consumed" in str(errors[0])
+
+
+class ShortSends:
+    """A socket whose first send takes only 3 bytes (the kernel's buffer was full)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.short = True
+
+    def send(self, data: Any, *flags: int) -> int:
+        if self.short:
+            self.short = False
+            return self._sock.send(memoryview(data)[:3], *flags)
+        return self._sock.send(data, *flags)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_a_partly_sent_batched_reply_is_finished_later() -> None:
+    requests = [frame(bytes([97 + i]) * 40) for i in range(5)]
+    handler = DataEcho(expected_reads=len(requests))
+    clients, loop, thread = run_batch(handler, requests, wrap=ShortSends)
+    replies = [recv_exact(client, len(req)) for client, req in zip(clients, requests)]
+    finish(loop, thread, clients)
+    assert replies == requests
+    assert handler.closed == [None] * len(requests)
+
+
+class FailingSend(ShortSends):
+    def send(self, data: Any, *flags: int) -> int:
+        raise ConnectionResetError("peer reset")
+
+
+def test_a_send_error_in_the_batch_closes_only_that_connection() -> None:
+    requests = [frame(b"x" * 10), frame(b"y" * 10), frame(b"z" * 10)]
+    handler = DataEcho(expected_reads=len(requests))
+    wrapped: list[Any] = []
+
+    def wrap(sock: socket.socket) -> Any:
+        wrapped.append(FailingSend(sock) if len(wrapped) == 1 else sock)
+        return wrapped[-1]
+
+    clients, loop, thread = run_batch(handler, requests, wrap=wrap)
+    assert recv_exact(clients[0], len(requests[0])) == requests[0]
+    assert recv_exact(clients[2], len(requests[2])) == requests[2]
+    assert clients[1].recv(100) == b""  # aborted, nothing sent
+    finish(loop, thread, clients)
+    assert sum(isinstance(err, ConnectionResetError) for err in handler.closed) == 1
+
+
+class Relay(DataEcho):
+    """Echoes; the third connection read also forwards its bytes to the first."""
+
+    def __init__(self, expected_reads: int) -> None:
+        super().__init__(expected_reads)
+        self.conns: list[Any] = []
+
+    def on_data(self, conn: Any, data: memoryview) -> int | None:
+        self.conns.append(conn)
+        used = super().on_data(conn, data)
+        if len(self.conns) == 3:
+            # A view of the shared read buffer, which the next reads reuse
+            # before the batch is sent.
+            self.conns[0].write(data)
+        return used
+
+
+def test_a_view_written_to_a_batched_connection_is_copied_in_order() -> None:
+    requests = [frame(bytes([48 + i]) * 30) for i in range(6)]
+    handler = Relay(expected_reads=len(requests))
+    clients, loop, thread = run_batch(handler, requests)
+    for client, request in zip(clients, requests):
+        assert recv_exact(client, len(request)) == request  # its own echo first
+    first = handler.conns[0].remote_addr[1] - 1
+    third = handler.conns[2].remote_addr[1] - 1
+    assert recv_exact(clients[first], len(requests[third])) == requests[third]
+    finish(loop, thread, clients)
+
+
+def test_data_hook_only_when_on_traffic_is_not_overridden_after_it() -> None:
+    class Own(EventHandler):
+        def on_data(self, conn: Any, data: memoryview) -> int:
+            return len(data)
+
+    class Later(Own):
+        def on_traffic(self, conn: Any) -> None:
+            pass
+
+    class Both(EventHandler):
+        def on_data(self, conn: Any, data: memoryview) -> int:
+            return len(data)
+
+        def on_traffic(self, conn: Any) -> None:
+            pass
+
+    class Refined(Both):
+        def on_data(self, conn: Any, data: memoryview) -> int:
+            return 0
+
+    assert data_hook(EventHandler()) is None
+    own = Own()
+    assert data_hook(own) == own.on_data
+    assert data_hook(Later()) is None
+    both = Both()
+    assert data_hook(both) == both.on_data
+    refined = Refined()
+    assert data_hook(refined) == refined.on_data
+    shadowed = Both()
+    shadowed.on_traffic = lambda conn: None  # type: ignore[method-assign]
+    assert data_hook(shadowed) is None
+
+
+@pytest.mark.parametrize(("size", "count"), [(100, 8), (5000, 8), (20, 300)])
+def test_small_and_large_replies_of_one_batch_arrive_whole(
+    size: int, count: int
+) -> None:
+    # 100 B replies are batched; 5000 B ones are over the batch limit, sent at
+    # once; 300 replies fill a batch (BATCH_MAX_REPLIES), sent mid-poll.
+    requests = [frame(i.to_bytes(2, "big") * size) for i in range(count)]
+    handler = DataEcho(expected_reads=len(requests))
+    clients, loop, thread = run_batch(handler, requests)
+    replies = [recv_exact(client, len(req)) for client, req in zip(clients, requests)]
+    finish(loop, thread, clients)
+    assert replies == requests
