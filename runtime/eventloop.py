@@ -53,9 +53,6 @@ from .poller import (
 from .timer import TimerQueue
 
 _ERRHUP = ERROR | RAW_HANGUP
-# on_data's views of the shared buffer are cached for sizes up to this, this many.
-VIEW_CACHE_MAX_SIZE = 16 * 1024
-VIEW_CACHE_ENTRIES = 512
 
 
 class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
@@ -189,29 +186,6 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
         if self._dirty:
             self._flush_dirty()
 
-    # ------------------------------------------------------------ listeners
-    def add_acceptor(self, acceptor: Any) -> None:
-        """Register a listening socket's acceptor (acceptor.Acceptor / udp.UDPListener)."""
-        self._acceptors.append(acceptor)
-        self.add_reader(acceptor.fileno(), acceptor.on_event)
-
-    def _pause_accepting(self) -> None:
-        if not self._accept_paused:
-            self._accept_paused = True
-            for acceptor in self._acceptors:
-                if acceptor.stream:
-                    self.remove_reader(acceptor.fileno())
-
-    def _resume_accepting(self) -> None:
-        if self._accept_paused and not self._stopping:
-            self._accept_paused = False
-            for acceptor in self._acceptors:
-                if acceptor.stream:
-                    self.add_reader(acceptor.fileno(), acceptor.on_event)
-
-    def at_capacity(self) -> bool:
-        return bool(self._max_conns) and len(self._conns) >= self._max_conns
-
     # ------------------------------------------------------------ connections
     def enroll(
         self,
@@ -300,13 +274,6 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
             self._close(conn, None, True)
         elif action == Action.SHUTDOWN:
             self.request_stop()
-
-    def _view_of(self, n: int) -> memoryview:
-        """rbuf[:n] for on_data, cached per size (a slice costs ~10 % of an echo)."""
-        view = self._rview[:n]
-        if n <= VIEW_CACHE_MAX_SIZE and len(self._views) < VIEW_CACHE_ENTRIES:
-            self._views[n] = view
-        return view
 
     def _special_event(self, fd: int, ev: int) -> None:
         """An event for a listener, the waker or an add_reader fd (not a conn)."""

@@ -33,6 +33,9 @@ MIN_READ = 1024
 # Leftovers up to this size are read further in the shared buffer (one copy of the
 # leftover per read) instead of growing the connection's own buffer.
 SMALL_LEFTOVER = 8 * 1024
+# on_data's views of the shared buffer are cached for sizes up to this, this many.
+VIEW_CACHE_MAX_SIZE = 16 * 1024
+VIEW_CACHE_ENTRIES = 512
 
 
 class InboundMixin:
@@ -90,6 +93,13 @@ class InboundMixin:
         conn._last = self.now
         self._traffic(conn)
         return full
+
+    def _view_of(self, n: int) -> memoryview:
+        """rbuf[:n] for on_data, cached per size (a slice costs ~10 % of an echo)."""
+        view = self._rview[:n]
+        if n <= VIEW_CACHE_MAX_SIZE and len(self._views) < VIEW_CACHE_ENTRIES:
+            self._views[n] = view
+        return view
 
     def _read_again(self, conns: list[Conn]) -> None:
         """Edge-triggered: one more read of each conn whose last recv filled its space.

@@ -1,4 +1,5 @@
-"""Connection endings and beginnings: graceful close, per-conn timers, dialing.
+"""Connection endings and beginnings: graceful close, per-conn timers, dialing,
+listeners paused at capacity.
 
 Mixed into EventLoop (uses its attributes); split out to keep modules small.
 """
@@ -9,6 +10,7 @@ import errno
 import os
 import socket
 from time import monotonic
+from typing import Any
 
 from .conn import (
     CLOSED,
@@ -277,3 +279,26 @@ class LifecycleMixin:
         if conn._out is not None:
             conn._ostate = OUT_DIRTY
         self._open(conn)
+
+    # ------------------------------------------------------------ listeners
+    def add_acceptor(self, acceptor: Any) -> None:
+        """Register a listening socket's acceptor (acceptor.Acceptor / udp.UDPListener)."""
+        self._acceptors.append(acceptor)
+        self.add_reader(acceptor.fileno(), acceptor.on_event)
+
+    def _pause_accepting(self) -> None:
+        if not self._accept_paused:
+            self._accept_paused = True
+            for acceptor in self._acceptors:
+                if acceptor.stream:
+                    self.remove_reader(acceptor.fileno())
+
+    def _resume_accepting(self) -> None:
+        if self._accept_paused and not self._stopping:
+            self._accept_paused = False
+            for acceptor in self._acceptors:
+                if acceptor.stream:
+                    self.add_reader(acceptor.fileno(), acceptor.on_event)
+
+    def at_capacity(self) -> bool:
+        return bool(self._max_conns) and len(self._conns) >= self._max_conns
