@@ -1,0 +1,142 @@
+"""Server CPU time per request, user and system apart, peers alternating.
+
+On a shared machine req/s moves by ±10 % from run to run, which hides changes of
+a few percent. The pinned server's CPU time over the measured window (from
+/proc/<pid>/stat), divided by the requests answered in it, is steadier, and it
+splits user time (Python, the interpreter) from system time (the kernel): an A/B
+of a runtime change shows which side it moved.
+
+    .venv/bin/python bench/cpu_per_request.py                    # uvloop vs protogen
+    .venv/bin/python bench/cpu_per_request.py --peers uvloop,protogen,asyncio \\
+        --conns 50 --depth 16 --size 4096 --rounds 7
+
+Same servers, pinning and load client as `make bench` (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import pinning  # noqa: E402
+from benchlib.client import (  # noqa: E402
+    LoadSpec,
+    Target,
+    ensure_loadclient,
+    finish_load,
+    load_budget,
+    load_command,
+)
+from benchlib.peers import ECHO, all_peers  # noqa: E402
+from benchlib.scenarios import start_server  # noqa: E402
+from benchlib.servers import install_cleanup  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(user, system) clock ticks of a process so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
+def measure(peer, binary: Path, spec: LoadSpec, settle: float) -> dict[str, float]:
+    """One run: µs of server user/system CPU per request, and req/s."""
+    with start_server(peer) as server:
+        assert server.proc is not None
+        proc = subprocess.Popen(
+            load_command(binary, Target(server.port), spec),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(spec.warmup + settle)
+        user0, sys0 = cpu_ticks(server.proc.pid)
+        start = time.monotonic()
+        time.sleep(max(0.5, spec.duration - 2 * settle))
+        user1, sys1 = cpu_ticks(server.proc.pid)
+        window = time.monotonic() - start
+        report = finish_load(proc, load_budget(spec))
+    if report.get("errors"):
+        raise SystemExit(f"{peer.name}: load client errors: {report.get('first_error')}")
+    requests = report["rps"] * window
+    return {
+        "rps": report["rps"],
+        "user_us": (user1 - user0) / TICK / requests * 1e6,
+        "sys_us": (sys1 - sys0) / TICK / requests * 1e6,
+        "cpu": (user1 - user0 + sys1 - sys0) / TICK / window,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peers", default="uvloop,protogen")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--conns", type=int, default=50)
+    parser.add_argument("--depth", type=int, default=1)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    args = parser.parse_args()
+    install_cleanup()
+    binary = ensure_loadclient()
+    wanted = [name.strip() for name in args.peers.split(",")]
+    by_name = {p.name: p for p in all_peers() if p.kind == ECHO}
+    unknown = [name for name in wanted if name not in by_name]
+    if unknown:
+        parser.error(f"unknown peers {unknown}; echo peers: {', '.join(by_name)}")
+    workdir = Path(tempfile.mkdtemp(prefix="protogen-cpu-"))
+    peers = [by_name[name] for name in wanted]
+    for peer in peers:
+        if not peer.prepare(workdir):
+            parser.error(f"{peer.name}: {peer.skip_reason}")
+    spec = LoadSpec(
+        conns=args.conns,
+        depth=args.depth,
+        size=args.size,
+        duration=args.duration,
+        warmup=args.warmup,
+    )
+    if not pinning.pinning_enabled():
+        print("warning: taskset unavailable or one CPU: runs are not pinned")
+    results: dict[str, list[dict[str, float]]] = {p.name: [] for p in peers}
+    for round_no in range(args.rounds):
+        shift = round_no % len(peers)
+        for peer in peers[shift:] + peers[:shift]:
+            run = measure(peer, binary, spec, settle=0.5)
+            results[peer.name].append(run)
+            print(
+                f"[{round_no + 1}/{args.rounds}] {peer.name:18s} {run['rps']:10,.0f} req/s"
+                f"  user {run['user_us']:5.2f}  sys {run['sys_us']:5.2f} µs/req"
+                f"  (server CPU {run['cpu']:.2f})",
+                flush=True,
+            )
+    print(
+        f"\nmedians, {args.conns} conns, depth {args.depth}, {args.size} B "
+        f"({args.rounds} rounds):"
+    )
+    base = None
+    for peer in peers:
+        runs = results[peer.name]
+        user = statistics.median(r["user_us"] for r in runs)
+        system = statistics.median(r["sys_us"] for r in runs)
+        total = statistics.median(r["user_us"] + r["sys_us"] for r in runs)
+        base = base or total
+        print(
+            f"  {peer.name:18s} user {user:5.2f}  sys {system:5.2f}  "
+            f"total {total:5.2f} µs/req  ({total / base:.2f}x {peers[0].name}'s CPU)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
