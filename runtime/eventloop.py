@@ -433,7 +433,7 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
                     if n == SHARED_READ_SIZE and edge:
                         more.append(conn)
                     if (
-                        action is not None
+                        action  # CLOSE or SHUTDOWN (None and Action.NONE are falsy)
                         or conn._r != n
                         or conn._deadline
                         or self._dirty

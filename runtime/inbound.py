@@ -5,12 +5,13 @@ A connection with nothing buffered reads into the loop's shared buffer (its
 handler leaves unconsumed are copied into a pooled per-connection buffer (sized
 by the peek() hint), returned to the pool as soon as it empties.
 One recv per readiness event, then on_traffic (or the handler's on_data fast
-path; run() inlines the common case of _read and _traffic). Level-triggered, the loop comes
-straight back to a socket that still has data, and between two reads of a busy
-peer every other ready connection gets its turn. Edge-triggered (the default on
-epoll/kqueue) must read on until a short read: a short read is the common case
-and costs no extra recv; a full one puts the conn on the loop's `_more` list,
-read again after the next poll's events (fair, like level-triggered mode).
+path; run() inlines the common case of _read and _traffic). Level-triggered,
+the loop comes straight back to a socket that still has data, and between two
+reads of a busy peer every other ready connection gets its turn.
+Edge-triggered (the default on epoll/kqueue) must read on until a short read: a
+short read is the common case and costs no extra recv; a full one puts the conn
+on the loop's `_more` list, read again after the next poll's events (fair, like
+level-triggered mode).
 
 Mixed into EventLoop (uses its attributes); split out to keep modules small.
 """
@@ -95,7 +96,7 @@ class InboundMixin:
         return full
 
     def _view_of(self, n: int) -> memoryview:
-        """rbuf[:n] for on_data, cached per size (a slice costs ~10 % of an echo)."""
+        """rbuf[:n] for on_data, cached per size (a slice costs ~4 % of an echo event)."""
         view = self._rview[:n]
         if n <= VIEW_CACHE_MAX_SIZE and len(self._views) < VIEW_CACHE_ENTRIES:
             self._views[n] = view

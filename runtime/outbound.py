@@ -71,7 +71,9 @@ class OutboundMixin:
             if conn._ostate != OUT_DIRTY:
                 continue  # closed, or flushed since
             out = conn._out
-            # (No callbacks or close can be added to it before this: they are tasks.)
+            # _flush's common case, inlined (calling _flush per reply costs ~9 % of
+            # an echo event). No callbacks or close can be added to a batched conn
+            # before this: they are tasks, run between polls.
             if len(out) != 1:
                 self._flush(conn)  # another connection's callback wrote to it too
                 continue
