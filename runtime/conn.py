@@ -30,7 +30,9 @@ CLOSED = 3  # states >= CLOSING refuse writes
 
 # Outbound states.
 # IDLE: nothing queued, or queued by the conn's own on_traffic (loop._current).
-# DIRTY: queued during a callback, listed in loop._dirty, flushed when it returns.
+# DIRTY: queued during a callback and listed in loop._dirty (flushed when it
+# returns) or, a single small reply to the conn being read, in loop._batch (sent
+# after the poll's events).
 OUT_IDLE = 0
 OUT_DIRTY = 1
 OUT_WAITING = 2  # the kernel refused some: waiting for WRITABLE

@@ -20,11 +20,11 @@ from protogen.runtime.handler import data_hook
 from core_harness import TIMEOUT, frame, recv_exact
 
 
-def run_batch(handler: Any, requests: list[bytes], wrap=None, stop_after=None):
-    """One loop, one socketpair per request, all written before run().
+def run_batch(handler: Any, requests: list[bytes], wrap=None):
+    """One loop in a thread, one socketpair per request, all written before run().
 
-    Returns (client sockets, loop). The handler decides when to stop via
-    `handler.loop.request_stop()`; `stop_after` stops after that many reads.
+    Returns (client sockets, loop, thread). The handler stops the loop with
+    `handler.loop.request_stop()`; `wrap` may wrap each server-side socket.
     """
     loop = EventLoop(handler, Options(install_signal_handlers=False))
     handler.loop = loop
