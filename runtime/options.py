@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 KIB = 1024
@@ -22,45 +22,194 @@ LOAD_BALANCING = ("round_robin", "least_connections", "source_addr_hash", "reuse
 class Options:
     # Inbound: a connection's unconsumed bytes may grow up to this; beyond it the
     # connection is closed with FrameTooLarge (and so is a peek() asking for more).
-    read_buffer_cap: int = 64 * MIB
+    read_buffer_cap: int = field(
+        default=64 * MIB,
+        metadata={
+            "help": "max unconsumed inbound bytes per connection; beyond it the connection closes with FrameTooLarge",
+            "cli": True,
+        },
+    )
     # Outbound: queued-but-unsent bytes beyond this close the connection with
     # OutboundOverflow (a peer that never reads cannot exhaust memory).
-    write_buffer_cap: int = 64 * MIB
+    write_buffer_cap: int = field(
+        default=64 * MIB,
+        metadata={
+            "help": "max queued outbound bytes per connection; beyond it the connection closes with OutboundOverflow",
+            "cli": True,
+        },
+    )
     # Backpressure: above the high mark reading stops until the queue drains
     # below the low mark (see EventHandler.on_write_pause / Conn.is_write_paused).
-    write_high_water: int = 256 * KIB
-    write_low_water: int = 64 * KIB
-    tcp_no_delay: bool = True
+    write_high_water: int = field(
+        default=256 * KIB,
+        metadata={
+            "help": "queued outbound bytes above which reading the connection pauses (backpressure)",
+            "cli": True,
+        },
+    )
+    write_low_water: int = field(
+        default=64 * KIB,
+        metadata={
+            "help": "queued outbound bytes at or below which reading resumes",
+            "cli": True,
+        },
+    )
+    tcp_no_delay: bool = field(
+        default=True,
+        metadata={"help": "TCP_NODELAY on TCP connections", "cli": True},
+    )
     # Keep-alive: idle seconds before probes (None = off), probe interval, count.
-    tcp_keepalive: float | None = None
-    tcp_keepalive_interval: float | None = None
-    tcp_keepalive_count: int | None = None
-    socket_recv_buffer: int | None = None
-    socket_send_buffer: int | None = None
-    reuse_addr: bool = True
-    reuse_port: bool = False
-    backlog: int = 4096
+    tcp_keepalive: float | None = field(
+        default=None,
+        metadata={
+            "help": "TCP keep-alive: idle seconds before the first probe (none = off)",
+            "cli": True,
+        },
+    )
+    tcp_keepalive_interval: float | None = field(
+        default=None,
+        metadata={
+            "help": "TCP keep-alive: seconds between probes (none = OS default)",
+            "cli": True,
+        },
+    )
+    tcp_keepalive_count: int | None = field(
+        default=None,
+        metadata={
+            "help": "TCP keep-alive: unanswered probes before the connection drops (none = OS default)",
+            "cli": True,
+        },
+    )
+    socket_recv_buffer: int | None = field(
+        default=None,
+        metadata={
+            "help": "SO_RCVBUF of listeners, inherited by accepted sockets (none = OS default)",
+            "cli": True,
+        },
+    )
+    socket_send_buffer: int | None = field(
+        default=None,
+        metadata={
+            "help": "SO_SNDBUF of listeners, inherited by accepted sockets (none = OS default)",
+            "cli": True,
+        },
+    )
+    reuse_addr: bool = field(
+        default=True,
+        metadata={"help": "SO_REUSEADDR on listeners", "cli": True},
+    )
+    reuse_port: bool = field(
+        default=False,
+        metadata={"help": "SO_REUSEPORT on listeners", "cli": True},
+    )
+    backlog: int = field(
+        default=4096,
+        metadata={
+            "help": "listen backlog (pending connections the kernel queues)",
+            "cli": True,
+        },
+    )
     # Connections edge-triggered (EPOLLET / EV_CLEAR): None picks it wherever the
     # poller supports it (epoll, kqueue; selectors is level-triggered only).
     # Listeners and wakers are always level-triggered.
-    edge_triggered: bool | None = None
+    edge_triggered: bool | None = field(
+        default=None,
+        metadata={
+            "help": "edge-triggered polling of connections (default: wherever the poller supports it)",
+            "cli": True,
+        },
+    )
     # Poller backend: "auto", "epoll", "kqueue" or "selectors".
-    poller: str = "auto"
-    ticker: bool = False
-    logger: logging.Logger | None = None
+    poller: str = field(
+        default="auto",
+        metadata={
+            "help": "poller backend",
+            "cli": True,
+            "choices": ("auto", "epoll", "kqueue", "selectors"),
+        },
+    )
+    ticker: bool = field(
+        default=False,
+        metadata={
+            "help": "call the handler's on_tick periodically (its return value sets the next delay)",
+            "cli": True,
+        },
+    )
+    logger: logging.Logger | None = field(
+        default=None,
+        metadata={"help": "where the runtime logs", "cli": False},
+    )
     # Multi-core (delegated to protogen.runtime.multicore when loops > 1 or multicore).
-    loops: int = 1
-    multicore: bool = False
-    load_balancing: str = "round_robin"
+    loops: int = field(
+        default=1,
+        metadata={
+            "help": "event loops; more than 1 runs that many worker processes",
+            "cli": True,
+        },
+    )
+    multicore: bool = field(
+        default=False,
+        metadata={"help": "one event loop (worker process) per CPU core", "cli": True},
+    )
+    load_balancing: str = field(
+        default="round_robin",
+        metadata={
+            "help": "how connections are spread over the event loops",
+            "cli": True,
+            "choices": LOAD_BALANCING,
+        },
+    )
     # Robustness.
-    max_connections: int = 0  # 0 = unlimited; at the limit accepting pauses
-    idle_timeout: float | None = None  # no bytes in or out for this long -> close
-    read_timeout: float | None = None  # a partial frame not consumed for this long
-    drain_timeout: float = 5.0  # graceful close/shutdown: max seconds to flush
-    fatal_handler_errors: bool = False  # True: a callback exception stops the engine
-    unix_mode: int | None = None  # chmod for unix socket files
+    max_connections: int = field(
+        default=0,
+        metadata={
+            "help": "connections per event loop; at the limit accepting pauses (0 = unlimited)",
+            "cli": True,
+        },
+    )
+    idle_timeout: float | None = field(
+        default=None,
+        metadata={
+            "help": "close a connection after this many seconds without bytes in or out (none = never)",
+            "cli": True,
+        },
+    )
+    read_timeout: float | None = field(
+        default=None,
+        metadata={
+            "help": "close a connection whose partial frame sits unconsumed this many seconds (none = never)",
+            "cli": True,
+        },
+    )
+    drain_timeout: float = field(
+        default=5.0,
+        metadata={
+            "help": "graceful close and shutdown: max seconds to flush queued output",
+            "cli": True,
+        },
+    )
+    fatal_handler_errors: bool = field(
+        default=False,
+        metadata={
+            "help": "an exception in a handler callback stops the server (default: only its connection closes)",
+            "cli": True,
+        },
+    )
+    unix_mode: int | None = field(
+        default=None,
+        metadata={
+            "help": "file mode of unix socket files, octal like 600 (none = umask)",
+            "cli": True,
+        },
+    )
     # Engine internals.
-    install_signal_handlers: bool = True  # only honoured in the main thread
+    install_signal_handlers: bool = field(
+        default=True,
+        metadata={
+            "help": "SIGINT/SIGTERM stop the engine gracefully (main thread only)",
+            "cli": False,
+        },
+    )
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "Options":
