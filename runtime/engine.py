@@ -24,6 +24,25 @@ from .options import Options
 from .udp import UDPListener
 
 
+class BootError(RuntimeError):
+    """`on_boot` raised: the server does not start and `run()` raises this.
+
+    A handler may raise it from `on_boot` to refuse to start (wrong options,
+    say); its message is then logged without a traceback.
+    """
+
+
+def _boot_failed(engine: "Engine", exc: Exception) -> BootError:
+    name = type(engine.handler).__qualname__
+    if isinstance(exc, BootError):
+        engine.loop.logger.error("protogen: %s refused to start: %s", name, exc)
+        return exc
+    engine.loop.logger.error(
+        "protogen: %s.on_boot raised; not serving", name, exc_info=exc
+    )
+    return BootError(f"{name}.on_boot raised {type(exc).__name__}: {exc}")
+
+
 @dataclass(frozen=True)
 class EngineStats:
     connections_opened: int
@@ -138,9 +157,11 @@ class Engine:
             self.loop.thread_id = threading.get_ident()
             try:
                 action = self.handler.on_boot(self)
-            except Exception as exc:
-                self.loop._handler_error(None, exc, "on_boot")
-                action = Action.SHUTDOWN if self.options.fatal_handler_errors else None
+            except Exception as exc:  # the server must not run half-booted
+                self.loop.fatal_error = error = _boot_failed(self, exc)
+                if error is exc:
+                    raise
+                raise error from exc
             if action == Action.SHUTDOWN or self._stop_requested:
                 self.loop.request_stop()
             if self.options.ticker:
@@ -231,4 +252,4 @@ def run(handler: EventHandler, *addrs: str, **options: Any) -> None:
     return None
 
 
-__all__ = ["Engine", "EngineStats", "run"]
+__all__ = ["BootError", "Engine", "EngineStats", "run"]

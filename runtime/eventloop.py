@@ -50,6 +50,7 @@ from .poller import (
     new_poller,
     normalize,
 )
+from .ratelog import log_protocol_error
 from .timer import TimerQueue
 
 _ERRHUP = ERROR | RAW_HANGUP
@@ -287,7 +288,7 @@ class EventLoop(InboundMixin, OutboundMixin, LifecycleMixin):
     def _handler_error(self, conn: Conn | None, exc: BaseException, where: str) -> None:
         """A callback raised: protocol errors close the conn quietly, others are logged."""
         if isinstance(exc, ProtocolError):
-            self.logger.debug("protogen: %r closed: %s", conn, exc)
+            log_protocol_error(self.logger, conn, exc)  # INFO, rate-limited
         else:
             self.logger.error("protogen: %s raised for %r", where, conn, exc_info=exc)
             if self.options.fatal_handler_errors:

@@ -115,7 +115,7 @@ class Options:
     edge_triggered: bool | None = field(
         default=None,
         metadata={
-            "help": "edge-triggered polling of connections (default: wherever the poller supports it)",
+            "help": "edge-triggered polling of connections (auto: wherever the poller can)",
             "cli": True,
         },
     )
@@ -157,6 +157,9 @@ class Options:
             "help": "how connections are spread over the event loops",
             "cli": True,
             "choices": LOAD_BALANCING,
+            "flags": ("--lb",),
+            "metavar": "POLICY",
+            "aliases": {"source_hash": "source_addr_hash"},
         },
     )
     # Robustness.
@@ -191,7 +194,7 @@ class Options:
     fatal_handler_errors: bool = field(
         default=False,
         metadata={
-            "help": "an exception in a handler callback stops the server (default: only its connection closes)",
+            "help": "a handler callback raising stops the server, not only its connection",
             "cli": True,
         },
     )
@@ -200,6 +203,7 @@ class Options:
         metadata={
             "help": "file mode of unix socket files, octal like 600 (none = umask)",
             "cli": True,
+            "unit": "mode",
         },
     )
     # Engine internals.

@@ -8,11 +8,23 @@ from typing import Sequence
 
 from ._version import __version__
 
+LOAD_HINT = "(the current directory is on the import path)"
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wider help columns: the runtime options' names are long."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
 
 def _build_parser() -> argparse.ArgumentParser:
+    from protogen.runtime.cli import add_listen_flag, add_runtime_flags
+
     parser = argparse.ArgumentParser(
         prog="protogen",
         description="Generate fast, specialized network servers from a framing DSL.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--version", action="version", version=f"protogen {__version__}"
@@ -20,50 +32,105 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    build = commands.add_parser("build", help="generate Python modules from specs")
-    build.add_argument("specs", nargs="+", metavar="SPEC")
-    build.add_argument("-o", "--output", default=".", metavar="DIR")
-    build.add_argument("--templates", metavar="DIR", help="override templates from DIR")
-    build.add_argument("--package", metavar="NAME", help="package name of the output")
+    build = commands.add_parser(
+        "build",
+        help="generate Python modules from specs",
+        description="Parse each spec and write its codec, handler, server and "
+        "client modules (NAME_codec.py, ...) into DIR.",
+        formatter_class=_HelpFormatter,
+    )
+    build.add_argument("specs", nargs="+", metavar="SPEC", help="a .proto.dsl file")
     build.add_argument(
-        "--with-tests", action="store_true", help="also emit property tests"
+        "-o",
+        "--output",
+        default=".",
+        metavar="DIR",
+        help="where to write the modules (default: the current directory)",
+    )
+    build.add_argument(
+        "--templates",
+        metavar="DIR",
+        help="take templates from DIR first, the built-in ones for the rest "
+        "(default: built-in only)",
+    )
+    build.add_argument(
+        "--package",
+        metavar="NAME",
+        help="write into DIR/NAME/ as a package, modules importing each other "
+        "relatively (default: plain modules in DIR)",
+    )
+    build.add_argument(
+        "--with-tests",
+        action="store_true",
+        help="also write hypothesis property tests of the codec (default: off)",
     )
     build.add_argument(
         "--handler-base",
         metavar="MODULE:CLASS",
-        help="base class of the generated handler",
+        help="base class of the generated handler (default: the spec's "
+        "handler_base, else protogen.runtime.EventHandler)",
     )
     build.add_argument(
         "--frame-base",
         metavar="MODULE:CLASS",
-        help="base class of the generated frames",
+        help="base class of the generated frames (default: the spec's "
+        "frame_base, else none)",
     )
 
-    check = commands.add_parser("check", help="parse and validate specs only")
-    check.add_argument("specs", nargs="+", metavar="SPEC")
+    check = commands.add_parser(
+        "check",
+        help="parse and validate specs only",
+        description="Parse and validate each spec; print `SPEC: ok` or every "
+        "problem found.",
+        formatter_class=_HelpFormatter,
+    )
+    check.add_argument("specs", nargs="+", metavar="SPEC", help="a .proto.dsl file")
 
-    serve = commands.add_parser("serve", help="build a spec into a cache and serve it")
-    serve.add_argument("spec", metavar="SPEC")
+    serve = commands.add_parser(
+        "serve",
+        help="build a spec into a cache and serve it",
+        description="Build SPEC into protogen's build cache (only when it changed) "
+        "and serve it until SIGINT/SIGTERM.",
+        usage="%(prog)s SPEC [--handler MODULE:CLASS] [--listen URL ...] "
+        "[--templates DIR] [runtime options]",
+        formatter_class=_HelpFormatter,
+    )
+    serve.add_argument("spec", metavar="SPEC", help="a .proto.dsl file")
     serve.add_argument(
-        "--handler", metavar="MODULE:CLASS", help="handler class (default: echo)"
+        "--handler",
+        metavar="MODULE:CLASS",
+        help="the EventHandler class to serve, imported " + LOAD_HINT + " "
+        "(default: the generated echo handler; required when the spec's "
+        "server decodes and encodes different frames)",
     )
-    serve.add_argument("--templates", metavar="DIR", help="override templates from DIR")
-    serve.add_argument("--listen", action="append", metavar="URL")
-    serve.add_argument("--loops", type=int, metavar="N")
     serve.add_argument(
-        "--lb",
-        choices=["round-robin", "least-connections", "source-hash", "reuseport"],
-        metavar="POLICY",
+        "--templates",
+        metavar="DIR",
+        help="take templates from DIR first (default: built-in only)",
     )
+    add_listen_flag(serve, "127.0.0.1 port 7000 on each of the spec's transports")
+    add_runtime_flags(serve)
 
-    templates = commands.add_parser("templates", help="work with the Jinja2 templates")
+    templates = commands.add_parser(
+        "templates",
+        help="work with the Jinja2 templates",
+        description="Work with the built-in Jinja2 templates.",
+    )
     template_commands = templates.add_subparsers(
         dest="templates_command", metavar="ACTION"
     )
     template_commands.required = True
-    export = template_commands.add_parser("export", help="write the default templates")
-    export.add_argument("directory", metavar="DIR")
-    export.add_argument("--force", action="store_true", help="overwrite existing files")
+    export = template_commands.add_parser(
+        "export",
+        help="write the default templates",
+        description="Write the built-in templates into DIR for editing.",
+    )
+    export.add_argument("directory", metavar="DIR", help="where to write them")
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite existing files (default: refuse)",
+    )
     return parser
 
 

@@ -43,6 +43,22 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except CommandError as error:
         print(f"protogen: error: {error}", file=sys.stderr)
         return error.status
+    except ModuleNotFoundError as error:
+        if error.name not in GENERATOR_DEPENDENCIES:
+            raise
+        print(
+            f"protogen: error: `protogen {args.command}` needs the generator, whose "
+            f"dependencies ({', '.join(GENERATOR_DEPENDENCIES)}) are not installed "
+            f"(no module named {error.name!r}); install them with: "
+            "pip install 'protogen-toolkit[generator]'",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+# What only the generator imports: a runtime-only install (the deployed server
+# of generated code) has none of them.
+GENERATOR_DEPENDENCIES = ("lark", "jinja2", "black")
 
 
 # --- shared steps ----------------------------------------------------------------
@@ -199,12 +215,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from protogen.runtime.cli import (
+        configure_logging,
+        log_level,
+        runtime_options,
+        serve_command,
+    )
+
     from .cache import ensure_built, import_built
 
     templates = getattr(args, "templates", None)
     _check_templates_dir(templates)
-    if args.loops is not None and args.loops < 1:
-        raise CommandError(f"--loops {args.loops}: must be at least 1", EXIT_USAGE)
+    try:
+        options = runtime_options(args)
+        level = log_level(args)
+    except ValueError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
     listen = _parse_listen(args.listen or [])
     spec = _load(args.spec)
     if spec is None:
@@ -227,29 +253,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = modules["server"]
     handler_class = _handler_class(args.handler, server)
     addrs = listen or list(server.DEFAULT_LISTEN)
-    options = server.runtime_options(args.loops, args.lb)
+    configure_logging(level)
     try:
         handler = handler_class()
     except Exception as error:  # the user's constructor: report, don't trace
         raise CommandError(
             f"--handler: cannot create {handler_class.__name__}(): {error}"
         ) from None
-    print(
-        f"protogen: serving {spec.name} on {' '.join(addrs)} with {handler_class.__name__}",
-        file=sys.stderr,
-        flush=True,
-    )
-    try:
-        server.serve(handler, *addrs, **options)
-    except (TypeError, ValueError) as error:  # options or addresses the runtime refused
-        raise CommandError(str(error), EXIT_USAGE) from None
-    except OSError as error:  # address in use, permission denied
-        raise CommandError(
-            f"cannot serve on {' '.join(addrs)}: {error.strerror or error}"
-        ) from None
-    except KeyboardInterrupt:
-        pass
-    return EXIT_OK
+    return serve_command("protogen", handler, addrs, options, protocol=spec.name)
 
 
 def _parse_listen(urls: list[str]) -> list[str]:
@@ -266,6 +277,8 @@ def _parse_listen(urls: list[str]) -> list[str]:
 def _handler_class(target: str | None, server: Any) -> type:
     """The --handler class, or the generated echo handler without one."""
     if target is None:
+        if server.DEFAULT_HANDLER is None:  # requests and replies differ
+            raise CommandError(server.missing_handler_message(), EXIT_USAGE)
         return server.DEFAULT_HANDLER
     try:
         return server.load_handler(target)

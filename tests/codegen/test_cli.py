@@ -426,7 +426,7 @@ def test_serve_closes_only_the_offending_connection(tmp_path: Path) -> None:
         (("--handler", "justamodule"), 2, "expected MODULE:CLASS"),
         (("--handler", "os:path"), 2, "not an EventHandler class"),
         (("--loops", "0"), 2, "--loops"),
-        (("--lb", "random"), 2, "invalid choice"),
+        (("--lb", "random"), 2, "--lb: 'random' is not one of round-robin"),
     ],
 )
 def test_serve_user_errors(
