@@ -1,6 +1,7 @@
 """What every example's `serve.py` does: build its spec into protogen's build cache
 (as `protogen serve` does: regenerated only when the spec, protogen or the templates
-change), load the example's `handler.py`, and serve it until SIGINT/SIGTERM."""
+change), load the example's `handler.py`, and serve it until SIGINT/SIGTERM, with
+every runtime option on the command line (`serve.py --help`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
+
+from protogen.runtime.cli import (
+    add_listen_flag,
+    add_runtime_flags,
+    check_listen,
+    configure_logging,
+    log_level,
+    runtime_options,
+    serve_command,
+)
 
 
 def load_example(
@@ -38,21 +49,50 @@ def load_example(
     return modules, handler
 
 
+def example_parser(
+    description: str, default_listen: Sequence[str]
+) -> argparse.ArgumentParser:
+    """`serve.py [--listen URL ...] [runtime options]`: every runtime option
+    (`--loops`, `--idle-timeout`, `--max-connections`, `--log-level`, ...) is a
+    flag, from `protogen.runtime.cli`. Add the example's own flags to it."""
+    parser = argparse.ArgumentParser(
+        prog="serve.py",
+        description=description,
+        usage="%(prog)s [--listen URL ...] [options] [runtime options]",
+    )
+    add_listen_flag(parser, default_listen)
+    add_runtime_flags(parser)
+    return parser
+
+
+def example_options(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    listen: Sequence[str] = (),
+    base: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The runtime options chosen (flags, then PROTOGEN_* variables, then
+    `base`), with --listen checked and logging set up; bad values exit 2."""
+    options = runtime_options(args, parser=parser, base=base)
+    check_listen(parser, listen)
+    try:
+        configure_logging(log_level(args))
+    except ValueError as exc:
+        parser.error(str(exc))
+    return options
+
+
 def serve_example(
     modules: dict[str, ModuleType],
     handler: Any,
-    listen: list[str],
+    listen: Sequence[str],
     **options: Any,
 ) -> int:
-    """Serve until stopped; a bind or address error is one line on stderr, exit 1."""
-    try:
-        modules["server"].serve(handler, *listen, **options)
-    except (OSError, ValueError) as exc:
-        print(f"serve.py: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        pass
-    return 0
+    """Serve until stopped; prints `serve.py: serving ...` once every listener
+    is bound; a bind error, or a handler refusing to boot, is one line on
+    stderr and exit status 1."""
+    protocol = modules["server"].__name__.rpartition(".")[2].removesuffix("_server")
+    return serve_command("serve.py", handler, listen, options, protocol=protocol)
 
 
 def loops_options(loops: int) -> dict[str, Any]:
@@ -67,25 +107,22 @@ def main_with_loops(
     description: str,
     argv: Sequence[str] | None = None,
 ) -> int:
-    """`serve.py [--listen URL ...] [--loops N]` for an example whose handler class
-    takes no arguments and whose state may live in several worker processes."""
-    parser = argparse.ArgumentParser(prog="serve.py", description=description)
-    parser.add_argument(
-        "--listen", action="append", metavar="URL", help=f"default {default_listen}"
-    )
-    parser.add_argument(
-        "--loops", type=int, default=1, metavar="N", help="event loops (processes)"
-    )
+    """`serve.py [--listen URL ...] [runtime options]` for an example whose
+    handler class takes no arguments and whose state may live in several worker
+    processes (`--loops N`)."""
+    parser = example_parser(description, [default_listen])
     args = parser.parse_args(argv)
-    if args.loops < 1:
-        parser.error("--loops must be at least 1")
+    listen = args.listen or [default_listen]
+    options = example_options(parser, args, listen)
     modules, handler = load_example(here, spec_name)
-    return serve_example(
-        modules,
-        getattr(handler, handler_class)(),
-        args.listen or [default_listen],
-        **loops_options(args.loops),
-    )
+    return serve_example(modules, getattr(handler, handler_class)(), listen, **options)
 
 
-__all__ = ["load_example", "serve_example", "loops_options", "main_with_loops"]
+__all__ = [
+    "example_options",
+    "example_parser",
+    "load_example",
+    "loops_options",
+    "main_with_loops",
+    "serve_example",
+]

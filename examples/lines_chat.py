@@ -26,7 +26,6 @@ would each hold a separate room).
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any
 
 from lines_codec import Line
@@ -35,6 +34,7 @@ from lines_handler import LinesHandler
 from protogen.errors import ProtocolError
 from protogen.runtime import Action
 from protogen.runtime.conn import ConnectionClosed
+from protogen.runtime.engine import BootError
 
 __all__ = ["ChatRoom", "NICK_RULE"]
 
@@ -54,12 +54,11 @@ class ChatRoom(LinesHandler):
 
     def on_boot(self, engine: Any) -> Action:
         if getattr(engine, "workers", 1) > 1:
-            print(
-                "chat: the room is kept in memory and needs a single event loop;"
-                " run without --loops",
-                file=sys.stderr,
+            # The server stops with this message and a non-zero exit status.
+            raise BootError(
+                "the chat room is kept in memory and needs a single event loop;"
+                " run without --loops"
             )
-            return Action.SHUTDOWN
         return Action.NONE
 
     def on_open(self, conn: Any) -> tuple[bytes | None, Action]:

@@ -10,7 +10,6 @@ One event loop: the broker's subscriptions and retained messages live in it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -18,10 +17,12 @@ from typing import Sequence
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from example_server import example_options, example_parser  # noqa: E402
 from example_server import load_example as _load  # noqa: E402
 from example_server import serve_example  # noqa: E402
 
 SPEC = "mqtt.proto.dsl"
+DEFAULT_LISTEN = "tcp://127.0.0.1:1883"
 
 
 def load_example() -> tuple[dict[str, ModuleType], ModuleType]:
@@ -30,17 +31,17 @@ def load_example() -> tuple[dict[str, ModuleType], ModuleType]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="serve.py", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--listen", action="append", metavar="URL", help="default tcp://127.0.0.1:1883"
-    )
+    parser = example_parser(__doc__.splitlines()[0], [DEFAULT_LISTEN])
     args = parser.parse_args(argv)
+    listen = args.listen or [DEFAULT_LISTEN]
+    options = example_options(parser, args, listen)
+    if options.get("loops", 1) > 1 or options.get("multicore"):
+        parser.error(
+            "the broker keeps sessions, subscriptions and retained messages in one"
+            " process: --loops and --multicore are not supported"
+        )
     modules, handler = load_example()
-    return serve_example(
-        modules, handler.MqttBroker(), args.listen or ["tcp://127.0.0.1:1883"]
-    )
+    return serve_example(modules, handler.MqttBroker(), listen, **options)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from protogen.runtime import Action, Engine, Options
+from protogen.runtime import Engine, Options
+from protogen.runtime.engine import BootError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -266,7 +267,8 @@ def test_the_room_refuses_several_event_loops(gen: Any) -> None:
     class ClusterEngine:  # what a multi-process worker's on_boot receives
         workers = 2
 
-    assert gen.lines_chat.ChatRoom().on_boot(ClusterEngine()) == Action.SHUTDOWN
+    with pytest.raises(BootError, match="single event loop"):
+        gen.lines_chat.ChatRoom().on_boot(ClusterEngine())
 
 
 # --- fixed: the sensor collector -------------------------------------------------------
