@@ -21,6 +21,7 @@ from .address import Address, bind_listener, parse_address
 from .eventloop import EventLoop
 from .handler import Action, EventHandler
 from .options import Options
+from .pool import event_loop_thread
 from .udp import UDPListener
 
 
@@ -152,6 +153,8 @@ class Engine:
     def run(self) -> None:
         """Listen, boot, serve until stopped, then shut down gracefully."""
         previous = self._install_signals()
+        loop_thread = event_loop_thread()  # pool.submit() never blocks this thread
+        loop_thread.__enter__()
         try:
             self.listen()
             self.loop.thread_id = threading.get_ident()
@@ -173,6 +176,7 @@ class Engine:
             except Exception:
                 self.loop.logger.exception("protogen: on_shutdown raised")
         finally:
+            loop_thread.__exit__()
             self._close_listeners()
             self.loop.close()
             self._restore_signals(previous)

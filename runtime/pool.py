@@ -4,19 +4,30 @@ Event-loop handlers must never block: a blocking call (a database query, a
 file read, a DNS lookup, a CPU-heavy computation in a C extension that
 releases the GIL) stalls every connection of the loop.  The pattern is to
 hand such work to a :class:`WorkerPool` and answer from the worker thread with
-``conn.async_write`` when the work is done::
+``conn.async_write`` (or a generated handler's ``send_threadsafe``) when the
+work is done::
 
     from protogen.runtime import Action, EventHandler
-    from protogen.runtime.pool import default_pool
+    from protogen.runtime.pool import PoolOverload, default_pool
 
     class Handler(EventHandler):
         def on_traffic(self, conn):
             request = bytes(conn.next(-1))       # copy: the buffer belongs to the loop
-            default_pool().submit(self.work, conn, request)
+            try:
+                default_pool().submit(self.work, conn, request)
+            except PoolOverload:                  # every worker busy, queue full
+                conn.write(b"busy")               # or close: the client retries
             return Action.NONE
 
         def work(self, conn, request):            # runs in a pool thread
             conn.async_write(lookup(request))     # thread-safe; queued to the loop
+
+Submitting from an event loop never blocks it: a task that finds every
+worker busy waits in the pool's bounded queue (``queue_size``), and when that
+is full too ``submit`` raises :class:`PoolOverload` on a loop thread, where
+another thread would wait for room.  The handler decides what overload means
+for its protocol (an error reply, closing the connection); the loop's other
+connections are never held up behind the pool.
 
 Rules of that pattern:
 
@@ -40,9 +51,11 @@ Pool semantics (as in ants):
   LIFO stack, so under light load the same few threads stay warm and the
   others exit after ``expiry`` seconds of idleness.
 * ``submit`` hands the task to an idle worker, starts a new worker while
-  fewer than ``capacity`` are alive, and otherwise blocks until a worker is
-  free - or raises :class:`PoolOverload` when the pool is ``nonblocking``
-  (or when ``max_blocking`` submitters are already waiting).
+  fewer than ``capacity`` are alive, else queues it (up to ``queue_size``
+  tasks, run in submission order as workers free up), and otherwise blocks
+  until there is room - or raises :class:`PoolOverload` when the pool is
+  ``nonblocking``, when the caller is an event-loop thread, or when
+  ``max_blocking`` submitters are already waiting.
 * An exception raised by a task goes to ``panic_handler(exc)`` (default: it
   is logged with its traceback); it never kills the worker or the pool.
 * ``running()`` counts live worker threads (busy or idle), like ants'
@@ -55,6 +68,7 @@ engine), every pool starts empty - the parent's threads do not exist there.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
@@ -68,12 +82,35 @@ __all__ = [
     "PoolOverload",
     "WorkerPool",
     "default_pool",
+    "event_loop_thread",
+    "in_event_loop_thread",
 ]
 
 logger = logging.getLogger("protogen.runtime.pool")
 
 DEFAULT_EXPIRY = 10.0
 DEFAULT_POOL_CAPACITY = 256
+DEFAULT_POOL_QUEUE = 1024  # default_pool(): tasks waiting for a busy worker
+
+# Threads that run an event loop (the engine marks them): submit() must not
+# block there, or every connection of the loop would wait for the pool.
+_thread_state = threading.local()
+
+
+class event_loop_thread:
+    """Context manager: the current thread runs an event loop meanwhile."""
+
+    def __enter__(self) -> None:
+        _thread_state.loops = getattr(_thread_state, "loops", 0) + 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        _thread_state.loops -= 1
+
+
+def in_event_loop_thread() -> bool:
+    """True on a thread running an engine's event loop."""
+    return getattr(_thread_state, "loops", 0) > 0
+
 
 PanicHandler = Callable[[BaseException], Any]
 
@@ -118,10 +155,13 @@ class WorkerPool:
         panic_handler: PanicHandler | None = None,
         *,
         max_blocking: int = 0,
+        queue_size: int = 0,
         name: str = "protogen-pool",
     ) -> None:
         if capacity < 1:
             raise ValueError(f"WorkerPool capacity must be >= 1, got {capacity}")
+        if queue_size < 0:
+            raise ValueError(f"WorkerPool queue_size must be >= 0, got {queue_size}")
         if expiry <= 0:
             raise ValueError(f"WorkerPool expiry must be > 0 seconds, got {expiry}")
         if max_blocking < 0:
@@ -132,6 +172,7 @@ class WorkerPool:
         self._expiry = float(expiry)
         self._nonblocking = nonblocking
         self._max_blocking = max_blocking
+        self._queue_size = queue_size
         self._panic_handler = panic_handler
         self._name = name
         self._reset_state()
@@ -144,6 +185,7 @@ class WorkerPool:
         # Signalled when the last worker exits (release(timeout=...)).
         self._drained = threading.Condition(self._lock)
         self._idle: list[_Worker] = []  # LIFO: top is the most recently used
+        self._queue: collections.deque[Any] = collections.deque()  # FIFO tasks
         self._workers = 0
         self._waiting = 0
         self._dismissed = 0  # told to exit, not yet gone
@@ -172,6 +214,10 @@ class WorkerPool:
         """Submitters currently blocked because every worker is busy."""
         return self._waiting
 
+    def queued(self) -> int:
+        """Tasks accepted but waiting for a worker (at most ``queue_size``)."""
+        return len(self._queue)
+
     def is_closed(self) -> bool:
         return self._closed
 
@@ -180,8 +226,11 @@ class WorkerPool:
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on a worker thread.
 
-        Blocks while ``capacity`` workers are busy (unless nonblocking, then
-        :class:`PoolOverload`).  Raises :class:`PoolClosed` after ``release``.
+        While ``capacity`` workers are busy the task waits in the queue (up to
+        ``queue_size`` tasks); past that, blocks for room - except that a
+        nonblocking pool, or a caller on an event-loop thread, gets
+        :class:`PoolOverload` at once.  Raises :class:`PoolClosed` after
+        ``release``.
         """
         task = (fn, args)
         with self._lock:
@@ -197,9 +246,18 @@ class WorkerPool:
                     self._workers += 1
                     self._spawned += 1
                     break
+                if len(self._queue) < self._queue_size:
+                    self._queue.append(task)
+                    return
                 if self._nonblocking:
                     raise PoolOverload(
                         f"all {self._capacity} workers are busy (nonblocking pool)"
+                    )
+                if in_event_loop_thread():
+                    raise PoolOverload(
+                        f"all {self._capacity} workers are busy and "
+                        f"{len(self._queue)} tasks are queued (an event loop "
+                        "must not wait for the pool)"
                     )
                 if self._max_blocking and self._waiting >= self._max_blocking:
                     raise PoolOverload(
@@ -237,7 +295,13 @@ class WorkerPool:
                 self._panic(exc)
             fn = args = None
             with self._lock:
-                if self._closed or self._workers - self._dismissed > self._capacity:
+                surplus = self._workers - self._dismissed > self._capacity
+                if self._queue and not surplus:  # the oldest queued task first
+                    task = self._queue.popleft()
+                    if self._waiting:
+                        self._available.notify()
+                    continue
+                if self._closed or surplus:
                     self._worker_exited()
                     return
                 worker.idle_since = time.monotonic()
@@ -306,7 +370,7 @@ class WorkerPool:
         worker.signal.release()
 
     def release(self, timeout: float | None = None) -> bool:
-        """Close the pool: idle workers exit, busy ones exit after their task.
+        """Close the pool: idle workers exit, busy ones once the queue is empty.
 
         Blocked and later ``submit`` calls raise :class:`PoolClosed`.  With a
         ``timeout``, wait up to that long for every worker thread to exit and
@@ -363,8 +427,9 @@ def default_pool() -> WorkerPool:
     """The process-wide shared pool (created on first use).
 
     Capacity :data:`DEFAULT_POOL_CAPACITY` threads, :data:`DEFAULT_EXPIRY`
-    seconds of idle expiry, blocking submits.  Each worker process of the
-    multi-process engine gets its own.
+    seconds of idle expiry, :data:`DEFAULT_POOL_QUEUE` queued tasks; past
+    that, submits block (or raise :class:`PoolOverload` on an event-loop
+    thread).  Each worker process of the multi-process engine gets its own.
     """
     global _default_pool
     pool = _default_pool
@@ -373,7 +438,10 @@ def default_pool() -> WorkerPool:
             pool = _default_pool
             if pool is None:
                 pool = _default_pool = WorkerPool(
-                    DEFAULT_POOL_CAPACITY, DEFAULT_EXPIRY, name="protogen-default-pool"
+                    DEFAULT_POOL_CAPACITY,
+                    DEFAULT_EXPIRY,
+                    queue_size=DEFAULT_POOL_QUEUE,
+                    name="protogen-default-pool",
                 )
     return pool
 

@@ -359,7 +359,7 @@ def test_async_write_from_pool_tasks_reaches_the_right_connection_in_order(pools
     from protogen.runtime.handler import Action, EventHandler
     from protogen.runtime.options import Options
 
-    pool = pools(4)
+    pool = pools(4, queue_size=8)  # 8 requests: 4 run, 4 wait in the queue
     replies_per_request = 200
 
     class Offloading(EventHandler):
