@@ -42,8 +42,9 @@ import re
 import sys
 import threading
 import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from .address import AddressError, parse_address
 from .engine import BootError, Engine

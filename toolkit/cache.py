@@ -22,7 +22,7 @@ from ._version import __version__
 from .models import ProtocolSpec
 
 CACHE_ENV = "PROTOGEN_CACHE_DIR"
-MODULE_KINDS = ("codec", "handler", "server", "client")
+MODULE_KINDS = ("codec", "handler", "server", "client", "aio")
 
 
 def cache_root() -> Path:

@@ -541,7 +541,8 @@ def build_context(
     by_name = {f.name: f for f in frames}
     prefix = f"{package}." if package else ""
     modules = {
-        kind: f"{spec.name}_{kind}" for kind in ("codec", "handler", "server", "client")
+        kind: f"{spec.name}_{kind}"
+        for kind in ("codec", "handler", "server", "client", "aio")
     }
     base_ref = frame_base if frame_base is not None else spec.frame_base
     base_module, _, base_class = (base_ref or "").partition(":")

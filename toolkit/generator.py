@@ -31,6 +31,7 @@ MODULE_TEMPLATES: tuple[ModuleTemplate, ...] = (
     ModuleTemplate("handler.py.j2", "{name}_handler.py", False),
     ModuleTemplate("server.py.j2", "{name}_server.py", False),
     ModuleTemplate("client.py.j2", "{name}_client.py", False),
+    ModuleTemplate("aio.py.j2", "{name}_aio.py", False),
 )
 TEST_TEMPLATES: tuple[ModuleTemplate, ...] = (
     ModuleTemplate("properties.py.j2", "test_{name}_properties.py", False),
