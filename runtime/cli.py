@@ -304,8 +304,10 @@ def add_runtime_flags(
         "--log-level",
         type=str.lower,
         choices=LOG_LEVELS,
+        metavar="LEVEL",
         default=argparse.SUPPRESS,
-        help=f"log level (default: {DEFAULT_LOG_LEVEL}) [env {ENV_PREFIX}LOG_LEVEL]",
+        help=f"log level; one of {', '.join(LOG_LEVELS)} (default: "
+        f"{DEFAULT_LOG_LEVEL}) [env {ENV_PREFIX}LOG_LEVEL]",
     )
     skipped = set(skip)
     shown = dict(defaults or {})
@@ -441,8 +443,9 @@ def serve(
 ) -> None:
     """`protogen.runtime.run`, with `announce(urls)` once every listener is bound.
 
-    `announce` gets the real URLs (port 0 resolved) and runs before any
-    connection is served; a bind error raises before it is called.
+    `announce` gets the real URLs (port 0 resolved), from a helper thread:
+    with one loop once `on_boot` returned, with several once the workers are
+    started. A bind error or a failed boot raises and announces nothing.
     """
     opts = options if isinstance(options, Options) else Options.from_kwargs(**options)
     if not urls:
@@ -464,9 +467,18 @@ def serve(
         server.run()
         return
     engine = Engine(handler, list(urls), opts)
-    engine.listen()
+    engine.listen()  # a bind error raises here, before any announcement
     if announce is not None:
-        announce(engine.urls)
+        # After on_boot too: `started` is set once it returned, and a failed
+        # boot sets `fatal_error` before that.
+        def announce_when_booted() -> None:
+            engine.wait_started()
+            if engine.loop.fatal_error is None and not engine.stopped.is_set():
+                announce(engine.urls)
+
+        threading.Thread(
+            target=announce_when_booted, name="protogen-announce", daemon=True
+        ).start()
     engine.run()
 
 
