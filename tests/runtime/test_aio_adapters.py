@@ -221,3 +221,31 @@ def test_the_async_client_talks_to_a_protogen_runtime_server(
 def test_udp_urls_are_refused_with_a_clear_error(echo: dict[str, ModuleType]) -> None:
     with pytest.raises(ValueError, match="streams"):
         run(asyncio.new_event_loop, echo["aio"].connect("udp://127.0.0.1:9")._open())
+
+
+def test_a_half_closed_peer_gets_every_reply_then_the_close(
+    echo: dict[str, ModuleType], loop_factory: Callable[[], Any]
+) -> None:
+    """Requests and FIN together, with a coroutine callback still running when
+    the FIN arrives: every reply is written, then the connection closes."""
+    aio, Message = echo["aio"], echo["codec"].Message
+
+    class Slow(aio.EchoProtocol):  # type: ignore[name-defined, misc]
+        async def on_message(self, frame: Any) -> None:
+            await asyncio.sleep(0.01)
+            self.send(Message(payload=bytes(frame.payload)))
+
+    async def main() -> bytes:
+        server = await aio.start_server(Slow, "tcp://127.0.0.1:0")
+        async with server:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port_of(server)
+            )
+            writer.write(b"".join(Message(payload=b"%d" % n).encode() for n in range(5)))
+            writer.write_eof()
+            data = await reader.read()  # until the server closes
+            writer.close()
+            return data
+
+    expected = b"".join(Message(payload=b"%d" % n).encode() for n in range(5))
+    assert run(loop_factory, main()) == expected
