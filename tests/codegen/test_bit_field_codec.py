@@ -251,6 +251,7 @@ def test_generated_modules_are_black_clean_and_deterministic() -> None:
         "bitwise_handler.py",
         "bitwise_server.py",
         "bitwise_client.py",
+        "bitwise_aio.py",
         "test_bitwise_properties.py",
     }
     for name, source in first.items():

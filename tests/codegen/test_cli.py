@@ -22,7 +22,7 @@ from protogen.render import default_template_names
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 ECHO = EXAMPLES / "echo.proto.dsl"
-MODULES = ("codec", "handler", "server", "client")
+MODULES = ("codec", "handler", "server", "client", "aio")
 
 BAD_SPEC = """protocol broken
 transport tcp

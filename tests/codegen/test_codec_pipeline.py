@@ -58,6 +58,7 @@ def test_output_names_and_optional_templates():
         "echo_handler.py",
         "echo_server.py",
         "echo_client.py",
+        "echo_aio.py",
         "test_echo_properties.py",
     ]
     outputs = generate(ECHO)
