@@ -35,8 +35,8 @@ def _build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser(
         "build",
         help="generate Python modules from specs",
-        description="Parse each spec and write its codec, handler, server and "
-        "client modules (NAME_codec.py, ...) into DIR.",
+        description="Parse each spec and write its codec, handler, server, client "
+        "and asyncio modules (NAME_codec.py, ...) into DIR.",
         formatter_class=_HelpFormatter,
     )
     build.add_argument("specs", nargs="+", metavar="SPEC", help="a .proto.dsl file")
