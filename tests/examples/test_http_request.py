@@ -174,9 +174,7 @@ LINES = st.sampled_from(
 @settings(max_examples=400, deadline=None)
 @given(
     LINES,
-    st.lists(
-        st.tuples(NAMES, st.sampled_from([b":", b" :", b""]), VALUES), max_size=5
-    ),
+    st.lists(st.tuples(NAMES, st.sampled_from([b":", b" :", b""]), VALUES), max_size=5),
 )
 def test_common_and_full_paths_agree(
     line: bytes, fields: list[tuple[bytes, bytes, bytes]]
@@ -236,7 +234,9 @@ def _cost(head: bytes, parse: Callable[[bytes], object]) -> float:
 
 
 ADVERSARIAL = {
-    "many-short-lines": lambda n: b"GET / HTTP/1.1" + b"\r\na:" * (n // 4) + b"\r\n\x00",
+    "many-short-lines": lambda n: b"GET / HTTP/1.1"
+    + b"\r\na:" * (n // 4)
+    + b"\r\n\x00",
     "long-value-then-nul": lambda n: b"GET / HTTP/1.1\r\nHost: a\r\nX: "
     + b"v" * n
     + b"\x00",
@@ -253,9 +253,13 @@ ADVERSARIAL = {
 
 @pytest.mark.parametrize("name", list(ADVERSARIAL))
 def test_adversarial_heads_cost_linear_time(name: str) -> None:
+    """Linear: 4x; quadratic: 16x. The best of three ratios, so that a noisy
+    neighbour on the machine does not fail a linear parser."""
     small, large = (ADVERSARIAL[name](size) for size in (16 * 1024, 64 * 1024))
     for parse in (parse_head, request._parse_any_head):
-        ratio = _cost(large, parse) / max(_cost(small, parse), 1e-7)
+        ratio = min(
+            _cost(large, parse) / max(_cost(small, parse), 1e-7) for _ in range(3)
+        )
         assert ratio < 6, f"{name}: 4x the size cost {ratio:.1f}x the time"
 
 
@@ -269,7 +273,9 @@ def test_unfinished_heads_cost_linear_time() -> None:
             pending.update(memoryview(buffered))
         return time.perf_counter() - start
 
-    ratio = min(trickle(64 * 1024) for _ in range(3)) / min(
-        trickle(16 * 1024) for _ in range(3)
+    ratio = min(
+        min(trickle(64 * 1024) for _ in range(3))
+        / min(trickle(16 * 1024) for _ in range(3))
+        for _ in range(2)
     )
     assert ratio < 6, f"4x the bytes cost {ratio:.1f}x the time"
