@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: test demo bench fmt fuzz soak clean venv
+.PHONY: test demo bench attack fmt fuzz soak clean venv
 
 venv: $(STAMP)
 
@@ -39,6 +39,12 @@ fuzz: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+
+# Hostile clients (slowloris, never-reading, data+FIN, oversize+burst) against
+# every example server, a bounded time each (about 3 minutes in all); prints a
+# table per server. ATTACK_ARGS="--check" exits non-zero when a goal is missed.
+attack: $(STAMP)
+	$(BIN)/python bench/attack.py $(ATTACK_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/python -m black toolkit runtime tests examples bench

@@ -3,32 +3,45 @@
 The generated decode loop (from `http.proto.dsl`) cuts the byte stream into
 `HttpRequest(head, body)` frames: composite framing, the head ended by an empty
 line, the body sized by Content-Length, max_frame enforced before buffering.
-This module only interprets heads and answers:
+`request.py` decides what a head means and whether it is acceptable; this
+module answers:
 
     GET  /plaintext  200 "Hello, World!" (TechEmpower style: Server, Date,
-                     Content-Type, Content-Length)
+                     Content-Type, Content-Length); HEAD: the same head, no body
     POST /echo       200 with the request body
     anything else    404 (405 for a known path with another method)
 
 Keep-alive and pipelining: every request parsed from one read is answered in
 request order, and all the answers go out in one write. `Connection: close`,
 or HTTP/1.0 without `Connection: keep-alive`, closes after the answer; requests
-pipelined behind it are ignored. A malformed head gets `400 Bad Request` and an
-oversize head or body `413 Content Too Large`, then the connection closes;
-other connections are unaffected.
+pipelined behind it are ignored. A refused head gets its status (400, 414, 417,
+431, 501) with the reason as a text body, an oversize body 413, then the
+connection closes; other connections are unaffected.
 
-The plaintext answer is preformatted: its bytes are rebuilt once a second,
+A request whose body has not all arrived is looked at as soon as its head is
+complete: a bad head is refused at once, and a client that sent
+`Expect: 100-continue` gets `100 Continue` (or, for a request that will not be
+accepted, the final answer). An unfinished head is watched too, so a client
+ending lines with a bare LF is refused instead of waiting forever.
+
+Every request is parsed: no answer depends on having seen the same bytes before.
+The plaintext answers are preformatted: their bytes are rebuilt once a second,
 when the Date changes, never per request.
 """
 
 from __future__ import annotations
 
-import re
 from email.utils import formatdate
 from typing import Any
 
 from http_codec import HttpRequest
 from http_handler import HttpHandler
+from request import (  # beside this file (serve.py puts it on sys.path)
+    MAX_REQUEST_LINE,
+    HeadError,
+    PendingRequest,
+    parse_head,
+)
 
 from protogen.errors import FrameTooLarge, ProtocolError
 from protogen.runtime import Action
@@ -38,43 +51,51 @@ __all__ = ["HttpExampleHandler", "PLAINTEXT_BODY", "SERVER_NAME"]
 SERVER_NAME = b"protogen"
 PLAINTEXT_BODY = b"Hello, World!"
 
-# A header section (the head after the request line) is well-formed when every
-# line is `token ":" value` with no bare CR or LF (RFC 9110 token characters;
-# whitespace before the colon and obsolete line folding are rejected, as RFC 9112
-# asks of servers).
-_FIELD_LINES = re.compile(
-    rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*)*"
-)
-_METHOD = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_CONNECTION = re.compile(rb"(?:^|\n)connection[ \t]*:([^\r\n]*)")
-_TRANSFER_ENCODING = re.compile(rb"(?:^|\n)transfer-encoding[ \t]*:")
-_HTTP_10, _HTTP_11 = b"HTTP/1.0", b"HTTP/1.1"
-# How many distinct plaintext heads the fast path remembers (clients repeat theirs).
-MAX_KNOWN_HEADS = 256
+REASONS = {
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    417: b"Expectation Failed",
+    431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
+}
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def _status(code: int, reason: bytes, *headers: bytes, body: bytes = b"") -> bytes:
+def _status(code: int, *headers: bytes, body: bytes = b"") -> bytes:
     """A full answer that never changes (no Date: error pages need none)."""
-    lines = [b"HTTP/1.1 %d %s" % (code, reason), b"Server: " + SERVER_NAME]
+    lines = [b"HTTP/1.1 %d %s" % (code, REASONS[code]), b"Server: " + SERVER_NAME]
     lines += headers
     lines.append(b"Content-Length: %d" % len(body))
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-BAD_REQUEST = _status(400, b"Bad Request", b"Connection: close")
-TOO_LARGE = _status(413, b"Content Too Large", b"Connection: close")
-NOT_IMPLEMENTED = _status(501, b"Not Implemented", b"Connection: close")
+def refusal(error: HeadError) -> bytes:
+    """The answer to a refused request: its status, the reason as text, close."""
+    return _status(
+        error.status,
+        b"Connection: close",
+        b"Content-Type: text/plain",
+        body=error.reason.encode() + b"\n",
+    )
+
+
 # Answers by keep-alive: [close, keep].
 NOT_FOUND = (
-    _status(404, b"Not Found", b"Connection: close"),
-    _status(404, b"Not Found"),
+    _status(404, b"Connection: close"),
+    _status(404),
 )
 NOT_ALLOWED = {
     path: (
-        _status(405, b"Method Not Allowed", allow, b"Connection: close"),
-        _status(405, b"Method Not Allowed", allow),
+        _status(405, allow, b"Connection: close"),
+        _status(405, allow),
     )
-    for path, allow in ((b"/plaintext", b"Allow: GET"), (b"/echo", b"Allow: POST"))
+    for path, allow in (
+        (b"/plaintext", b"Allow: GET, HEAD"),
+        (b"/echo", b"Allow: POST"),
+    )
 }
 
 
@@ -88,9 +109,8 @@ class HttpExampleHandler(HttpHandler):
         # Set by a request that ends the connection: later pipelined ones are ignored.
         self._closing = False
         self._loop: Any = None
-        # Heads (exact bytes) known to mean "GET /plaintext, keep-alive, no body":
-        # the memo of on_traffic's fast path, bounded by MAX_KNOWN_HEADS.
-        self._known_plaintext: set[bytes] = set()
+        # Connections whose first buffered request is unfinished (head or body).
+        self._pending: dict[Any, PendingRequest] = {}
         self._refresh_date()
 
     # -- the Date header, refreshed once a second ------------------------------------
@@ -106,9 +126,14 @@ class HttpExampleHandler(HttpHandler):
             + b"\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
             % len(PLAINTEXT_BODY)
         )
-        self._plaintext = head + b"\r\n" + PLAINTEXT_BODY
-        self._plaintext_close = head + b"Connection: close\r\n\r\n" + PLAINTEXT_BODY
-        self._plaintext_keep = head + b"Connection: keep-alive\r\n\r\n" + PLAINTEXT_BODY
+        # By keep-alive mode: close, HTTP/1.1 keep-alive, HTTP/1.0 keep-alive.
+        heads = (
+            head + b"Connection: close\r\n\r\n",
+            head + b"\r\n",
+            head + b"Connection: keep-alive\r\n\r\n",
+        )
+        self._plaintext_heads = heads  # answers to HEAD
+        self._plaintext = tuple(h + PLAINTEXT_BODY for h in heads)  # to GET
 
     def _date_timer(self) -> None:
         self._refresh_date()
@@ -122,37 +147,12 @@ class HttpExampleHandler(HttpHandler):
 
     # -- the decode loop's wrapper: one write per read -----------------------------------
 
-    def on_traffic(self, conn: Any) -> Action:
+    def on_traffic(self, conn: Any) -> Action | None:
         out = self._out
-        known = self._known_plaintext
-        if known:
-            # Fast path for pipelined plaintext: answer the leading requests whose
-            # head is byte-for-byte one already parsed into "plaintext, keep-alive"
-            # (so no body, no Connection: close); the first other one, and all
-            # after it, go through the generated decode loop below.
-            raw = conn.peek().tobytes()
-            heads = raw.split(b"\r\n\r\n")
-            tail = heads.pop()  # after the last delimiter: not a complete head
-            if heads and heads[0] in known:
-                if heads.count(heads[0]) == len(heads):  # one request, repeated
-                    count, pos = len(heads), len(raw) - len(tail)
-                else:
-                    count = pos = 0
-                    for head in heads:
-                        if head not in known:
-                            break
-                        count += 1
-                        pos += len(head) + 4
-                conn.discard(pos)
-                # The generated loop's decoder may hold scan progress for a head
-                # consumed here: let it start afresh.
-                self.reset_decoder(conn)
-                if pos == len(raw):
-                    conn.write(self._plaintext * count)
-                    return Action.NONE
-                out.append(self._plaintext * count)
         try:
             action = super().on_traffic(conn)
+            if not self._closing and not action and conn.inbound_buffered():
+                self._watch_unfinished(conn)
         except BaseException:  # a bug: the runtime closes this conn; keep others clean
             out.clear()
             self._closing = False
@@ -162,113 +162,114 @@ class HttpExampleHandler(HttpHandler):
             out.clear()
         if self._closing:
             self._closing = False
+            self._pending.pop(conn, None)
             return Action.CLOSE
         return action
 
+    def on_close(self, conn: Any, err: BaseException | None) -> Action:
+        self._pending.pop(conn, None)
+        return super().on_close(conn, err)
+
     def on_protocol_error(self, conn: Any, err: ProtocolError) -> Action:
-        """A head or body over max_frame -> 413; a bad Content-Length -> 400. Then close."""
+        """Framing refused by the decoder: a head over max_frame (431, or 414 for
+        its request line), a body over it (413), a bad Content-Length (400)."""
         if not self._closing:
-            self._out.append(
-                TOO_LARGE if isinstance(err, FrameTooLarge) else BAD_REQUEST
-            )
+            if isinstance(err, FrameTooLarge):
+                self._out.append(self._too_large(conn))
+            else:
+                self._out.append(
+                    refusal(HeadError(400, "invalid or conflicting Content-Length"))
+                )
         self._closing = False
+        self._pending.pop(conn, None)
         return Action.CLOSE
+
+    def _too_large(self, conn: Any) -> bytes:
+        start = bytes(conn.peek()[: self.max_frame + 4])
+        if b"\r\n\r\n" in start:
+            return refusal(HeadError(413, f"the body is over {self.max_frame} bytes"))
+        if b"\r\n" not in start[: MAX_REQUEST_LINE + 2]:
+            return refusal(HeadError(414, "the request line is longer than 8 KiB"))
+        return refusal(HeadError(431, f"the head is over {self.max_frame} bytes"))
+
+    def _watch_unfinished(self, conn: Any) -> None:
+        """The front request is unfinished: refuse a head already known bad, and
+        answer `Expect: 100-continue` once the head is complete."""
+        pending = self._pending.get(conn)
+        if pending is None:
+            pending = self._pending[conn] = PendingRequest()
+        elif pending.head is not None:
+            return  # judged when its head arrived; the body is coming
+        error = pending.update(conn.peek())
+        if error is not None:
+            self._fail(refusal(error))
+        elif pending.head is not None:
+            try:
+                request = parse_head(pending.head)
+            except HeadError as refused:
+                self._fail(refusal(refused))
+                return
+            method, target, http11, _, expect_continue = request
+            if not expect_continue:
+                return
+            if method == b"POST" and target.partition(b"?")[0] == b"/echo":
+                self._out.append(CONTINUE)
+            else:
+                # Refused or bodiless anyway: answer now, without the body
+                # (RFC 9110 section 10.1.1), and close rather than read it.
+                self._respond(method, target, http11, False, b"")
 
     # -- one request --------------------------------------------------------------------
 
     def on_http_request(self, conn: Any, frame: HttpRequest) -> None:
         if self._closing:
             return
-        head = frame.head
-        line_end = head.find(b"\r\n")
-        if line_end < 0:
-            request_line, fields = head, b""
-        else:
-            request_line, fields = head[:line_end], head[line_end + 2 :]
-        parts = request_line.split(b" ")
-        if (
-            len(parts) != 3
-            or (fields and _FIELD_LINES.fullmatch(fields) is None)
-            or _METHOD.fullmatch(parts[0]) is None
-            or not parts[1]
-        ):
-            self._fail(BAD_REQUEST)
+        if self._pending:
+            self._pending.pop(conn, None)
+        try:
+            method, target, http11, keep_alive, _ = parse_head(frame.head)
+        except HeadError as refused:
+            self._fail(refusal(refused))
             return
-        method, target, version = parts
-        keep_alive = version == _HTTP_11
-        if not keep_alive and version != _HTTP_10:
-            self._fail(BAD_REQUEST)
-            return
-        lowered = b""
-        if fields:
-            lowered = fields.lower()
-            if b"connection" in lowered:
-                match = _CONNECTION.search(lowered)
-                if match is not None:
-                    tokens = [t.strip() for t in match.group(1).split(b",")]
-                    if b"close" in tokens:
-                        keep_alive = False
-                    elif b"keep-alive" in tokens:
-                        keep_alive = True
-            if b"transfer-encoding" in lowered and _TRANSFER_ENCODING.search(lowered):
-                self._fail(NOT_IMPLEMENTED)  # chunked bodies are not framed by the spec
-                return
-        if target == b"/plaintext" and method == b"GET":
-            if not keep_alive:
-                self._out.append(self._plaintext_close)
-                self._closing = True
-            elif version == _HTTP_10:  # keep-alive only because the client asked
-                self._out.append(self._plaintext_keep)
-            else:
-                self._out.append(self._plaintext)
-                known = self._known_plaintext
-                if len(known) < MAX_KNOWN_HEADS and b"content-length" not in lowered:
-                    known.add(head)  # the fast path may answer this head from now on
-            return
-        self._route(method, target.partition(b"?")[0], version, keep_alive, frame.body)
+        self._respond(method, target, http11, keep_alive, frame.body)
 
-    def _route(
-        self, method: bytes, path: bytes, version: bytes, keep_alive: bool, body: bytes
+    def _respond(
+        self,
+        method: bytes,
+        target: bytes,
+        http11: bool,
+        keep_alive: bool,
+        body: bytes,
     ) -> None:
-        """Everything but the plaintext fast path."""
-        if path == b"/echo" and method == b"POST":
-            self._out.append(self._answer(b"200 OK", body, version, keep_alive))
-        elif path == b"/plaintext" and method == b"GET":
-            self._out.append(
-                self._answer(
-                    b"200 OK", PLAINTEXT_BODY, version, keep_alive, b"text/plain"
-                )
-            )
+        path = target if target == b"/plaintext" else target.partition(b"?")[0]
+        if path == b"/plaintext" and (method == b"GET" or method == b"HEAD"):
+            mode = (1 if http11 else 2) if keep_alive else 0
+            if method == b"GET":
+                self._out.append(self._plaintext[mode])
+            else:
+                self._out.append(self._plaintext_heads[mode])
+        elif path == b"/echo" and method == b"POST":
+            self._out.append(self._answer(body, http11, keep_alive))
         else:
             self._out.append(NOT_ALLOWED.get(path, NOT_FOUND)[keep_alive])
         if not keep_alive:
             self._closing = True
 
-    def _answer(
-        self,
-        status: bytes,
-        body: bytes,
-        version: bytes,
-        keep_alive: bool,
-        content_type: bytes = b"application/octet-stream",
-    ) -> bytes:
+    def _answer(self, body: bytes, http11: bool, keep_alive: bool) -> bytes:
         if not keep_alive:
             connection = b"Connection: close\r\n"
-        elif version == _HTTP_10:
+        elif not http11:
             connection = b"Connection: keep-alive\r\n"
         else:
             connection = b""
         return b"".join(
             (
-                b"HTTP/1.1 ",
-                status,
-                b"\r\nServer: ",
+                b"HTTP/1.1 200 OK\r\nServer: ",
                 SERVER_NAME,
                 b"\r\nDate: ",
                 self.date,
-                b"\r\nContent-Type: ",
-                content_type,
-                b"\r\nContent-Length: %d\r\n" % len(body),
+                b"\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n"
+                % len(body),
                 connection,
                 b"\r\n",
                 body,

@@ -11,26 +11,65 @@ Protocol behaviour (memcached's):
 - an opcode the enum does not know (`dispatch on opcode allow_unknown`) reaches
   `on_unknown_opcode`: an UNKNOWN_COMMAND response, and the connection goes on;
   a bad magic byte closes that connection only;
-- QUIT answers then closes, QUITQ closes; packets pipelined after them are ignored.
+- QUIT answers then closes, QUITQ closes; packets pipelined after them are ignored;
+- a packet whose value is over the item size limit (`-I`) is answered E2BIG
+  ("Too large.", EINVAL for a command that takes no value) and its bytes are
+  skipped as they arrive, never buffered: the connection goes on;
+- the store keeps within its memory limit (`-m`) by evicting the least recently
+  used items, and a timer reclaims expired items nobody reads (`store.py`).
+
+The store lives in the process that serves it: with several worker processes
+each would hold its own, and a key stored through one would be a miss on the
+others. So serving it from more than one process is refused (`serve.py
+--loops`, and here in on_boot for any other launcher).
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import sys
 import time
 from typing import Any
 
-from memcached_codec import Request, Response
+from memcached_codec import Opcode, Request, Response
 from memcached_handler import MemcachedHandler
 
+from protogen.errors import FrameTooLarge, ProtocolError
 from protogen.runtime import Action
-from store import Item, Status, Store  # beside this file (serve.py puts it on sys.path)
+from store import (  # beside this file (serve.py puts it on sys.path)
+    DEFAULT_ITEM_SIZE_MAX,
+    DEFAULT_MEMORY_LIMIT,
+    Item,
+    Status,
+    Store,
+)
 
 __all__ = ["MemcachedExampleHandler", "VERSION"]
 
 VERSION = b"1.6.0-protogen"
 MAX_KEY = 250
+MAX_EXTRAS = 255  # extras_length is one byte
+HEADER_SIZE = 24
+RECLAIM_EVERY = 1.0  # seconds between two store.reclaim() calls
+
+_HEADER = struct.Struct(">BBHBBHIIQ")
+# Commands that carry a value: over the item size limit they are E2BIG.
+_WITH_VALUE = frozenset(
+    opcode.value
+    for opcode in (
+        Opcode.set,
+        Opcode.add,
+        Opcode.replace,
+        Opcode.append,
+        Opcode.prepend,
+        Opcode.setq,
+        Opcode.addq,
+        Opcode.replaceq,
+        Opcode.appendq,
+        Opcode.prependq,
+    )
+)
 
 _FLAGS = struct.Struct(">I")
 _STORAGE_EXTRAS = struct.Struct(">II")  # flags, expiration
@@ -52,9 +91,23 @@ _MESSAGES = {
 class MemcachedExampleHandler(MemcachedHandler):
     """memcached over the binary protocol, in memory. See the module docstring."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        item_size_max: int = DEFAULT_ITEM_SIZE_MAX,
+        **kwargs: Any,
+    ) -> None:
+        # A packet with a value at the item size limit, and the largest key and
+        # extras, is the largest frame decoded; a longer one is skipped (E2BIG).
+        kwargs.setdefault(
+            "max_frame", HEADER_SIZE + MAX_EXTRAS + MAX_KEY + item_size_max
+        )
         super().__init__(*args, **kwargs)
-        self.store = Store()
+        self.store = Store(memory_limit, item_size_max)
+        # Connections skipping an oversize packet: bytes still to skip.
+        self._skipping: dict[Any, int] = {}
+        self._loop: Any = None
         self.started = time.time()
         self.stats = dict.fromkeys(
             (
@@ -69,6 +122,28 @@ class MemcachedExampleHandler(MemcachedHandler):
         )
         self.connections = 0
 
+    # -- the process ----------------------------------------------------------------------
+
+    def on_boot(self, engine: Any) -> Action:
+        workers = getattr(engine, "workers", 1)
+        if workers > 1:
+            print(
+                f"memcached example: refusing to run in {workers} worker processes: "
+                "each would hold its own cache, and keys stored through one would be "
+                "misses on the others; serve it with one event loop",
+                file=sys.stderr,
+            )
+            engine.stop()
+            return Action.SHUTDOWN
+        self._loop = engine.loop
+        self._loop.call_later(RECLAIM_EVERY, self._reclaim)
+        return super().on_boot(engine)
+
+    def _reclaim(self) -> None:
+        """Drop expired items nobody reads (bounded work), then re-arm."""
+        self.store.reclaim()
+        self._loop.call_later(RECLAIM_EVERY, self._reclaim)
+
     # -- connections ----------------------------------------------------------------------
 
     def on_open(self, conn: Any) -> tuple[bytes | None, Action]:
@@ -78,7 +153,41 @@ class MemcachedExampleHandler(MemcachedHandler):
 
     def on_close(self, conn: Any, err: BaseException | None) -> Action:
         self.connections -= 1
+        self._skipping.pop(conn, None)
         return super().on_close(conn, err)
+
+    # -- oversize packets: answered, then skipped ---------------------------------------
+
+    def on_traffic(self, conn: Any) -> Action | None:
+        skipping = self._skipping
+        while True:
+            if skipping and conn in skipping:
+                left = skipping[conn]
+                skipped = conn.discard(left)
+                if skipped < left:
+                    skipping[conn] = left - skipped
+                    return None
+                del skipping[conn]
+            action = super().on_traffic(conn)
+            # on_protocol_error began a skip: go on with what follows it, if here.
+            if action or not skipping or conn not in skipping:
+                return action
+            if not conn.inbound_buffered():
+                return None
+
+    def on_protocol_error(self, conn: Any, err: ProtocolError) -> Action:
+        """A packet over max_frame: answer it from its header and skip its body.
+        Anything else (bad magic, inconsistent lengths) closes the connection."""
+        if not isinstance(err, FrameTooLarge):
+            return super().on_protocol_error(conn, err)
+        # The generated loop consumed the packets before this one: its header is first.
+        _, opcode, _, _, _, _, total_body, opaque, _ = _HEADER.unpack(
+            conn.peek()[:HEADER_SIZE]
+        )
+        status = Status.E2BIG if opcode in _WITH_VALUE else Status.EINVAL
+        self._error(conn, opcode, opaque, status)
+        self._skipping[conn] = HEADER_SIZE + total_body
+        return Action.NONE
 
     # -- replies -----------------------------------------------------------------------------
 
@@ -371,7 +480,10 @@ class MemcachedExampleHandler(MemcachedHandler):
             "curr_connections": self.connections,
             "curr_items": len(self.store),
             "total_items": self.store.total_items,
-            "bytes": self.store.bytes_used(),
+            "bytes": self.store.bytes_used,
+            "limit_maxbytes": self.store.memory_limit,
+            "evictions": self.store.evictions,
+            "reclaimed": self.store.reclaimed,
             **self.stats,
         }
         for name, value in stats.items():

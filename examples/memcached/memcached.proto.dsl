@@ -6,7 +6,7 @@
 # Reference: https://github.com/memcached/memcached/wiki/BinaryProtocolRevamped
 protocol memcached
 transport tcp
-max_frame 2 MiB                 # the 1 MiB item limit plus key and extras, with room
+max_frame 2 MiB                 # a default: the handler derives its own from the item size limit (-I)
 server decodes Request encodes Response
 
 enum Opcode : u8 {

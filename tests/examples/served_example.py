@@ -27,14 +27,20 @@ def free_port() -> int:
 
 
 class ExampleServer:
-    """`python examples/<name>/serve.py --listen tcp://127.0.0.1:PORT`."""
+    """`python examples/<name>/serve.py --listen tcp://127.0.0.1:PORT [ARGS...]`."""
 
-    def __init__(self, name: str, cache_dir: Path) -> None:
+    def __init__(self, name: str, cache_dir: Path, *args: str) -> None:
         self.port = free_port()
         self.url = f"tcp://127.0.0.1:{self.port}"
         env = dict(os.environ, PROTOGEN_CACHE_DIR=str(cache_dir), PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / name / "serve.py"), "--listen", self.url],
+            [
+                sys.executable,
+                str(EXAMPLES / name / "serve.py"),
+                "--listen",
+                self.url,
+                *args,
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -226,30 +226,64 @@ def test_http_10_closes_unless_keep_alive(server: ExampleServer) -> None:
         assert [r.body for r in responses] == [PLAINTEXT] * 2
 
 
-@pytest.mark.parametrize(
-    "head",
-    [
-        b"GARBAGE\r\n\r\n",
-        b"GET /plaintext\r\nHost: x\r\n\r\n",
-        b"GET /plaintext HTTP/2.0\r\n\r\n",
-        b"GET /plaintext HTTP/1.1\r\nno colon here\r\n\r\n",
+MALFORMED = {
+    # name: (head, words the 400's reason must contain)
+    "garbage": (b"GARBAGE\r\n\r\n", "request line"),
+    "no-version": (b"GET /plaintext\r\nHost: x\r\n\r\n", "request line"),
+    "bad-version": (b"GET /plaintext HTTP/2.0\r\n\r\n", "request line"),
+    "no-colon": (b"GET /plaintext HTTP/1.1\r\nno colon here\r\n\r\n", "colon"),
+    "space-before-colon": (
         b"GET /plaintext HTTP/1.1\r\nHost : x\r\n\r\n",
-        b"GET /plaintext HTTP/1.1\r\n folded: header\r\n\r\n",
-        b"POST /echo HTTP/1.1\r\nContent-Length: ten\r\n\r\n",
-        b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-    ],
-    ids=[
-        "garbage",
-        "no-version",
-        "bad-version",
-        "no-colon",
-        "space-before-colon",
-        "folded",
-        "bad-length",
-        "conflicting-lengths",
-    ],
-)
-def test_malformed_head_gets_400_then_close(server: ExampleServer, head: bytes) -> None:
+        "whitespace before the colon",
+    ),
+    "folded": (b"GET /plaintext HTTP/1.1\r\n folded: header\r\n\r\n", "folding"),
+    "bad-length": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n",
+        "Content-Length",
+    ),
+    "conflicting-lengths": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        b"Content-Length: 4\r\n\r\nabcd",
+        "Content-Length",
+    ),
+    # Smuggling (RFC 9112 section 6.3): two framings that could disagree.
+    "duplicate-lengths": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        b"Content-Length: 3\r\n\r\nabc",
+        "more than one Content-Length",
+    ),
+    "transfer-encoding-and-length": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Length: 4\r\n\r\nabcd",
+        "both Content-Length and Transfer-Encoding",
+    ),
+    # Host (RFC 9112 section 3.2).
+    "missing-host": (b"GET /plaintext HTTP/1.1\r\nX-A: 1\r\n\r\n", "needs a Host"),
+    "duplicate-host": (
+        b"GET /plaintext HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+        "more than one Host",
+    ),
+    "bad-host": (b"GET /plaintext HTTP/1.1\r\nHost: a b/c\r\n\r\n", "host[:port]"),
+    # Field values: no NUL, no other control characters (RFC 9110 section 5.5).
+    "nul-in-value": (
+        b"GET /plaintext HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+        "forbidden character 0x00",
+    ),
+    "control-in-value": (
+        b"GET /plaintext HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n",
+        "forbidden character 0x01",
+    ),
+    "del-in-value": (
+        b"GET /plaintext HTTP/1.1\r\nHost: x\r\nX-A: \x7f\r\n\r\n",
+        "forbidden character 0x7f",
+    ),
+    "bare-cr": (b"GET /plaintext HTTP/1.1\r\nHost: x\rX-A: y\r\n\r\n", "CR"),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_head_gets_400_then_close(server: ExampleServer, name: str) -> None:
+    head, reason = MALFORMED[name]
     with server.connect() as bystander:
         bystander.sendall(request("GET", "/plaintext"))
         assert read_responses(bystander, 1)[0].status == 200
@@ -262,8 +296,223 @@ def test_malformed_head_gets_400_then_close(server: ExampleServer, head: bytes) 
         assert first.startswith(b"HTTP/1.1 200 OK")
         assert rest.startswith(b"HTTP/1.1 400 Bad Request\r\n")
         assert b"Connection: close" in rest and PLAINTEXT not in rest
+        assert reason.encode() in rest.partition(b"\r\n\r\n")[2]
         bystander.sendall(request("POST", "/echo", b"still here"))
         assert read_responses(bystander, 1)[0].body == b"still here"
+
+
+def test_header_values_may_hold_tabs_and_obs_text(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(
+            request(
+                "GET", "/plaintext", extra="X-A: \ta b\t\r\nX-B: caf\xe9\r\n"
+            ).replace(b"caf\\xe9", b"caf\xe9")
+        )
+        assert read_responses(sock, 1)[0].body == PLAINTEXT
+
+
+def test_http_10_needs_no_host(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(b"GET /plaintext HTTP/1.0\r\n\r\n")
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(PLAINTEXT)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /plaintext HTTP/1.1\nHost: x\n\n",
+        b"GET /plaintext HTTP/1.1\r\nHost: x\n\n",
+        b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\n",
+    ],
+    ids=["all-lf", "lf-after-host", "last-line-lf"],
+)
+def test_bare_lf_head_is_refused_not_left_waiting(
+    server: ExampleServer, head: bytes
+) -> None:
+    """No CRLFCRLF ever comes: the server must say 400 and close, not wait."""
+    with server.connect() as sock:
+        sock.sendall(head)
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"LF alone" in data
+
+
+def test_bare_lf_split_across_reads(server: ExampleServer) -> None:
+    """A CRLF cut between two reads is not a bare LF; a later bare one is."""
+    with server.connect() as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(b"GET /plaintext HTTP/1.1\r")
+        time.sleep(0.1)
+        sock.sendall(b"\nHost: x\r")
+        time.sleep(0.1)
+        sock.sendall(b"\n\r\n")
+        assert read_responses(sock, 1)[0].body == PLAINTEXT
+        sock.sendall(b"GET /plaintext HTTP/1.1\r\nHost: x\r")
+        time.sleep(0.1)
+        sock.sendall(b"\nX: y\n")
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+def test_request_line_over_8k_gets_414(server: ExampleServer) -> None:
+    target = "/" + "a" * 9000
+    with server.connect() as sock:
+        sock.sendall(request("GET", target))
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 414 URI Too Long\r\n")
+
+
+def test_unfinished_request_line_over_8k_gets_414_at_once(
+    server: ExampleServer,
+) -> None:
+    """Refused when the line passes 8 KiB, not when the head passes max_frame."""
+    with server.connect() as sock:
+        sock.sendall(b"GET /" + b"a" * 9000)
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 414 URI Too Long\r\n")
+
+
+def test_unsupported_expectation_gets_417(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(request("POST", "/echo", b"hi", extra="Expect: teapot\r\n"))
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 417 Expectation Failed\r\n")
+
+
+# -- Expect: 100-continue --------------------------------------------------------------
+
+
+def expecting(path: str, length: int) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n"
+        "Expect: 100-continue\r\n\r\n"
+    ).encode()
+
+
+def test_expect_100_continue_is_answered_before_the_body(
+    server: ExampleServer,
+) -> None:
+    body = b"b" * 3000
+    with server.connect() as sock:
+        sock.sendall(expecting("/echo", len(body)))
+        sock.settimeout(5)  # today's clients wait 1 s, then send anyway
+        interim = sock.recv(len(b"HTTP/1.1 100 Continue\r\n\r\n"))
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body[:1000])
+        time.sleep(0.1)
+        sock.sendall(body[1000:] + request("GET", "/plaintext"))
+        responses = read_responses(sock, 2)
+        assert [(r.status, r.body) for r in responses] == [
+            (200, body),
+            (200, PLAINTEXT),
+        ]
+
+
+def test_expect_100_continue_for_a_refused_request_gets_the_final_answer(
+    server: ExampleServer,
+) -> None:
+    with server.connect() as sock:
+        sock.sendall(expecting("/missing", 100))
+        data = recv_until_closed(sock)  # the body was never sent
+    assert data.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert b"Connection: close" in data and b"100 Continue" not in data
+
+
+def test_expect_100_continue_with_the_body_already_sent(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(expecting("/echo", 5) + b"hello")
+        responses = read_responses(sock, 1)  # no 100: the body is here already
+        assert (responses[0].status, responses[0].body) == (200, b"hello")
+
+
+def test_a_bad_head_is_refused_before_its_body_arrives(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 1000\r\n\r\n")
+        data = recv_until_closed(sock)  # no Host; the body is never sent
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+def test_curl_expect_100_continue(server: ExampleServer, tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 8
+    (tmp_path / "body.bin").write_bytes(payload)
+    result = curl(
+        "-v",
+        "--http1.1",
+        "-H",
+        "Expect: 100-continue",
+        "--data-binary",
+        f"@{tmp_path / 'body.bin'}",
+        f"http://127.0.0.1:{server.port}/echo",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "< HTTP/1.1 100 Continue" in result.stderr.decode()
+    assert result.stdout == payload
+
+
+def test_curl_upload_from_stdin_is_refused_at_once(server: ExampleServer) -> None:
+    """`curl -T -` sends a chunked body behind `Expect: 100-continue`: chunked
+    bodies are not supported, so the final 501 comes instead of 100."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    result = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-v",
+            "--http1.1",
+            "-T",
+            "-",
+            f"http://127.0.0.1:{server.port}/echo",
+        ],
+        input=b"hello\n",
+        capture_output=True,
+        timeout=20,
+    )
+    log = result.stderr.decode()
+    assert "Transfer-Encoding: chunked" in log
+    assert "< HTTP/1.1 501 Not Implemented" in log
+    assert "100 Continue" not in log
+    assert b"chunked" in result.stdout
+
+
+# -- HEAD ------------------------------------------------------------------------------
+
+
+def test_curl_head_plaintext(server: ExampleServer) -> None:
+    result = curl("-I", "--http1.1", f"http://127.0.0.1:{server.port}/plaintext")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 200 OK"
+    headers = dict(line.split(": ", 1) for line in lines[1:] if line)
+    assert headers["Content-Length"] == str(len(PLAINTEXT))
+    assert headers["Content-Type"] == "text/plain"
+    assert result.stdout.endswith(b"\r\n\r\n")  # no body
+
+
+def test_head_then_get_pipelined(server: ExampleServer) -> None:
+    """The HEAD answer carries no body: the next answer starts right after it."""
+    with server.connect() as sock:
+        sock.sendall(request("HEAD", "/plaintext") + request("GET", "/plaintext"))
+        stream = sock.makefile("rb")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += stream.readline()
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"Content-Length: 13\r\n" in head
+        assert stream.readline() == b"HTTP/1.1 200 OK\r\n"
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request("HEAD", "/plaintext")
+        response = conn.getresponse()
+        assert response.status == 200 and response.read() == b""
+        assert response.getheader("Content-Length") == "13"
+        conn.request("POST", "/plaintext", body=b"x")
+        refused = conn.getresponse()
+        assert (refused.status, refused.getheader("Allow")) == (405, "GET, HEAD")
+        refused.read()
+    finally:
+        conn.close()
 
 
 def test_oversize_body_gets_413_before_it_is_sent(server: ExampleServer) -> None:
@@ -276,13 +525,14 @@ def test_oversize_body_gets_413_before_it_is_sent(server: ExampleServer) -> None
     assert b"Connection: close" in data
 
 
-def test_oversize_head_gets_413(server: ExampleServer) -> None:
+def test_oversize_head_gets_431(server: ExampleServer) -> None:
     with server.connect() as bystander:
         head = b"GET /plaintext HTTP/1.1\r\n" + b"X-Filler: " + b"f" * (MAX_FRAME + 100)
         with server.connect() as sock:
             sock.sendall(head)  # never terminated: refused once it passes max_frame
             data = recv_until_closed(sock)
-        assert data.startswith(b"HTTP/1.1 413 ")
+        assert data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+        assert b"Connection: close" in data
         bystander.sendall(request("GET", "/plaintext"))
         assert read_responses(bystander, 1)[0].body == PLAINTEXT
 
@@ -302,31 +552,30 @@ def test_largest_body_that_fits_is_echoed(server: ExampleServer) -> None:
 def test_chunked_transfer_coding_is_refused(server: ExampleServer) -> None:
     with server.connect() as sock:
         sock.sendall(
-            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n"
         )
         data = recv_until_closed(sock)
     assert data.startswith(b"HTTP/1.1 501 Not Implemented\r\n")
 
 
-def test_a_known_head_completed_later_then_a_short_unknown_one(
-    server: ExampleServer,
-) -> None:
-    """The fast path answers a head the decode loop had half-scanned; the loop must
-    then scan the next (short, unknown) head from its start."""
-    long_known = request("GET", "/plaintext", extra="X-Padding: " + "p" * 300 + "\r\n")
-    short_unknown = b"GET /short HTTP/1.1\r\n\r\n"
+def test_a_long_head_completed_later_then_a_short_one(server: ExampleServer) -> None:
+    """A head cut across reads is scanned from where the decoder stopped; the next
+    (short) head is then scanned from its own start."""
+    long_head = request("GET", "/plaintext", extra="X-Padding: " + "p" * 300 + "\r\n")
+    short = b"GET /short HTTP/1.1\r\nHost: t\r\n\r\n"
     with server.connect() as sock:
-        sock.sendall(long_known)  # teaches the server this head
+        sock.sendall(long_head)
         assert read_responses(sock, 1)[0].body == PLAINTEXT
-        sock.sendall(long_known[:-20])
+        sock.sendall(long_head[:-20])
         time.sleep(0.2)  # let the server scan the partial head
-        sock.sendall(long_known[-20:] + short_unknown + long_known)
+        sock.sendall(long_head[-20:] + short + long_head)
         responses = read_responses(sock, 3)
     assert [r.status for r in responses] == [200, 404, 200]
 
 
 def test_a_burst_of_identical_pipelined_requests(server: ExampleServer) -> None:
-    """wrk's load: one request repeated (answered by the handler's memo after the first)."""
+    """wrk's load: one request repeated, every copy parsed."""
     one = request("GET", "/plaintext", extra="Connection: keep-alive\r\n")
     with server.connect() as sock:
         for burst in (1, 16, 200):

@@ -8,12 +8,13 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 from typing import Iterator, NamedTuple
 
 import pytest
 
-from served_example import ExampleServer, recv_until_closed
+from served_example import EXAMPLES, ExampleServer, recv_until_closed
 
 HEADER = struct.Struct(">BBHBBHIIQ")
 REQUEST_MAGIC, RESPONSE_MAGIC = 0x80, 0x81
@@ -299,3 +300,126 @@ def test_stat_version_and_quit(server: ExampleServer, sock: socket.socket) -> No
     with server.connect() as leaving:
         leaving.sendall(packet(QUITQ) + packet(NOOP))
         assert recv_until_closed(leaving) == b""
+
+
+# -- limits: item size, memory, expiry, processes ------------------------------------------
+
+E2BIG = 3
+MiB = 1024 * 1024
+
+
+def stats_of(sock: socket.socket) -> dict[bytes, bytes]:
+    sock.sendall(packet(STAT))
+    stats = {}
+    while (reply := read_reply(sock)).key:
+        stats[reply.key] = reply.value
+    return stats
+
+
+@pytest.mark.parametrize("opcode", [SET, SETQ])
+def test_a_value_over_the_frame_limit_gets_e2big_and_the_connection_goes_on(
+    server: ExampleServer, opcode: int
+) -> None:
+    """3 MiB: past the item limit (1 MiB) and any frame decoded: answered from
+    its header, its bytes skipped as they come, the next packet answered."""
+    big = storage(opcode, b"huge", b"x" * (3 * MiB), opaque=41)
+    with server.connect(timeout=20) as sock:
+        sock.sendall(big[: 2 * MiB])
+        sock.sendall(big[2 * MiB :] + packet(GET, b"huge", opaque=42))
+        refused = read_reply(sock)
+        assert (refused.opcode, refused.status, refused.opaque) == (opcode, E2BIG, 41)
+        assert refused.value == b"Too large."
+        missing = read_reply(sock)
+        assert (missing.status, missing.opaque) == (KEY_ENOENT, 42)
+        assert call(sock, storage(SET, b"small", b"ok")).status == SUCCESS
+
+
+def test_a_value_just_over_the_item_limit_gets_e2big(sock: socket.socket) -> None:
+    refused = call(sock, storage(SET, b"edge", b"y" * (MiB + 1)))
+    assert refused.status == E2BIG
+    assert call(sock, storage(SET, b"edge", b"y" * MiB)).status == SUCCESS
+    assert call(sock, packet(GET, b"edge")).value == b"y" * MiB
+    assert call(sock, packet(APPEND, b"edge", b"z")).status == E2BIG
+
+
+def test_an_oversize_get_is_einval_and_skipped(sock: socket.socket) -> None:
+    sock.sendall(packet(GET, b"k", b"v" * (2 * MiB), opaque=9) + packet(NOOP))
+    assert (read_reply(sock).status, read_reply(sock).opcode) == (EINVAL, NOOP)
+
+
+@pytest.fixture
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleServer]:
+    """Memory limit 2 MiB, item limit 64 KiB."""
+    served = ExampleServer(
+        "memcached", tmp_path_factory.mktemp("cache"), "-m", "2", "-I", "64k"
+    )
+    try:
+        yield served
+    finally:
+        assert served.alive(), "the server died during the test"
+        served.stop()
+
+
+def test_memory_limit_evicts_least_recently_used(small_server: ExampleServer) -> None:
+    value = b"v" * 20000
+    with small_server.connect() as sock:
+        assert call(sock, storage(SET, b"too-big", b"t" * 70000)).status == E2BIG
+        for index in range(20):
+            assert call(sock, storage(SET, b"k%d" % index, value)).status == SUCCESS
+        for index in range(200):  # 4 MB through a 2 MiB cache; k0 stays in use
+            assert call(sock, packet(GET, b"k0")).status == SUCCESS
+            assert call(sock, storage(SET, b"n%d" % index, value)).status == SUCCESS
+        assert call(sock, packet(GET, b"k0")).value == value
+        assert call(sock, packet(GET, b"k1")).status == KEY_ENOENT
+        assert call(sock, packet(GET, b"n199")).value == value
+        stats = stats_of(sock)
+    assert int(stats[b"limit_maxbytes"]) == 2 * MiB
+    assert 0 < int(stats[b"bytes"]) <= 2 * MiB
+    assert int(stats[b"evictions"]) > 100
+    assert int(stats[b"curr_items"]) < 110
+
+
+def test_expired_items_are_reclaimed_unread(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        before = stats_of(sock)
+        for index in range(50):
+            call(sock, storage(SET, b"brief%d" % index, b"b" * 100, exptime=1))
+        assert int(stats_of(sock)[b"curr_items"]) >= int(before[b"curr_items"]) + 50
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the reclaim timer runs every second
+            time.sleep(0.5)
+            after = stats_of(sock)
+            if int(after[b"reclaimed"]) - int(before[b"reclaimed"]) >= 50:
+                break
+        assert int(after[b"reclaimed"]) - int(before[b"reclaimed"]) >= 50
+        assert int(after[b"curr_items"]) <= int(before[b"curr_items"])
+
+
+def serve_py(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / "memcached" / "serve.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_more_than_one_loop_is_refused() -> None:
+    result = serve_py("--listen", "tcp://127.0.0.1:0", "--loops", "2")
+    assert result.returncode == 2
+    assert "--loops 2" in result.stderr and "one event loop" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("-m", "1", "-I", "1m"), "half of the memory limit"),
+        (("-I", "512"), "under 1024"),
+        (("-I", "12x"), "not a size"),
+        (("-m", "0"), "at least 1"),
+    ],
+)
+def test_bad_limits_are_refused(args: tuple[str, ...], words: str) -> None:
+    result = serve_py("--listen", "tcp://127.0.0.1:0", *args)
+    assert result.returncode == 2
+    assert words in result.stderr

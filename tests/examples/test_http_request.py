@@ -1,0 +1,281 @@
+"""examples/http/request.py on its own: heads in, meanings or refusals out (no I/O).
+
+The common-head pattern and the full path must agree on every head, so a
+property test builds heads from good and bad pieces and compares the two.
+Linear time is checked by comparing the cost of adversarial heads of two sizes
+measured in the same run (no absolute timings).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+HERE = Path(__file__).resolve().parents[2] / "examples" / "http" / "request.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("http_example_request", HERE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+request = _load()
+HeadError = request.HeadError
+parse_head = request.parse_head
+
+
+def outcome(parse: Callable[[bytes], object], head: bytes) -> object:
+    try:
+        return parse(head)
+    except HeadError as error:
+        return error.status
+
+
+def test_the_common_head() -> None:
+    assert parse_head(b"GET /plaintext HTTP/1.1\r\nHost: example.com:8080") == (
+        b"GET",
+        b"/plaintext",
+        True,
+        True,
+        False,
+    )
+    assert parse_head(b"GET /a?b HTTP/1.0\r\nhOsT: [::1]:80\r\nX-Y: z") == (
+        b"GET",
+        b"/a?b",
+        False,
+        False,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (b"\r\nConnection: close", (True, False, False)),
+        (b"\r\nConnection: Keep-Alive, Upgrade", (True, True, False)),
+        (b"\r\nConnection: keep-alive\r\nconnection: close", (True, False, False)),
+        (b"\r\nExpect: 100-Continue", (True, True, True)),
+        (b"\r\nContent-Length: 5", (True, True, False)),
+    ],
+)
+def test_fields_the_server_acts_on(
+    fields: bytes, expected: tuple[bool, bool, bool]
+) -> None:
+    method, target, *flags = parse_head(b"POST /echo HTTP/1.1\r\nHost: h" + fields)
+    assert (method, target, tuple(flags)) == (b"POST", b"/echo", expected)
+
+
+def test_http_10_keep_alive_and_expectation() -> None:
+    assert parse_head(b"GET / HTTP/1.0\r\nConnection: keep-alive")[3] is True
+    assert parse_head(b"GET / HTTP/1.0")[3] is False
+    # An HTTP/1.0 client's 100-continue is ignored (RFC 9110 section 10.1.1).
+    assert parse_head(b"POST / HTTP/1.0\r\nExpect: 100-continue")[4] is False
+
+
+@pytest.mark.parametrize(
+    ("head", "status", "words"),
+    [
+        (b"GET / HTTP/1.1", 400, "needs a Host"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHOST: a", 400, "more than one Host"),
+        (b"GET / HTTP/1.1\r\nHost: a@b", 400, "host[:port]"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: \x00", 400, "0x00 in the value of X"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x1bb", 400, "0x1b"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\nY: b", 400, "bare CR or LF"),
+        (b"GET / HTTP/1.1\nHost: a", 400, "LF alone"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\tfolded", 400, "folding"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x", 400, "invalid header name"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX-A : x", 400, "whitespace before"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nnocolon", 400, "without a colon"),
+        (b"GET  / HTTP/1.1\r\nHost: a", 400, "request line"),
+        (b"GET / HTTP/1.2\r\nHost: a", 400, "request line"),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a", 414, "8 KiB"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok", 417, "100-continue"),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nExpect: 100-continue",
+            417,
+            "100-continue",
+        ),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked", 501, "chunked"),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 3",
+            400,
+            "both",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\ncontent-length: 3",
+            400,
+            "more than one Content-Length",
+        ),
+    ],
+)
+def test_refusals_say_why(head: bytes, status: int, words: str) -> None:
+    with pytest.raises(HeadError) as refused:
+        parse_head(head)
+    assert refused.value.status == status
+    assert words in refused.value.reason
+
+
+# -- the two paths agree -----------------------------------------------------------------
+
+NAMES = st.sampled_from(
+    [
+        b"Host",
+        b"host",
+        b"HOST",
+        b"Connection",
+        b"Content-Length",
+        b"Transfer-Encoding",
+        b"Expect",
+        b"X-Request-Id",
+        b"Cost",
+        b"Hostx",
+        b"Accept",
+        b"Bad Name",
+        b"",
+    ]
+)
+VALUES = st.sampled_from(
+    [
+        b"",
+        b" example.com",
+        b" 127.0.0.1:8080",
+        b" [::1]:80 ",
+        b" a b",
+        b" close",
+        b" keep-alive",
+        b" 100-continue",
+        b" 5",
+        b" chunked",
+        b" caf\xe9",
+        b" \x00",
+        b" a\rb",
+        b" a\nb",
+        b"\tx\t",
+    ]
+)
+LINES = st.sampled_from(
+    [b"GET /plaintext HTTP/1.1", b"POST /echo?x HTTP/1.0", b"GET / HTTP/1.2"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    LINES,
+    st.lists(st.tuples(NAMES, st.sampled_from([b":", b" :", b""]), VALUES), max_size=5),
+)
+def test_common_and_full_paths_agree(
+    line: bytes, fields: list[tuple[bytes, bytes, bytes]]
+) -> None:
+    head = line + b"".join(b"\r\n" + n + c + v for n, c, v in fields)
+    assert outcome(parse_head, head) == outcome(request._parse_any_head, head)
+
+
+# -- unfinished heads -----------------------------------------------------------------
+
+
+def feed(pieces: list[bytes]) -> tuple[object, object]:
+    """Feed a growing buffer to a PendingRequest; (first error, head)."""
+    pending = request.PendingRequest()
+    buffered = b""
+    for piece in pieces:
+        buffered += piece
+        error = pending.update(memoryview(buffered))
+        if error is not None:
+            return error.status, pending.head
+    return None, pending.head
+
+
+def test_a_head_trickling_in_byte_by_byte() -> None:
+    head = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n"
+    error, seen = feed([head[i : i + 1] for i in range(len(head))] + [b"ab"])
+    assert error is None
+    assert seen == head[:-4]
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 5])
+def test_bare_lf_is_refused_wherever_the_reads_cut(cut: int) -> None:
+    wire = b"GET / HTTP/1.1\r\nHost: a\r\nX: y\nZ"
+    assert feed([wire[i : i + cut] for i in range(0, len(wire), cut)])[0] == 400
+
+
+def test_a_cr_at_the_end_of_a_read_waits_for_its_lf() -> None:
+    assert feed([b"GET / HTTP/1.1\r", b"\nHost: a\r", b"\n"]) == (None, None)
+    assert feed([b"GET / HTTP/1.1\r", b"xHost"])[0] == 400
+
+
+def test_an_endless_request_line_is_414() -> None:
+    assert feed([b"GET /" + b"a" * 4000] * 3)[0] == 414
+    assert feed([b"GET / HTTP/1.1\r\nX: " + b"a" * 20000])[0] is None
+
+
+# -- linear time (no backtracking) ------------------------------------------------------
+
+
+def _cost(head: bytes, parse: Callable[[bytes], object]) -> float:
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        outcome(parse, head)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+ADVERSARIAL = {
+    "many-short-lines": lambda n: b"GET / HTTP/1.1"
+    + b"\r\na:" * (n // 4)
+    + b"\r\n\x00",
+    "long-value-then-nul": lambda n: b"GET / HTTP/1.1\r\nHost: a\r\nX: "
+    + b"v" * n
+    + b"\x00",
+    "host-spaces": lambda n: b"GET / HTTP/1.1\r\nHost: a" + b" " * n + b"b",
+    "expect-spaces": lambda n: b"GET / HTTP/1.1\r\nHost: a\r\nExpect: "
+    + b" " * n
+    + b"x",
+    "connection-lines": lambda n: b"GET / HTTP/1.1\r\nHost: a"
+    + b"\r\nConnection: a" * (n // 15),
+    "notable-names": lambda n: b"GET / HTTP/1.1\r\nHost: a" + b"\r\nCost: x" * (n // 9),
+    "long-target": lambda n: b"GET /" + b"t" * n + b" HTTP/1.1x",
+}
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_adversarial_heads_cost_linear_time(name: str) -> None:
+    """Linear: 4x; quadratic: 16x. The best of three ratios, so that a noisy
+    neighbour on the machine does not fail a linear parser."""
+    small, large = (ADVERSARIAL[name](size) for size in (16 * 1024, 64 * 1024))
+    for parse in (parse_head, request._parse_any_head):
+        ratio = min(
+            _cost(large, parse) / max(_cost(small, parse), 1e-7) for _ in range(3)
+        )
+        assert ratio < 6, f"{name}: 4x the size cost {ratio:.1f}x the time"
+
+
+def test_unfinished_heads_cost_linear_time() -> None:
+    def trickle(size: int) -> float:
+        pending = request.PendingRequest()
+        buffered = bytearray(b"GET / HTTP/1.1\r\nX: ")
+        start = time.perf_counter()
+        for _ in range(size // 64):
+            buffered += b"v" * 64
+            pending.update(memoryview(buffered))
+        return time.perf_counter() - start
+
+    ratio = min(
+        min(trickle(64 * 1024) for _ in range(3))
+        / min(trickle(16 * 1024) for _ in range(3))
+        for _ in range(2)
+    )
+    assert ratio < 6, f"4x the bytes cost {ratio:.1f}x the time"
