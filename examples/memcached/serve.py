@@ -20,6 +20,7 @@ from typing import Sequence
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from example_server import load_example as _load  # noqa: E402
+from example_server import example_options, example_parser  # noqa: E402
 from example_server import serve_example  # noqa: E402
 
 SPEC = "memcached.proto.dsl"
@@ -42,19 +43,7 @@ def size(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="serve.py", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--listen", action="append", metavar="URL", help=f"default {DEFAULT_LISTEN}"
-    )
-    parser.add_argument(
-        "--loops",
-        type=int,
-        default=1,
-        metavar="N",
-        help="event loops; only 1: the cache lives in one process",
-    )
+    parser = example_parser(__doc__.splitlines()[0], [DEFAULT_LISTEN])
     parser.add_argument(
         "-m",
         "--memory-limit",
@@ -72,9 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="largest value: 1m, 512k or bytes (default 1m)",
     )
     args = parser.parse_args(argv)
-    if args.loops != 1:
+    listen = args.listen or [DEFAULT_LISTEN]
+    options = example_options(parser, args, listen)
+    loops = options.get("loops", 1)
+    if loops > 1 or options.get("multicore"):
         parser.error(
-            f"--loops {args.loops}: the cache lives in one process; with several "
+            f"--loops {loops}: the cache lives in one process; with several "
             "worker processes a key stored through one would be a miss on the "
             "others, so this example serves with one event loop only"
         )
@@ -88,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as exc:  # the store's own limits (-I vs -m, -I minimum)
         parser.error(f"-I {args.max_item_size} with -m {args.memory_limit}: {exc}")
-    return serve_example(modules, served, args.listen or [DEFAULT_LISTEN])
+    return serve_example(modules, served, listen, **options)
 
 
 if __name__ == "__main__":
