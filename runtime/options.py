@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, fields
+import resource
+import warnings
+from dataclasses import InitVar, dataclass, field, fields
 from typing import Any
 
 KIB = 1024
@@ -20,51 +22,231 @@ LOAD_BALANCING = ("round_robin", "least_connections", "source_addr_hash", "reuse
 
 @dataclass
 class Options:
-    # Inbound: a connection's unconsumed bytes may grow up to this; beyond it the
-    # connection is closed with FrameTooLarge (and so is a peek() asking for more).
-    read_buffer_cap: int = 64 * MIB
+    # Inbound: bytes of unfinished frames a connection may hold (its handler's
+    # max_frame raises it); beyond it the connection closes with FrameTooLarge (and
+    # so does a peek() asking for more). The loop-wide budget bounds their sum.
+    max_buffered_per_conn: int = field(
+        default=1 * MIB,
+        metadata={
+            "help": "max bytes of unfinished frames per connection (at least the handler's max_frame); beyond it the connection closes with FrameTooLarge",
+            "cli": True,
+        },
+    )
+    max_buffered_total: int = field(
+        default=256 * MIB,
+        metadata={
+            "help": "per event loop: max bytes all connections' unfinished frames may hold; a connection needing more closes with BufferBudgetExceeded",
+            "cli": True,
+        },
+    )
     # Outbound: queued-but-unsent bytes beyond this close the connection with
     # OutboundOverflow (a peer that never reads cannot exhaust memory).
-    write_buffer_cap: int = 64 * MIB
+    write_buffer_cap: int = field(
+        default=64 * MIB,
+        metadata={
+            "help": "max queued outbound bytes per connection; beyond it the connection closes with OutboundOverflow",
+            "cli": True,
+        },
+    )
     # Backpressure: above the high mark reading stops until the queue drains
     # below the low mark (see EventHandler.on_write_pause / Conn.is_write_paused).
-    write_high_water: int = 256 * KIB
-    write_low_water: int = 64 * KIB
-    tcp_no_delay: bool = True
+    write_high_water: int = field(
+        default=256 * KIB,
+        metadata={
+            "help": "queued outbound bytes above which reading the connection pauses (backpressure)",
+            "cli": True,
+        },
+    )
+    write_low_water: int = field(
+        default=64 * KIB,
+        metadata={
+            "help": "queued outbound bytes at or below which reading resumes",
+            "cli": True,
+        },
+    )
+    tcp_no_delay: bool = field(
+        default=True,
+        metadata={"help": "TCP_NODELAY on TCP connections", "cli": True},
+    )
     # Keep-alive: idle seconds before probes (None = off), probe interval, count.
-    tcp_keepalive: float | None = None
-    tcp_keepalive_interval: float | None = None
-    tcp_keepalive_count: int | None = None
-    socket_recv_buffer: int | None = None
-    socket_send_buffer: int | None = None
-    reuse_addr: bool = True
-    reuse_port: bool = False
-    backlog: int = 4096
+    tcp_keepalive: float | None = field(
+        default=None,
+        metadata={
+            "help": "TCP keep-alive: idle seconds before the first probe (none = off)",
+            "cli": True,
+        },
+    )
+    tcp_keepalive_interval: float | None = field(
+        default=None,
+        metadata={
+            "help": "TCP keep-alive: seconds between probes (none = OS default)",
+            "cli": True,
+        },
+    )
+    tcp_keepalive_count: int | None = field(
+        default=None,
+        metadata={
+            "help": "TCP keep-alive: unanswered probes before the connection drops (none = OS default)",
+            "cli": True,
+        },
+    )
+    socket_recv_buffer: int | None = field(
+        default=None,
+        metadata={
+            "help": "SO_RCVBUF of listeners, inherited by accepted sockets (none = OS default)",
+            "cli": True,
+        },
+    )
+    socket_send_buffer: int | None = field(
+        default=None,
+        metadata={
+            "help": "SO_SNDBUF of listeners, inherited by accepted sockets (none = OS default)",
+            "cli": True,
+        },
+    )
+    reuse_addr: bool = field(
+        default=True,
+        metadata={"help": "SO_REUSEADDR on listeners", "cli": True},
+    )
+    reuse_port: bool = field(
+        default=False,
+        metadata={"help": "SO_REUSEPORT on listeners", "cli": True},
+    )
+    backlog: int = field(
+        default=4096,
+        metadata={
+            "help": "listen backlog (pending connections the kernel queues)",
+            "cli": True,
+        },
+    )
     # Connections edge-triggered (EPOLLET / EV_CLEAR): None picks it wherever the
     # poller supports it (epoll, kqueue; selectors is level-triggered only).
     # Listeners and wakers are always level-triggered.
-    edge_triggered: bool | None = None
+    edge_triggered: bool | None = field(
+        default=None,
+        metadata={
+            "help": "edge-triggered polling of connections (auto: wherever the poller can)",
+            "cli": True,
+        },
+    )
     # Poller backend: "auto", "epoll", "kqueue" or "selectors".
-    poller: str = "auto"
-    ticker: bool = False
-    logger: logging.Logger | None = None
+    poller: str = field(
+        default="auto",
+        metadata={
+            "help": "poller backend",
+            "cli": True,
+            "choices": ("auto", "epoll", "kqueue", "selectors"),
+        },
+    )
+    ticker: bool = field(
+        default=False,
+        metadata={
+            "help": "call the handler's on_tick periodically (its return value sets the next delay)",
+            "cli": True,
+        },
+    )
+    logger: logging.Logger | None = field(
+        default=None,
+        metadata={"help": "where the runtime logs", "cli": False},
+    )
     # Multi-core (delegated to protogen.runtime.multicore when loops > 1 or multicore).
-    loops: int = 1
-    multicore: bool = False
-    load_balancing: str = "round_robin"
+    loops: int = field(
+        default=1,
+        metadata={
+            "help": "event loops; more than 1 runs that many worker processes",
+            "cli": True,
+        },
+    )
+    multicore: bool = field(
+        default=False,
+        metadata={"help": "one event loop (worker process) per CPU core", "cli": True},
+    )
+    load_balancing: str = field(
+        default="round_robin",
+        metadata={
+            "help": "how connections are spread over the event loops",
+            "cli": True,
+            "choices": LOAD_BALANCING,
+            "flags": ("--lb",),
+            "metavar": "POLICY",
+            "aliases": {"source_hash": "source_addr_hash"},
+        },
+    )
     # Robustness.
-    max_connections: int = 0  # 0 = unlimited; at the limit accepting pauses
-    idle_timeout: float | None = None  # no bytes in or out for this long -> close
-    read_timeout: float | None = None  # a partial frame not consumed for this long
-    drain_timeout: float = 5.0  # graceful close/shutdown: max seconds to flush
-    fatal_handler_errors: bool = False  # True: a callback exception stops the engine
-    unix_mode: int | None = None  # chmod for unix socket files
+    max_connections: int | None = field(
+        default=None,
+        metadata={
+            "help": "connections per event loop; at the limit accepting pauses (none = the open-file limit less a reserve, 0 = unlimited)",
+            "cli": True,
+        },
+    )
+    idle_timeout: float | None = field(
+        default=300.0,
+        metadata={
+            "help": "close a connection after this many seconds without bytes in or out (none = never)",
+            "cli": True,
+        },
+    )
+    read_timeout: float | None = field(
+        default=30.0,
+        metadata={
+            "help": "close a connection whose unfinished frame sits unconsumed this many seconds (none = never)",
+            "cli": True,
+        },
+    )
+    max_frames_per_callback: int = field(
+        default=64,
+        metadata={
+            "help": "frames a generated handler decodes per callback before the loop serves other connections",
+            "cli": True,
+        },
+    )
+    drain_timeout: float = field(
+        default=5.0,
+        metadata={
+            "help": "graceful close and shutdown: max seconds to flush queued output",
+            "cli": True,
+        },
+    )
+    fatal_handler_errors: bool = field(
+        default=False,
+        metadata={
+            "help": "a handler callback raising stops the server, not only its connection",
+            "cli": True,
+        },
+    )
+    unix_mode: int | None = field(
+        default=None,
+        metadata={
+            "help": "file mode of unix socket files, octal like 600 (none = umask)",
+            "cli": True,
+            "unit": "mode",
+        },
+    )
     # Engine internals.
-    install_signal_handlers: bool = True  # only honoured in the main thread
+    install_signal_handlers: bool = field(
+        default=True,
+        metadata={
+            "help": "SIGINT/SIGTERM stop the engine gracefully (main thread only)",
+            "cli": False,
+        },
+    )
+
+    # The former name of max_buffered_per_conn, still accepted (with a warning).
+    read_buffer_cap: InitVar[int | None] = None
+
+    def __post_init__(self, read_buffer_cap: int | None) -> None:
+        if read_buffer_cap is not None:
+            warnings.warn(
+                "option read_buffer_cap is now max_buffered_per_conn",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            self.max_buffered_per_conn = read_buffer_cap
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "Options":
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | {"read_buffer_cap"}
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise TypeError(
@@ -78,7 +260,10 @@ class Options:
     def replace(self, **changes: Any) -> "Options":
         new = dataclasses.replace(self)
         for name, value in changes.items():
-            if not hasattr(new, name):
+            if name == "read_buffer_cap":
+                Options.__post_init__(new, value)
+                continue
+            if name not in _FIELD_NAMES:
                 raise TypeError(f"unknown runtime option: {name}")
             setattr(new, name, value)
         new.validate()
@@ -112,7 +297,9 @@ class Options:
                 )
 
         for name in (
-            "read_buffer_cap",
+            "max_buffered_per_conn",
+            "max_buffered_total",
+            "max_frames_per_callback",
             "write_buffer_cap",
             "write_high_water",
             "backlog",
@@ -120,7 +307,8 @@ class Options:
         ):
             positive_int(name)
         positive_int("write_low_water", 0)
-        positive_int("max_connections", 0)
+        if self.max_connections is not None:
+            positive_int("max_connections", 0)
         for name in (
             "tcp_keepalive",
             "tcp_keepalive_interval",
@@ -177,8 +365,27 @@ class Options:
                 f"option unix_mode must be a file mode like 0o600, got {self.unix_mode!r}"
             )
 
+    def connection_limit(self) -> int:
+        """Connections one event loop accepts (0 = unlimited).
+
+        With max_connections None: the soft open-file limit less a reserve for
+        listeners, logs and outgoing connections (1/16 of it, at least 16), so an
+        accept never fails for want of a descriptor.
+        """
+        if self.max_connections is not None:
+            return self.max_connections
+        try:
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        except (ValueError, OSError):  # pragma: no cover
+            return 1024
+        if soft == resource.RLIM_INFINITY or soft <= 0:
+            return 0
+        return max(1, soft - max(16, soft // 16))
+
     def get_logger(self) -> logging.Logger:
         return self.logger or logging.getLogger("protogen.runtime")
 
+
+_FIELD_NAMES = frozenset(f.name for f in fields(Options))
 
 __all__ = ["Options", "LOAD_BALANCING"]

@@ -179,10 +179,10 @@ class UDPListener:
             try:
                 action = on_traffic(conn)
             except Exception as exc:
-                loop._handler_error(None, exc, "on_traffic (udp)")
+                loop.handler_error(None, exc, "on_traffic (udp)")
                 continue
             if action:
-                loop._apply(None, action)
+                loop.apply(None, action)
 
     def close(self) -> None:
         self.closed = True

@@ -11,7 +11,6 @@ from __future__ import annotations
 import resource
 import socket
 import struct
-import threading
 import time
 from typing import Any
 
@@ -251,14 +250,13 @@ def test_on_shutdown_each_connection_is_closed_as_soon_as_its_output_is_flushed(
             stuck.sendall(frame(b"flood"))
             quick.sendall(frame(b"hi"))
             assert recv_frame(quick) == b"hi"
-            stopper = threading.Thread(target=engine.stop)
-            stopper.start()
+            engine.stop()
             # quick has nothing left to send: it gets its EOF while the stuck
             # connection is still draining (it can drain for drain_timeout).
             assert is_closed_by_peer(quick, timeout=2.5)
             still_open = engine.count_connections()
-            stopper.join()
             assert still_open == 1, still_open
+            assert wait_for(lambda: len(handler.closes) == 2, timeout=10)
     errors = [err for _, err in handler.closes]
     assert errors[0] is None and isinstance(errors[1], TimeoutError), errors
 
