@@ -55,8 +55,10 @@ class ConnectionClosed(ConnectionError):
     """The connection closed before the operation could complete."""
 
 
-class OutboundOverflow(ConnectionError):
-    """More unsent bytes were queued than the write_buffer_cap option allows."""
+class OutboundOverflow(ConnectionClosed):
+    """More unsent bytes were queued than the write_buffer_cap option allows: the
+    connection is closed (a ConnectionClosed, so a broadcast loop that skips
+    closed connections skips this one too)."""
 
 
 class IdleTimeout(TimeoutError):

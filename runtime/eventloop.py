@@ -34,7 +34,6 @@ from .conn import (
     CLOSING,
     CONNECTING,
     EOF_DONE,
-    EOF_NONE,
     EOF_PENDING,
     EOF_SEEN,
     OPEN,
@@ -838,7 +837,7 @@ class EventLoop:
         try:
             for chunk in chunks:
                 conn.write(chunk)
-        except OutboundOverflow as exc:
+        except ConnectionClosed as exc:  # OutboundOverflow: it is closing now
             if callback is not None:
                 callback(conn, exc)
             return

@@ -102,7 +102,7 @@ class Inbound:
             # the recv succeeds.
             shared = memory.view
             shared[:kept] = self.view[r : r + kept]
-            n = transport.recv_into(shared[kept:])
+            n: int = transport.recv_into(shared[kept:])
             if n:
                 memory.release(buffer)
                 self.buffer = memory.buffer

@@ -162,7 +162,7 @@ class MulticoreServer:
                 logger=self.logger,
                 stop_timeout=self.options.drain_timeout + 5.0,
                 install_signal_handlers=self.options.install_signal_handlers,
-                max_connections=self.options.max_connections,
+                max_connections=self.options.connection_limit(),
                 final_exit_codes=(0, EXIT_FATAL),
                 on_exit_status=self._on_exit_status,
             )

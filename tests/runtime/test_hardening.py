@@ -30,6 +30,7 @@ from protogen.errors import FrameTooLarge
 from protogen.runtime import (
     Action,
     BufferBudgetExceeded,
+    ConnectionClosed,
     EventHandler,
     Options,
     OutboundOverflow,
@@ -213,6 +214,49 @@ def test_write_buffer_cap_closes_while_the_output_is_being_queued() -> None:
             assert len(recv_exact(bystander, MIB)) == MIB
     assert isinstance(handler.closes[0], OutboundOverflow)
     assert handler.max_queued <= cap, handler.max_queued
+
+
+class Relay(EventHandler):
+    """Each frame is relayed, 1 MiB at a time, to the first connection (which
+    never reads); closed connections are skipped, as a broadcast loop does."""
+
+    def __init__(self) -> None:
+        self.conns: list[Any] = []
+        self.closes: dict[int, BaseException | None] = {}
+        self.skipped = 0
+
+    def on_open(self, conn: Any) -> tuple[None, Action]:
+        conn.context = len(self.conns)
+        self.conns.append(conn)
+        return None, Action.NONE
+
+    def on_traffic(self, conn: Any) -> None:
+        conn.discard()
+        for _ in range(16):
+            try:
+                self.conns[0].write(bytes(MIB))
+            except ConnectionClosed:
+                self.skipped += 1
+        conn.write(b"relayed")
+
+    def on_close(self, conn: Any, err: BaseException | None) -> None:
+        self.closes[conn.context] = err
+
+
+def test_overflowing_another_connection_closes_that_one_not_the_writer() -> None:
+    handler = Relay()
+    with serving(handler, "tcp://127.0.0.1:0", write_buffer_cap=4 * MIB) as engine:
+        url = engine.urls[0]
+        with small_receiver(url) as slow:
+            assert wait_for(lambda: len(handler.conns) == 1)
+            with connect(url) as writer:
+                writer.sendall(b"go")
+                assert recv_exact(writer, 7) == b"relayed"
+                assert wait_for(lambda: 0 in handler.closes)
+                writer.sendall(b"again")
+                assert recv_exact(writer, 7) == b"relayed"  # still served
+    assert isinstance(handler.closes[0], OutboundOverflow)
+    assert handler.skipped >= 16
 
 
 # ----------------------------------------------------------------- shutdown
