@@ -76,7 +76,6 @@ class Conn:
         "loop",
         "sock",
         "transport",
-        "fd",
         "context",
         "remote_addr",
         "inbound",
@@ -88,7 +87,6 @@ class Conn:
         "pending",
         "last",
         "timer",
-        "err",
     )
 
     # A dialed UDP socket sends each write as its own datagram.
@@ -102,7 +100,6 @@ class Conn:
         # What the loop reads from and writes to: the socket, or a transport
         # wrapping it (same recv_into/send/sendmsg contract; see docs/runtime.md).
         self.transport: Any = sock
-        self.fd = sock.fileno()
         self.context: Any = None
         self.remote_addr = remote_addr
         self.inbound = Inbound(loop.memory)
@@ -116,7 +113,6 @@ class Conn:
         self.pending = 0  # PENDING_* work queued on loop's ready list
         self.last = 0.0  # loop time of the last bytes in or out (idle timeout)
         self.timer: Any = None  # read-timeout or drain deadline (a TimerHandle)
-        self.err: BaseException | None = None  # reason of a graceful close in progress
 
     def __repr__(self) -> str:
         state = ("open", "connecting", "closing", "closed")[self.state]
@@ -292,8 +288,13 @@ class Conn:
         except OSError:
             return None
 
+    @property
+    def fd(self) -> int:
+        """The socket's descriptor (-1 once closed)."""
+        return self.sock.fileno()
+
     def fileno(self) -> int:
-        return self.fd
+        return self.sock.fileno()
 
     @property
     def closed(self) -> bool:

@@ -103,6 +103,7 @@ class EventLoop:
         "_timers",
         "memory",
         "_lingering",
+        "_closing",
         "_listeners",
         "_accept_paused",
         "_opened_watchers",
@@ -168,6 +169,8 @@ class EventLoop:
             per_conn = max_frame
         self.memory = InboundMemory(default_pool(), per_conn, options.max_buffered_total)
         self._lingering = Lingering(self, options.drain_timeout)
+        # Why each connection flushing its queue before closing is closed.
+        self._closing: dict[Conn, BaseException | None] = {}
         self._listeners: list[Any] = []
         self._accept_paused = False
         self._opened_watchers: list[Watcher] = []
@@ -444,14 +447,14 @@ class EventLoop:
             if ev & RAW_HANGUP and not conn.eof:
                 conn.eof = EOF_SEEN  # the peer shut down: a short read is the end
             try:
-                if inbound.buffer is memory.buffer:
+                if inbound.view is memory.view:
                     n = conn.transport.recv_into(memory.buffer)
                     inbound.r = 0
                     inbound.w = n
                     full = n == SHARED_READ_SIZE
                 else:
                     n = inbound.recv(conn.transport, memory)
-                    full = inbound.w == len(inbound.buffer)
+                    full = inbound.w == len(inbound.view)
             except (BlockingIOError, InterruptedError):
                 if conn.eof == EOF_SEEN:
                     self._end_of_stream(conn)  # nothing left before the end
@@ -487,7 +490,7 @@ class EventLoop:
         if (
             action  # CLOSE, SHUTDOWN or YIELD (None and Action.NONE are falsy)
             or inbound.r != inbound.w
-            or inbound.buffer is not memory.buffer
+            or inbound.view is not memory.view
             or conn.timer  # a read deadline to cancel (TimerHandle is truthy)
             or conn.eof
             or self.dirty
@@ -690,7 +693,7 @@ class EventLoop:
         if not remaining:
             out.state = OUT_IDLE
             if conn.state == CLOSING:
-                self._finish_close(conn, conn.err)
+                self._finish_close(conn, self._closing.get(conn))
                 return
             if conn.write_paused:
                 self._resume(conn)
@@ -756,7 +759,7 @@ class EventLoop:
                 # Closed once the running callback returns (closing inside the
                 # caller's write would pull the conn from under it).
                 conn.state = CLOSING
-                conn.err = exc
+                self._closing[conn] = exc
                 if self.current is conn:
                     self.current = None  # its next writes see the close
                 conn.outbound.chunks = None
@@ -878,7 +881,7 @@ class EventLoop:
             if state == CLOSING:
                 return
             conn.state = CLOSING
-            conn.err = err
+            self._closing[conn] = err
             conn.pending = 0
             conn.inbound.drop(self.memory)
             if conn.timer is not None:
@@ -901,6 +904,7 @@ class EventLoop:
             return
         conn.state = CLOSED
         conn.pending = 0
+        self._closing.pop(conn, None)
         if self.current is conn:
             self.current = None
         fd = conn.fd

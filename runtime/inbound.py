@@ -1,7 +1,7 @@
 """Inbound bytes: what a connection received and its handler has not consumed.
 
 Every connection with nothing kept reads into its loop's one shared 64 KiB
-buffer (its `Inbound.buffer` *is* that buffer, with r == w, between reads), and
+buffer (its `Inbound.view` *is* that buffer's view, with r == w, between reads), and
 the handler usually consumes all of it. Only what the handler leaves (an
 unfinished frame) moves into a pooled buffer of the connection's own, sized by
 the peek(n) hint, which goes back to the pool as soon as it is empty. An idle
@@ -48,8 +48,9 @@ class InboundMemory:
         self.budget = budget  # bytes of buffer every connection's frames may pin
         self.held = 0  # capacity of the pooled buffers connections hold now
 
-    def acquire(self, size: int) -> bytearray:
-        """A buffer of at least `size` bytes, charged to the loop's budget."""
+    def acquire(self, size: int) -> memoryview:
+        """A view of a pooled buffer of at least `size` bytes, charged to the
+        loop's budget."""
         actual = self.pool.class_for(size) or size
         if self.held + actual > self.budget:
             raise BufferBudgetExceeded(
@@ -58,26 +59,29 @@ class InboundMemory:
             )
         buffer = self.pool.acquire(size)
         self.held += len(buffer)
-        return buffer
+        return memoryview(buffer)
 
-    def release(self, buffer: bytearray) -> None:
+    def release(self, view: memoryview) -> None:
+        """Give a connection's buffer (its view) back to the pool."""
+        buffer = view.obj
+        assert isinstance(buffer, bytearray)
         self.held -= len(buffer)
         self.pool.release(buffer)
 
 
 class Inbound:
-    """One connection's received, unconsumed bytes: `view[r:w]` of `buffer`.
+    """One connection's received, unconsumed bytes: `view[r:w]`.
 
-    Conn's read methods move `r` (and set `want`, the size a short peek asked
-    for); the loop's receive moves `w` (through `recv` when bytes are kept),
-    then calls `settle` once the handler returned. `buffer` is the loop's shared
-    buffer or a pooled one.
+    `view` is a memoryview of the loop's shared buffer (`memory.view`) or of a
+    pooled bytearray of the connection's own (`view.obj`). Conn's read methods
+    move `r` (and set `want`, the size a short peek asked for); the loop's
+    receive moves `w` (through `recv` when bytes are kept), then calls `settle`
+    once the handler returned.
     """
 
-    __slots__ = ("buffer", "view", "r", "w", "want")
+    __slots__ = ("view", "r", "w", "want")
 
     def __init__(self, memory: InboundMemory) -> None:
-        self.buffer = memory.buffer
         self.view = memory.view
         self.r = 0
         self.w = 0
@@ -92,7 +96,7 @@ class Inbound:
         FrameTooLarge for a connection over its cap and BufferBudgetExceeded when
         the loop's budget is spent.
         """
-        buffer = self.buffer
+        view = self.view
         r = self.r
         kept = self.w - r
         if kept <= SMALL_LEFTOVER and self.want <= SHARED_READ_SIZE:
@@ -101,20 +105,20 @@ class Inbound:
             # small pooled buffer between reads. Its own copy stays valid until
             # the recv succeeds.
             shared = memory.view
-            shared[:kept] = self.view[r : r + kept]
+            shared[:kept] = view[r : r + kept]
             n: int = transport.recv_into(shared[kept:])
             if n:
-                memory.release(buffer)
-                self.buffer = memory.buffer
+                memory.release(view)
                 self.view = shared
                 self.r = 0
                 self.w = kept + n
             return n
         w = self.w
-        if len(buffer) - w < MIN_READ or self.want > len(buffer) - r:
+        if len(view) - w < MIN_READ or self.want > len(view) - r:
             self._grow(memory)
+            view = self.view
             w = self.w
-        n = transport.recv_into(self.view[w:])
+        n = transport.recv_into(view[w:])
         self.w = w + n
         return n
 
@@ -127,9 +131,8 @@ class Inbound:
         r = self.r
         w = self.w
         if r == w or not keep:
-            if self.buffer is not memory.buffer:
-                memory.release(self.buffer)
-                self.buffer = memory.buffer
+            if self.view is not memory.view:
+                memory.release(self.view)
                 self.view = memory.view
             self.r = self.w = 0
             self.want = 0
@@ -139,12 +142,10 @@ class Inbound:
         cap = memory.per_conn
         if kept >= cap or want > cap:
             raise FrameTooLarge(max(kept, want), cap)
-        if self.buffer is memory.buffer:
+        if self.view is memory.view:
             # Off the shared buffer, which the next read of any connection reuses.
-            new = memory.acquire(min(max(kept + MIN_READ, want), cap))
-            view = memoryview(new)
+            view = memory.acquire(min(max(kept + MIN_READ, want), cap))
             view[:kept] = memory.view[r:w]
-            self.buffer = new
             self.view = view
             self.r = 0
             self.w = kept
@@ -152,7 +153,7 @@ class Inbound:
 
     def _grow(self, memory: InboundMemory) -> None:
         """Make room to recv: compact, or move to a bigger pooled buffer."""
-        old = self.buffer
+        old = self.view
         r = self.r
         kept = self.w - r
         cap = memory.per_conn
@@ -161,8 +162,7 @@ class Inbound:
         need = max(kept + MIN_READ, self.want)
         if need <= len(old):
             # Room enough once the consumed bytes are dropped: compact in place.
-            view = self.view
-            view[:kept] = bytes(view[r : r + kept])
+            old[:kept] = bytes(old[r : r + kept])
             self.r = 0
             self.w = kept
             return
@@ -170,11 +170,9 @@ class Inbound:
             # Frame size unknown: grow by half, so a frame pins at most about
             # twice its size while it arrives (pool classes add <= 25 %).
             need = max(need, len(old) + len(old) // 2)
-        new = memory.acquire(min(need, cap))
-        view = memoryview(new)
-        view[:kept] = self.view[r : r + kept]
+        view = memory.acquire(min(need, cap))
+        view[:kept] = old[r : r + kept]
         memory.release(old)
-        self.buffer = new
         self.view = view
         self.r = 0
         self.w = kept

@@ -27,22 +27,30 @@ OUT_DIRTY = 1  # queued outside its own callback: on the loop's dirty list or ba
 OUT_WAITING = 2  # the kernel refused some: waiting for WRITABLE
 
 
+class Waiters:
+    """async_write callbacks waiting for their bytes to be sent, and the count of
+    bytes sent since they began waiting (their marks are on that count)."""
+
+    __slots__ = ("sent", "items")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        # (mark, callback): fires once `sent` reaches mark; mark None: a close
+        # callback, run after on_close.
+        self.items: list[tuple[int | None, Callable[..., Any]]] = []
+
+
 class Outbound:
-    """Queued chunks (None when empty), their byte count and write callbacks.
+    """Queued chunks (None when empty), their byte count, the queue's scheduling
+    state and the write callbacks waiting for it (None when there are none)."""
 
-    `waiters` holds (mark, callback) pairs: an async_write callback fires once
-    `sent` reaches its mark; a close callback (mark None) after on_close.
-    `sent` only moves while waiters wait.
-    """
-
-    __slots__ = ("chunks", "size", "state", "sent", "waiters")
+    __slots__ = ("chunks", "size", "state", "waiters")
 
     def __init__(self) -> None:
         self.chunks: list[Any] | None = None
         self.size = 0  # queued bytes, valid while chunks is not None
         self.state = OUT_IDLE
-        self.sent = 0
-        self.waiters: list[tuple[int | None, Callable[..., Any]]] | None = None
+        self.waiters: Waiters | None = None
 
     def send_many(self, transport: Any, datagrams: bool) -> int:
         """One send/sendmsg of a queue of several chunks (the loop sends a single
@@ -70,7 +78,7 @@ class Outbound:
         """Drop `n` sent bytes from the front; returns the bytes still queued."""
         remaining = self.size - n
         if self.waiters is not None:
-            self.sent += n
+            self.waiters.sent += n
         if remaining <= 0:
             self.chunks = None
             self.size = 0
@@ -110,30 +118,34 @@ class Outbound:
     def take_due(self) -> list[Callable[..., Any]]:
         """Remove and return the async_write callbacks whose bytes were all sent."""
         waiters = self.waiters
-        if not waiters:
+        if waiters is None:
             return []
-        sent = self.sent
-        due = [cb for mark, cb in waiters if mark is not None and mark <= sent]
+        sent = waiters.sent
+        items = waiters.items
+        due = [cb for mark, cb in items if mark is not None and mark <= sent]
         if due:
-            self.waiters = [
-                item for item in waiters if item[0] is None or item[0] > sent
-            ] or None
+            waiters.items = [
+                item for item in items if item[0] is None or item[0] > sent
+            ]
+            if not waiters.items:
+                self.waiters = None
         return due
 
     def add_waiter(self, callback: Callable[..., Any], *, on_close: bool) -> None:
-        if self.waiters is None:
-            self.waiters = []
-        mark = None if on_close else self.sent + (self.size if self.chunks else 0)
-        self.waiters.append((mark, callback))
+        waiters = self.waiters
+        if waiters is None:
+            waiters = self.waiters = Waiters()
+        mark = None if on_close else waiters.sent + (self.size if self.chunks else 0)
+        waiters.items.append((mark, callback))
 
     def clear(self) -> list[tuple[int | None, Callable[..., Any]]]:
         """Drop the queue; returns the waiters (the connection is closing)."""
-        waiters = self.waiters or []
+        items = self.waiters.items if self.waiters is not None else []
         self.chunks = None
         self.size = 0
         self.state = OUT_IDLE
         self.waiters = None
-        return waiters
+        return items
 
 
 def _send_datagrams(transport: Any, chunks: list[Any]) -> int:
