@@ -11,6 +11,7 @@ from __future__ import annotations
 import resource
 import socket
 import struct
+import threading
 import time
 from typing import Any
 
@@ -402,3 +403,51 @@ def test_a_frame_announced_with_peek_is_held_in_a_buffer_close_to_its_size() -> 
             sock.sendall(bytes(size - size // 2))
             assert len(recv_frame(sock)) == size
             assert wait_for(lambda: engine.stats().inbound_held == 0)
+
+
+# ----------------------------------------------------------------- fairness
+class Budgeted(EventHandler):
+    """Echoes at most 4 bytes per call, then yields; records who ran when."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.echoed = 0
+        self.order: list[tuple[str, int]] = []
+
+    def on_traffic(self, conn: Any) -> Action | None:
+        data = conn.next(4)
+        conn.write(data)
+        self.order.append((conn.context, len(data)))
+        self.echoed += len(data)
+        if self.echoed >= self.expected:
+            self.loop.request_stop()
+        return Action.YIELD if conn.inbound_buffered() else None
+
+
+def test_a_yielding_connection_lets_the_others_run_before_its_next_turn() -> None:
+    from protogen.runtime.eventloop import EventLoop
+
+    handler = Budgeted(expected=13)
+    loop = EventLoop(handler, Options(install_signal_handlers=False))
+    handler.loop = loop
+    clients = []
+    for name, request in (("hog", b"x" * 12), ("bystander", b"b")):
+        server_end, client_end = socket.socketpair()
+        client_end.settimeout(10)
+        client_end.sendall(request)  # both readable in the loop's first poll
+        clients.append(client_end)
+        loop.enroll(server_end, (name, 0), context=name)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        assert recv_exact(clients[0], 12) == b"x" * 12  # no new bytes were needed
+        assert recv_exact(clients[1], 1) == b"b"
+    finally:
+        thread.join(10)
+        loop.close()
+        for client in clients:
+            client.close()
+    hog_turns = [i for i, (who, _) in enumerate(handler.order) if who == "hog"]
+    bystander = handler.order.index(("bystander", 1))
+    assert [n for who, n in handler.order if who == "hog"] == [4, 4, 4]
+    assert bystander < hog_turns[1], handler.order  # served between the hog's turns
