@@ -24,7 +24,6 @@ KiB = 1024
 MiB = 1024 * KiB
 
 
-
 def _size_classes(smallest: int, largest: int) -> tuple[int, ...]:
     """4, 8, 12, 16 KiB, then four classes per doubling (x1.25, x1.5, x1.75, x2):
     a buffer is never more than a quarter (or 4 KiB) bigger than its request, so

@@ -38,7 +38,9 @@ CLOSED = 3  # states >= CLOSING refuse writes
 
 # End of stream, as far as the loop knows.
 EOF_NONE = 0
-EOF_SEEN = 1  # the peer shut down writing (a hang-up was polled): a short read is the end
+EOF_SEEN = (
+    1  # the peer shut down writing (a hang-up was polled): a short read is the end
+)
 EOF_PENDING = 2  # the end was read; buffered frames are still to be handled first
 EOF_DONE = 3  # on_eof ran: nothing more will be read
 

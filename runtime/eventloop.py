@@ -170,7 +170,9 @@ class EventLoop:
         per_conn = options.max_buffered_per_conn
         if isinstance(max_frame, int) and max_frame > per_conn:
             per_conn = max_frame
-        self.memory = InboundMemory(default_pool(), per_conn, options.max_buffered_total)
+        self.memory = InboundMemory(
+            default_pool(), per_conn, options.max_buffered_total
+        )
         self._lingering = Lingering(self, options.drain_timeout)
         # Why each connection flushing its queue before closing is closed.
         self._closing: dict[Conn, BaseException | None] = {}
@@ -577,9 +579,7 @@ class EventLoop:
         inbound = conn.inbound
         progressed = inbound.r != r0
         try:
-            kept = inbound.settle(
-                self.memory, conn.state == OPEN and not conn.datagram
-            )
+            kept = inbound.settle(self.memory, conn.state == OPEN and not conn.datagram)
         except (FrameTooLarge, BufferBudgetExceeded) as exc:
             self._refuse(conn, exc)
             return
@@ -595,9 +595,7 @@ class EventLoop:
             # a frame does.
             if timer is not None:
                 timer.cancel()
-            conn.timer = self._timers.call_at(
-                self.now + timeout, self._deadline, conn
-            )
+            conn.timer = self._timers.call_at(self.now + timeout, self._deadline, conn)
 
     def _refuse(self, conn: Conn, exc: BaseException) -> None:
         """The connection may not buffer more: drop its bytes and close it."""

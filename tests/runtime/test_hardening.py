@@ -248,7 +248,7 @@ def test_overflowing_another_connection_closes_that_one_not_the_writer() -> None
     handler = Relay()
     with serving(handler, "tcp://127.0.0.1:0", write_buffer_cap=4 * MIB) as engine:
         url = engine.urls[0]
-        with small_receiver(url) as slow:
+        with small_receiver(url):
             assert wait_for(lambda: len(handler.conns) == 1)
             with connect(url) as writer:
                 writer.sendall(b"go")
