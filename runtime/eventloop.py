@@ -316,6 +316,7 @@ class EventLoop:
         *,
         context: Any = None,
         conn_class: type[Conn] = Conn,
+        transport: Callable[[Conn], Any] | None = None,
     ) -> Conn:
         """Adopt a connected socket; on_open fires on the loop. Thread-safe."""
         sock.setblocking(False)
@@ -326,18 +327,29 @@ class EventLoop:
                 remote_addr = None
         conn = conn_class(self, sock, remote_addr)
         conn.context = context
+        if transport is not None:
+            conn.transport = transport(conn)
         if self.in_loop_thread():
             self._open(conn)
         else:
             self.call_soon_threadsafe(self._open, conn)
         return conn
 
-    def dial(self, sock: Any, remote_addr: Any, err: int, context: Any = None) -> Conn:
+    def dial(
+        self,
+        sock: Any,
+        remote_addr: Any,
+        err: int,
+        context: Any = None,
+        transport: Callable[[Conn], Any] | None = None,
+    ) -> Conn:
         """Thread-safe: a conn for `sock`, whose connect_ex returned `err`; the
         connect completes on the loop (on_open, or on_close with the error)."""
         conn = Conn(self, sock, remote_addr)
         conn.state = CONNECTING
         conn.context = context
+        if transport is not None:
+            conn.transport = transport(conn)
         self.call_soon_threadsafe(self._start_dial, conn, err)
         return conn
 
