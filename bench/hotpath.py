@@ -8,6 +8,7 @@ runtime or the generated handler A/B, to within a few percent:
 
     .venv/bin/python bench/hotpath.py                       # generated echo handler
     .venv/bin/python bench/hotpath.py --handler runtime     # examples/runtime_echo.py
+    .venv/bin/python bench/hotpath.py --handler typed       # a user's typed handler
     .venv/bin/python bench/hotpath.py --depth 16            # 16 frames per read
 
 Each poll reports every connection readable; each read returns `depth` frames of
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import statistics
 import struct
 import subprocess
@@ -31,7 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 
 from protogen.runtime import Options  # noqa: E402
-from protogen.runtime.conn import Conn  # noqa: E402
 from protogen.runtime.eventloop import EventLoop  # noqa: E402
 from protogen.runtime.poller import READABLE  # noqa: E402
 
@@ -67,6 +68,8 @@ class ScriptedSocket:
 class ScriptedPoller:
     """Reports every connection readable, `polls` times, then stops the loop."""
 
+    edge_triggered = True  # as epoll is for the loop's connections by default
+
     def __init__(self, fds: list[int], polls: int) -> None:
         self._events = [(fd, READABLE) for fd in fds]
         self._left = polls
@@ -96,6 +99,16 @@ class ScriptedPoller:
 def generated_handler() -> object:
     """Build examples/echo.proto.dsl into a temp dir and return its default handler."""
     out = Path(tempfile.mkdtemp(prefix="protogen-hotpath-"))
+    if os.environ.get("HOTPATH_GENERATED"):  # a hand-edited variant, for A/B
+        out = Path(os.environ["HOTPATH_GENERATED"])
+    else:
+        build_into(out)
+    sys.path.insert(0, str(out))
+    module = importlib.import_module("echo_handler")
+    return module.EchoEchoHandler()
+
+
+def build_into(out: Path) -> None:
     subprocess.run(
         [
             sys.executable,
@@ -109,9 +122,20 @@ def generated_handler() -> object:
         check=True,
         capture_output=True,
     )
-    sys.path.insert(0, str(out))
-    module = importlib.import_module("echo_handler")
-    return module.EchoEchoHandler()
+
+
+def typed_handler() -> object:
+    """What a user writes: the generated handler, subclassed; every frame is a
+    typed Message, answered with a new Message through self.send."""
+    generated_handler()
+    from echo_codec import Message
+    from echo_handler import EchoHandler
+
+    class TypedEcho(EchoHandler):  # type: ignore[misc, valid-type]
+        def on_message(self, conn: object, frame: Message) -> None:
+            self.send(conn, Message(frame.payload))
+
+    return TypedEcho()
 
 
 def load_handler(name: str) -> object:
@@ -120,34 +144,25 @@ def load_handler(name: str) -> object:
     if name == "runtime":
         return importlib.import_module("runtime_echo").LengthPrefixedEcho()
     if name == "typed":
-        generated_handler()
-        sys.path.insert(0, str(ROOT / "bench" / "peers"))
-        return importlib.import_module("typed_echo").TypedEcho()
+        return typed_handler()
     raise SystemExit(f"unknown --handler {name!r}: generated, runtime or typed")
 
 
 def one_round(handler: object, conns: int, polls: int, request: bytes) -> float:
     """Seconds per read event for one run of the loop."""
-    loop = EventLoop(handler, Options())
     fds = list(range(1000, 1000 + conns))
     poller = ScriptedPoller(fds, polls)
-    loop._poller.close()
-    loop._poller = poller
-    loop.thread_id = None
+    loop = EventLoop(handler, Options(), poller=poller)
     for fd in fds:
-        loop._open(loop_conn(loop, fd, request))
+        loop.open(ScriptedSocket(fd, request), ("127.0.0.1", fd))
     start = time.perf_counter()
     try:
         loop.run()
     except StopIteration:
         pass
     elapsed = time.perf_counter() - start
-    loop._waker.close()
+    loop.close()
     return elapsed / (conns * polls)
-
-
-def loop_conn(loop: EventLoop, fd: int, request: bytes) -> Conn:
-    return Conn(loop, ScriptedSocket(fd, request), ("127.0.0.1", fd))
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ connections. See docs/runtime.md.
 from .address import Address, AddressError, parse_address
 from .client import Client
 from .conn import (
+    BufferBudgetExceeded,
     Conn,
     ConnectionClosed,
     DatagramConn,
@@ -26,6 +27,7 @@ __all__ = [
     "Action",
     "Address",
     "AddressError",
+    "BufferBudgetExceeded",
     "Client",
     "Conn",
     "ConnectionClosed",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from .conn import Conn
 
@@ -28,7 +28,9 @@ class Acceptor:
         self.sock = sock
         self.address = address
         self._tcp = address.network == "tcp"
-        self._backoff = None
+        # transport(conn) -> the object the loop reads/writes through (TLS, PROXY
+        # protocol...); None: the socket itself.
+        self.transport: Callable[[Conn], Any] | None = None
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -36,12 +38,12 @@ class Acceptor:
     def on_event(self, events: int) -> None:
         loop = self.loop
         accept = self.sock.accept
-        conns = loop._conns
-        limit = loop._max_conns
+        open_conn = loop.open
         tcp = self._tcp
+        wrap = self.transport
         for _ in range(ACCEPT_BATCH):
-            if limit and len(conns) >= limit:
-                loop._pause_accepting()  # resumed when a connection closes
+            if loop.at_capacity():
+                loop.pause_accepting()  # resumed when a connection closes
                 return
             try:
                 sock, addr = accept()
@@ -53,8 +55,7 @@ class Acceptor:
                     loop.logger.warning(
                         "protogen: accept on %s failed: %s", self.address.url, exc
                     )
-                    loop._pause_accepting()
-                    loop.call_later(0.1, loop._resume_accepting)
+                    loop.pause_accepting(retry_after=0.1)
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
@@ -62,7 +63,7 @@ class Acceptor:
             sock.setblocking(False)
             if tcp:
                 loop.configure_socket(sock)
-            loop._open(Conn(loop, sock, addr))
+            open_conn(sock, addr, transport=wrap)
 
     def close(self) -> None:
         self.sock.close()

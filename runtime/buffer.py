@@ -1,4 +1,4 @@
-"""A pool of reusable bytearrays in power-of-four size classes.
+"""A pool of reusable bytearrays in size classes at most 25 % apart.
 
 Allocating (and zero-filling) a fresh 64 KiB bytearray for every read or large
 write is measurable at high connection churn; recycling a few per size class
@@ -23,18 +23,26 @@ from dataclasses import dataclass
 KiB = 1024
 MiB = 1024 * KiB
 
-DEFAULT_SIZE_CLASSES: tuple[int, ...] = (
-    4 * KiB,
-    16 * KiB,
-    64 * KiB,
-    256 * KiB,
-    1 * MiB,
-    4 * MiB,
-)
+
+def _size_classes(smallest: int, largest: int) -> tuple[int, ...]:
+    """4, 8, 12, 16 KiB, then four classes per doubling (x1.25, x1.5, x1.75, x2):
+    a buffer is never more than a quarter (or 4 KiB) bigger than its request, so
+    an unfinished frame pins little more than its size."""
+    classes = [smallest, 2 * smallest, 3 * smallest, 4 * smallest]
+    base = 4 * smallest
+    while base < largest:
+        classes += [base * step // 4 for step in (5, 6, 7, 8)]
+        base *= 2
+    return tuple(size for size in classes if size <= largest)
+
+
+DEFAULT_SIZE_CLASSES: tuple[int, ...] = _size_classes(4 * KiB, 4 * MiB)
 DEFAULT_MAX_PER_CLASS = 32
 # Big buffers are kept more sparingly: the retained bytes per class stay bounded
-# by this budget as well as by max_per_class.
-DEFAULT_MAX_BYTES_PER_CLASS = 16 * MiB
+# by this budget as well as by max_per_class, and all classes together by
+# DEFAULT_MAX_RETAINED.
+DEFAULT_MAX_BYTES_PER_CLASS = 8 * MiB
+DEFAULT_MAX_RETAINED = 64 * MiB
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class BufferPool:
         *,
         max_per_class: int = DEFAULT_MAX_PER_CLASS,
         max_bytes_per_class: int = DEFAULT_MAX_BYTES_PER_CLASS,
+        max_retained: int = DEFAULT_MAX_RETAINED,
     ) -> None:
         classes = tuple(sorted(set(size_classes)))
         if not classes or classes[0] <= 0:
@@ -78,6 +87,8 @@ class BufferPool:
             for size in classes
         }
         self._free: dict[int, list[bytearray]] = {size: [] for size in classes}
+        self._max_retained = max_retained
+        self._retained_bytes = 0
         # ids of buffers sitting in free lists: O(1) double-release detection.
         # An id is unique while its object is alive, and free buffers are alive.
         self._free_ids: set[int] = set()
@@ -107,6 +118,7 @@ class BufferPool:
             if free:
                 buf = free.pop()
                 self._free_ids.discard(id(buf))
+                self._retained_bytes -= size
                 self._hits += 1
                 return buf
             self._misses += 1
@@ -124,11 +136,15 @@ class BufferPool:
                 raise ValueError(
                     f"bytearray of {size} bytes released twice to the buffer pool"
                 )
-            if len(free) >= self._caps[size]:
+            if (
+                len(free) >= self._caps[size]
+                or self._retained_bytes + size > self._max_retained
+            ):
                 self._dropped += 1
                 return
             free.append(buf)
             self._free_ids.add(id(buf))
+            self._retained_bytes += size
             self._released += 1
 
     def clear(self) -> None:
@@ -137,6 +153,7 @@ class BufferPool:
             for free in self._free.values():
                 free.clear()
             self._free_ids.clear()
+            self._retained_bytes = 0
 
     @property
     def stats(self) -> PoolStats:

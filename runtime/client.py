@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 from .address import parse_address
-from .conn import CONNECTING, Conn, DatagramConn
+from .conn import Conn, DatagramConn
 from .engine import Engine
 from .handler import EventHandler
 from .options import Options
@@ -81,11 +81,7 @@ class Client:
         except BaseException:
             sock.close()
             raise
-        conn = Conn(self.loop, sock, address.sockaddr)
-        conn._state = CONNECTING
-        conn.context = context
-        self.loop.call_soon_threadsafe(self.loop._start_dial, conn, err)
-        return conn
+        return self.loop.dial(sock, address.sockaddr, err, context=context)
 
     def enroll(self, sock: socket.socket, context: Any = None) -> Conn:
         """Adopt an already connected socket; on_open fires on the loop."""

@@ -10,14 +10,22 @@ Writing (loop thread): write/writev queue the data; the loop sends it with one
   memoryviews are referenced until the callback returns (the kernel refusal is copied
   then); bytearrays are copied at write() so callers may reuse them.
 Other threads: async_write, async_writev, wake, close, close_with_callback.
+
+A Conn owns its `Inbound` (received bytes not consumed yet) and its `Outbound`
+(queued bytes not sent yet); the read and write methods below are the handler's
+side of those two buffers, the loop's single receive and send functions the
+other side. Everything the loop does to a connection's byte stream goes through
+`conn.transport` (the socket unless a transport wraps it, e.g. for TLS).
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from .inbound import BufferBudgetExceeded, Inbound
+from .outbound import OUT_DIRTY, OUT_IDLE, OUT_WAITING, Outbound
 
 if TYPE_CHECKING:  # pragma: no cover
     from .eventloop import EventLoop
@@ -28,14 +36,17 @@ CONNECTING = 1  # a dial in progress
 CLOSING = 2  # close requested: flushing outbound, not reading any more
 CLOSED = 3  # states >= CLOSING refuse writes
 
-# Outbound states.
-# IDLE: nothing queued, or queued by the conn's own on_traffic (loop._current).
-# DIRTY: queued during a callback and listed in loop._dirty (flushed when it
-# returns) or, a single small reply to the conn being read, in loop._batch (sent
-# after the poll's events).
-OUT_IDLE = 0
-OUT_DIRTY = 1
-OUT_WAITING = 2  # the kernel refused some: waiting for WRITABLE
+# End of stream, as far as the loop knows.
+EOF_NONE = 0
+EOF_SEEN = (
+    1  # the peer shut down writing (a hang-up was polled): a short read is the end
+)
+EOF_PENDING = 2  # the end was read; buffered frames are still to be handled first
+EOF_DONE = 3  # on_eof ran: nothing more will be read
+
+# Work the loop owes a connection on its next pass (Conn.pending bits).
+PENDING_TRAFFIC = 1  # call on_traffic on the bytes already buffered
+PENDING_READ = 2  # an edge-triggered read filled its space: read again
 
 _LINGER = struct.Struct("ii")
 
@@ -46,8 +57,10 @@ class ConnectionClosed(ConnectionError):
     """The connection closed before the operation could complete."""
 
 
-class OutboundOverflow(ConnectionError):
-    """More unsent bytes were queued than the write_buffer_cap option allows."""
+class OutboundOverflow(ConnectionClosed):
+    """More unsent bytes were queued than the write_buffer_cap option allows: the
+    connection is closed (a ConnectionClosed, so a broadcast loop that skips
+    closed connections skips this one too)."""
 
 
 class IdleTimeout(TimeoutError):
@@ -64,26 +77,18 @@ class Conn:
     __slots__ = (
         "loop",
         "sock",
-        "fd",
+        "transport",
         "context",
         "remote_addr",
-        "_in",
-        "_view",
-        "_r",
-        "_w",
-        "_want",
-        "_out",
-        "_out_bytes",
-        "_ostate",
-        "_events",
-        "_state",
-        "_paused",
-        "_last",
-        "_deadline",
-        "_timer",
-        "_callbacks",
-        "_sent",
-        "_err",
+        "inbound",
+        "outbound",
+        "state",
+        "events",
+        "write_paused",
+        "eof",
+        "pending",
+        "last",
+        "timer",
     )
 
     # A dialed UDP socket sends each write as its own datagram.
@@ -94,133 +99,135 @@ class Conn:
     ) -> None:
         self.loop = loop
         self.sock = sock
-        self.fd = sock.fileno()
+        # What the loop reads from and writes to: the socket, or a transport
+        # wrapping it (same recv_into/send/sendmsg contract; see docs/runtime.md).
+        self.transport: Any = sock
         self.context: Any = None
         self.remote_addr = remote_addr
-        # Inbound: the loop's shared buffer (empty between reads) or a pooled one
-        # holding a partial frame.
-        self._in: bytearray = loop._rbuf
-        self._view: memoryview = loop._rview
-        self._r = 0  # read position in _in
-        self._w = 0  # write position in _in
-        self._want = 0  # bytes a short peek asked for: a sizing hint for the buffer
-        self._out: list | None = None  # queued outbound chunks
-        self._out_bytes = 0
-        self._ostate = OUT_IDLE
-        self._events = 0  # interest currently registered with the poller
-        self._state = OPEN
-        self._paused = False
-        self._last = 0.0  # loop time of the last traffic (idle timeout)
-        self._deadline = 0.0  # read-timeout or drain deadline, 0 = none
-        self._timer: Any = None
-        self._callbacks: list | None = (
-            None  # [(queued-bytes mark, callback)] and close cbs
-        )
-        # Bytes handed to the kernel, counted while async_write callbacks wait for
-        # their marks (the fast path of a flush skips it when none wait).
-        self._sent = 0
-        self._err: BaseException | None = None  # reason of a graceful close in progress
+        self.inbound = Inbound(loop.memory)
+        self.outbound = Outbound()
+        self.state = OPEN
+        self.events = 0  # interest registered with the poller
+        # True while queued output is above write_high_water: the loop does not
+        # read the connection and generated handlers stop decoding. Read-only.
+        self.write_paused = False
+        self.eof = EOF_NONE
+        self.pending = 0  # PENDING_* work queued on loop's ready list
+        self.last = 0.0  # loop time of the last bytes in or out (idle timeout)
+        self.timer: Any = None  # read-timeout or drain deadline (a TimerHandle)
 
     def __repr__(self) -> str:
-        state = ("open", "connecting", "closing", "closed")[self._state]
+        state = ("open", "connecting", "closing", "closed")[self.state]
         return f"<Conn fd={self.fd} {state} remote={self.remote_addr!r}>"
 
     # ------------------------------------------------------------------ reading
     def inbound_buffered(self) -> int:
-        return self._w - self._r
+        inbound = self.inbound
+        return inbound.w - inbound.r
 
     def peek(self, n: int = -1) -> memoryview:
-        """Up to n buffered bytes (all for n < 0) without consuming them."""
-        r = self._r
-        w = self._w
+        """Up to n buffered bytes (all for n < 0) without consuming them.
+
+        A short peek(n) is a sizing hint: the buffer is grown once to hold n.
+        """
+        inbound = self.inbound
+        r = inbound.r
+        w = inbound.w
         if n < 0 or r + n >= w:
             if n > w - r:
-                self._want = n  # remember: the buffer will be sized to fit n
-            return self._view[r:w]
-        return self._view[r : r + n]
+                inbound.want = n
+            return inbound.view[r:w]
+        return inbound.view[r : r + n]
 
     def next(self, n: int = -1) -> memoryview:
         """Up to n buffered bytes (all for n < 0), consumed."""
-        r = self._r
-        w = self._w
+        inbound = self.inbound
+        r = inbound.r
+        w = inbound.w
+        inbound.want = 0
         if n < 0 or r + n >= w:
-            self._r = w
-            self._want = 0
-            return self._view[r:w]
-        self._r = r + n
-        self._want = 0
-        return self._view[r : r + n]
+            inbound.r = w
+            return inbound.view[r:w]
+        inbound.r = r + n
+        return inbound.view[r : r + n]
 
     def discard(self, n: int = -1) -> int:
         """Consume up to n buffered bytes (all for n < 0); returns how many."""
-        r = self._r
-        w = self._w
-        self._want = 0
+        inbound = self.inbound
+        r = inbound.r
+        w = inbound.w
+        inbound.want = 0
         if n < 0 or r + n >= w:
-            self._r = w
+            inbound.r = w
             return w - r
-        self._r = r + n
+        inbound.r = r + n
         return n
 
     def read_into(self, buf: Any) -> int:
         """Copy buffered bytes into `buf` (a writable buffer), consuming them."""
         target = memoryview(buf).cast("B")
-        r = self._r
-        n = min(len(target), self._w - r)
-        target[:n] = self._view[r : r + n]
-        self._r = r + n
-        self._want = 0
+        inbound = self.inbound
+        r = inbound.r
+        n = min(len(target), inbound.w - r)
+        target[:n] = inbound.view[r : r + n]
+        inbound.r = r + n
+        inbound.want = 0
         return n
 
     # ------------------------------------------------------------------ writing
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Queue `data`; it is sent when the current callback returns (a small reply
-        to the connection being read: with the poll's others, after its events).
-        Loop thread only.
+        """Queue `data`; it is sent when the current callback returns. Loop thread.
 
-        memoryviews must have a byte format (peek/next return such views).
+        Raises ConnectionClosed on a closing or closed connection, and
+        OutboundOverflow when the queue exceeds write_buffer_cap (its bytes are
+        dropped and the connection closes). memoryviews must have a byte format.
         """
         if type(data) is bytearray:
             data = bytes(data)  # the caller may reuse its bytearray at once
         n = len(data)
-        if self._out is None and self.loop._current is self:
-            # The common case: the first write in the connection's own on_traffic
-            # (the loop flushes it when the callback returns; it is open then).
-            if n:
-                self._out = [data]
-                self._out_bytes = n
+        out = self.outbound
+        loop = self.loop
+        if loop.current is self:
+            # The connection's own callback (it is open then): the loop sends the
+            # queue when the callback returns, so nothing is scheduled here.
+            chunks = out.chunks
+            if chunks is None:
+                # (The send path checks a single chunk against the water marks.)
+                if n:
+                    out.chunks = [data]
+                    out.size = n
+                return n
+            chunks.append(data)  # (a view behind refused bytes is copied by the loop)
+            size = out.size = out.size + n
+            if size > loop.high:
+                loop.pressure(self, size)
             return n
-        if self._state >= CLOSING:
+        if self.state >= CLOSING:
             raise ConnectionClosed(f"write on a closed connection {self!r}")
         if not n:
             return 0
-        out = self._out
-        if out is None:
-            self._out = [data]
-            self._out_bytes = n
-            if self._ostate == OUT_IDLE:
-                self._ostate = OUT_DIRTY
-                self.loop._dirty.append(self)
+        chunks = out.chunks
+        if chunks is None:
+            out.chunks = [data]
+            out.size = n
+            if out.state == OUT_IDLE:
+                out.state = OUT_DIRTY
+                loop.dirty.append(self)
+            if n > loop.high:
+                loop.pressure(self, n)
             return n
-        if self._ostate == OUT_WAITING:
-            # The kernel is refusing bytes: this chunk outlives the callback (own a
-            # copy) and may push the queue over the water marks.
-            out.append(data if type(data) is bytes else bytes(data))
-            self._out_bytes += n
-            if self._out_bytes > self.loop._high:
-                self.loop._pressure(self)
-            return n
-        if (
-            self._ostate == OUT_DIRTY
-            and type(data) is not bytes
-            and self.loop._current is not self
-        ):
-            # Another connection's callback: this one may be in the loop's batch of
-            # small replies, sent after later reads reuse the buffer `data` may
-            # view. Own a copy.
+        if type(data) is not bytes:
+            # Another callback's view: the conn may be in the loop's batch of
+            # replies or waiting for the kernel, sent after the buffer the view
+            # points into is reused. Own a copy.
             data = bytes(data)
-        out.append(data)
-        self._out_bytes += n
+        chunks.append(data)
+        size = out.size = out.size + n
+        if out.state == OUT_IDLE:
+            out.state = OUT_DIRTY
+            loop.dirty.append(self)
+        if size > loop.high:
+            loop.pressure(self, size)
         return n
 
     def writev(self, chunks: Iterable[bytes | bytearray | memoryview]) -> int:
@@ -229,15 +236,17 @@ class Conn:
 
     def flush(self) -> None:
         """Send queued bytes now instead of when the callback returns."""
-        if self._out is not None and self._ostate != OUT_WAITING:
-            self.loop._flush(self)
+        out = self.outbound
+        if out.chunks is not None and out.state != OUT_WAITING:
+            self.loop.send(self)
 
     def outbound_buffered(self) -> int:
-        return self._out_bytes if self._out is not None else 0
+        out = self.outbound
+        return out.size if out.chunks is not None else 0
 
     def is_write_paused(self) -> bool:
         """True while outbound bytes sit above write_high_water (reading is paused)."""
-        return self._paused
+        return self.write_paused
 
     # ------------------------------------------------------ cross-thread calls
     def async_write(
@@ -247,7 +256,7 @@ class Conn:
         byte of `data` was accepted by the kernel (err None), or with ConnectionClosed /
         the socket error when the connection closed first."""
         self.loop.call_soon_threadsafe(
-            self.loop._async_write, self, (bytes(data),), callback
+            self.loop.async_write, self, (bytes(data),), callback
         )
 
     def async_writev(
@@ -256,22 +265,22 @@ class Conn:
         callback: Callback | None = None,
     ) -> None:
         self.loop.call_soon_threadsafe(
-            self.loop._async_write, self, tuple(bytes(c) for c in chunks), callback
+            self.loop.async_write, self, tuple(bytes(c) for c in chunks), callback
         )
 
     def wake(self, callback: Callback | None = None) -> None:
         """Thread-safe: run on_traffic for this connection on its loop (even with no new
         bytes), then callback(conn, err)."""
-        self.loop.call_soon_threadsafe(self.loop._wake, self, callback)
+        self.loop.call_soon_threadsafe(self.loop.wake, self, callback)
 
     def close(self) -> None:
         """Thread-safe graceful close: queued bytes are flushed first (bounded by
         drain_timeout), then the socket closes and on_close(conn, None) runs."""
-        self.loop.call_soon_threadsafe(self.loop._close, self, None, True)
+        self.loop.call_soon_threadsafe(self.loop.close_conn, self, None)
 
     def close_with_callback(self, callback: Callback | None) -> None:
         """Like close(); callback(conn, err) runs on the loop after on_close."""
-        self.loop.call_soon_threadsafe(self.loop._close_with_callback, self, callback)
+        self.loop.call_soon_threadsafe(self.loop.close_with_callback, self, callback)
 
     # ------------------------------------------------------------ addressing
     @property
@@ -281,12 +290,17 @@ class Conn:
         except OSError:
             return None
 
+    @property
+    def fd(self) -> int:
+        """The socket's descriptor (-1 once closed)."""
+        return self.sock.fileno()
+
     def fileno(self) -> int:
-        return self.fd
+        return self.sock.fileno()
 
     @property
     def closed(self) -> bool:
-        return self._state == CLOSED
+        return self.state == CLOSED
 
     # -------------------------------------------------------- socket options
     def set_no_delay(self, on: bool = True) -> None:
@@ -341,16 +355,13 @@ def set_keep_alive(
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, int(count))
 
 
-def in_thread(loop: "EventLoop") -> bool:
-    return threading.get_ident() == loop.thread_id
-
-
 __all__ = [
+    "BufferBudgetExceeded",
     "Conn",
-    "DatagramConn",
     "ConnectionClosed",
-    "OutboundOverflow",
+    "DatagramConn",
     "IdleTimeout",
+    "OutboundOverflow",
     "ReadTimeout",
     "set_keep_alive",
 ]

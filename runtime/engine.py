@@ -51,6 +51,8 @@ class EngineStats:
     connections_active: int
     bytes_in: int
     bytes_out: int
+    # Capacity of the buffers unfinished frames hold (max_buffered_total bounds it).
+    inbound_held: int = 0
 
 
 class Engine:
@@ -71,6 +73,9 @@ class Engine:
             a if isinstance(a, Address) else parse_address(a) for a in addresses
         ]
         self.loop = EventLoop(handler, self.options, engine=self)
+        # What on_boot/on_shutdown receive as `engine`: this engine, or the view a
+        # multi-process worker gives of the whole server (multicore.ClusterEngine).
+        self.facade: Any = self
         self.listeners: list[Acceptor | UDPListener] = []
         self.started = threading.Event()
         self.stopped = threading.Event()
@@ -89,7 +94,12 @@ class Engine:
     def stats(self) -> EngineStats:
         loop = self.loop
         return EngineStats(
-            loop.opened, loop.closed, len(loop._conns), loop.bytes_in, loop.bytes_out
+            loop.opened,
+            loop.closed,
+            loop.count_connections(),
+            loop.bytes_in,
+            loop.bytes_out,
+            loop.memory.held,
         )
 
     @property
@@ -145,7 +155,7 @@ class Engine:
                     ):
                         self._unix_paths.append(address.path)
                 self.listeners.append(listener)
-                self.loop.add_acceptor(listener)
+                self.loop.add_listener(listener)
         except BaseException:
             self._close_listeners()
             raise
@@ -159,7 +169,7 @@ class Engine:
             self.listen()
             self.loop.thread_id = threading.get_ident()
             try:
-                action = self.handler.on_boot(self)
+                action = self.handler.on_boot(self.facade)
             except Exception as exc:  # the server must not run half-booted
                 self.loop.fatal_error = error = _boot_failed(self, exc)
                 if error is exc:
@@ -172,7 +182,7 @@ class Engine:
             self.started.set()
             self.loop.run()
             try:
-                self.handler.on_shutdown(self)
+                self.handler.on_shutdown(self.facade)
             except Exception:
                 self.loop.logger.exception("protogen: on_shutdown raised")
         finally:
@@ -187,12 +197,12 @@ class Engine:
 
     def _tick(self) -> None:
         loop = self.loop
-        if loop._stopping:
+        if loop.stopping:
             return
         try:
             result = self.handler.on_tick()
         except Exception as exc:
-            loop._handler_error(None, exc, "on_tick")
+            loop.handler_error(None, exc, "on_tick")
             result = None
         delay, action = result if result is not None else (1.0, Action.NONE)
         if action == Action.SHUTDOWN:

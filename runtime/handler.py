@@ -15,11 +15,15 @@ class Action(enum.IntEnum):
 
     NONE keeps going, CLOSE closes the connection the callback was about (pending
     writes are flushed first), SHUTDOWN stops the whole engine gracefully.
+    YIELD (from on_traffic) lets the loop serve other connections first and calls
+    on_traffic again on the next pass with the bytes still buffered, without
+    waiting for new ones: a handler that stops after a budget of frames returns it.
     """
 
     NONE = 0
     CLOSE = 1
     SHUTDOWN = 2
+    YIELD = 3
 
 
 class EventHandler:
@@ -29,6 +33,11 @@ class EventHandler:
     on the event-loop thread that owns the connection, never concurrently for the
     same connection.
     """
+
+    # The largest frame this handler accepts, if it has such a limit: the loop
+    # lets each connection buffer at least this many unconsumed bytes, whatever
+    # the max_buffered_per_conn option says (generated handlers set it).
+    max_frame: int | None = None
 
     def on_boot(self, engine: "Engine") -> Action:
         """The engine is listening; `engine` offers stop(), stats() and addresses."""
@@ -49,18 +58,19 @@ class EventHandler:
         """
         return Action.NONE
 
-    def on_traffic(self, conn: "Conn") -> Action:
+    def on_traffic(self, conn: "Conn") -> Action | None:
         """Bytes arrived: read them with conn.peek/next/discard/read_into."""
         return Action.NONE
 
-    # Optional fast path, used when a handler defines it (generated handlers do):
-    #     def on_data(self, conn, data: memoryview) -> int | None
-    # `data` is every byte buffered on `conn`, valid during the call (reused for a
-    # later read of the same size: do not release() it); it returns
-    # how many it consumed, or None (having written nothing) to have on_traffic
-    # called instead. The loop calls it only when nothing is kept from an earlier
-    # read; otherwise on_traffic runs, so both must do the same. It saves the
-    # peek/next calls of a read event (~10 % of an echo's Python time).
+    def on_eof(self, conn: "Conn") -> Action:
+        """The peer finished sending (it shut down its side, or closed).
+
+        Runs after every byte it sent was handed to on_traffic. The default,
+        Action.CLOSE, closes the connection once its answers are flushed. Return
+        Action.NONE to keep it half-open: nothing more is read, writes still go
+        out, and the handler closes it (conn.close()) when it is done.
+        """
+        return Action.CLOSE
 
     def on_tick(self) -> tuple[float, Action]:
         """Called when the `ticker` option is on; returns (seconds to next tick, Action)."""
@@ -80,21 +90,4 @@ def handler_overrides(handler: Any, name: str) -> bool:
     return method is not None and method is not getattr(EventHandler, name, None)
 
 
-def data_hook(handler: Any) -> Any:
-    """`handler.on_data` when it is the handler's fast path, else None.
-
-    It is not when on_traffic is overridden after it: on an instance, or in a
-    subclass of the class that defined on_data (that on_traffic must be called).
-    """
-    on_data = getattr(handler, "on_data", None)
-    if on_data is None or "on_traffic" in getattr(handler, "__dict__", ()):
-        return None
-    if "on_data" in getattr(handler, "__dict__", ()):
-        return on_data
-    mro = type(handler).__mro__
-    data_owner = next(c for c in mro if "on_data" in vars(c))
-    traffic_owner = next(c for c in mro if "on_traffic" in vars(c))
-    return on_data if issubclass(data_owner, traffic_owner) else None
-
-
-__all__ = ["Action", "EventHandler", "data_hook", "handler_overrides"]
+__all__ = ["Action", "EventHandler", "handler_overrides"]

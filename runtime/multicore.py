@@ -72,7 +72,7 @@ from .balancer import (
     new_balancer,
     normalize_policy,
 )
-from .handler import Action, EventHandler
+from .handler import EventHandler
 from .options import Options
 from .supervisor import Supervisor, WorkerLink
 
@@ -162,7 +162,7 @@ class MulticoreServer:
                 logger=self.logger,
                 stop_timeout=self.options.drain_timeout + 5.0,
                 install_signal_handlers=self.options.install_signal_handlers,
-                max_connections=self.options.max_connections,
+                max_connections=self.options.connection_limit(),
                 final_exit_codes=(0, EXIT_FATAL),
                 on_exit_status=self._on_exit_status,
             )
@@ -295,9 +295,10 @@ def run_multicore(
 class ClusterEngine:
     """What ``on_boot``/``on_shutdown`` receive in a worker (see the module docs)."""
 
-    def __init__(self, engine: Any, link: WorkerLink) -> None:
+    def __init__(self, engine: Any, link: WorkerLink, urls: list[str]) -> None:
         self._engine = engine
         self._link = link
+        self._urls = urls
         self.worker_index = link.index
         self.workers = link.workers
 
@@ -328,7 +329,7 @@ class ClusterEngine:
     @property
     def urls(self) -> list[str]:
         """Every URL the server listens on (real ports), parent- or worker-bound."""
-        return list(_WORKER.urls if _WORKER is not None else self._engine.urls)
+        return list(self._urls or self._engine.urls)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
@@ -337,81 +338,31 @@ class ClusterEngine:
         return f"<ClusterEngine worker {self.worker_index}/{self.workers} pid {os.getpid()}>"
 
 
-class _WorkerState:
-    """This worker's link to the supervisor and its published connection tally."""
+class _Tally:
+    """This worker's live connections, published for the balancer.
 
-    def __init__(self, link: WorkerLink, urls: list[str]) -> None:
-        self.link = link
+    The loop's watchers count every connection it opens and closes (on_open and
+    on_close always pair, even when on_open raised), and the connections adopted
+    from the parent, published together in one word so the parent never sees an
+    adoption without its connection.
+    """
+
+    def __init__(self, link: WorkerLink) -> None:
         self.counters = link.counters
         self.index = link.index
-        self.urls = urls
-        self.cluster: ClusterEngine | None = None
         self.live = 0
         self.adopted = 0
-        # True while an adopted socket is being enrolled: its on_open must not
-        # count it again (adopt() already did, in the same store as `adopted`).
-        self.adopting = False
 
     def publish(self) -> None:
         self.counters.publish_conns(self.index, self.live, self.adopted)
 
-    def adopt(self) -> None:
-        self.live += 1
-        self.adopted += 1
-        self.publish()
-
-    def opened(self) -> None:
-        if self.adopting:
-            self.adopting = False
-            return
+    def opened(self, conn: Any) -> None:
         self.live += 1
         self.publish()
 
-    def closed(self) -> None:
+    def closed(self, conn: Any, err: BaseException | None) -> None:
         self.live -= 1
         self.publish()
-
-
-# The worker's state, set once in the forked child.
-_WORKER: _WorkerState | None = None
-
-
-def _counting_class(base: type) -> type:
-    """A subclass of the handler's class that publishes live connection counts.
-
-    Installed on the worker's (forked) copy with ``__class__`` assignment, so
-    the handler's own methods, attributes and ``isinstance`` all stay as they
-    were; only ``on_boot``/``on_open``/``on_close``/``on_shutdown`` gain a
-    counter update.  ``__slots__ = ()`` keeps the instance layout identical.
-    The loop calls ``on_close`` for every connection whose ``on_open`` ran
-    (even when ``on_open`` raised), so the tally cannot drift.
-    """
-
-    class Counting(base):  # type: ignore[misc, valid-type]
-        __slots__ = ()
-
-        def on_boot(self, engine: Any) -> Action:
-            state = _WORKER
-            assert state is not None
-            state.cluster = ClusterEngine(engine, state.link)
-            return base.on_boot(self, state.cluster)
-
-        def on_open(self, conn: Any) -> Any:
-            _WORKER.opened()  # type: ignore[union-attr]
-            return base.on_open(self, conn)
-
-        def on_close(self, conn: Any, err: BaseException | None) -> Action:
-            _WORKER.closed()  # type: ignore[union-attr]
-            return base.on_close(self, conn, err)
-
-        def on_shutdown(self, engine: Any) -> None:
-            cluster = _WORKER.cluster if _WORKER is not None else None
-            return base.on_shutdown(self, cluster or engine)
-
-    Counting.__name__ = base.__name__
-    Counting.__qualname__ = base.__qualname__
-    Counting.__module__ = base.__module__
-    return Counting
 
 
 def _serve_worker(
@@ -428,12 +379,12 @@ def _serve_worker(
     """
     from . import engine as engine_module  # deferred: engine imports this module
 
-    global _WORKER
-    state = _WORKER = _WorkerState(link, cluster_urls or urls)
-    handler.__class__ = _counting_class(type(handler))
     worker_options = options.replace(loops=1, multicore=False, reuse_port=True)
     engine = engine_module.Engine(handler, urls, worker_options)
+    engine.facade = ClusterEngine(engine, link, cluster_urls or urls)
     loop = engine.loop
+    tally = _Tally(link)
+    loop.watch(opened=tally.opened, closed=tally.closed)
     counters = link.counters
     index = link.index
     log = logging.getLogger("protogen.runtime.multicore")
@@ -444,19 +395,16 @@ def _serve_worker(
         except OSError:
             os.close(fd)
             return
-        state.adopt()
-        state.adopting = True
+        tally.adopted += 1  # published with the connection by tally.opened
         try:
+            sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
                 loop.configure_socket(sock)
             loop.enroll(sock)  # on the loop thread: on_open runs right here
         except Exception:
             log.exception("worker %d: cannot adopt a connection", index)
             sock.close()
-        finally:
-            if state.adopting:  # on_open never ran (stopping, or enroll failed)
-                state.adopting = False
-                state.closed()
+        tally.publish()  # in case it was not opened (stopping, or it failed)
 
     def on_channel(events: int) -> None:
         fds, quit_requested, parent_gone = link.receive()
@@ -480,8 +428,8 @@ def _serve_worker(
         engine.run()
     except BaseException:
         log.exception("worker %d (pid %d) failed", index, os.getpid())
-        return EXIT_FATAL if getattr(loop, "fatal_error", None) is not None else 1
-    if getattr(loop, "fatal_error", None) is not None:
+        return EXIT_FATAL if loop.fatal_error is not None else 1
+    if loop.fatal_error is not None:
         return EXIT_FATAL
     return 0
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field, fields
+import resource
+import warnings
+from dataclasses import InitVar, dataclass, field, fields
 from typing import Any
 
 KIB = 1024
@@ -20,12 +22,20 @@ LOAD_BALANCING = ("round_robin", "least_connections", "source_addr_hash", "reuse
 
 @dataclass
 class Options:
-    # Inbound: a connection's unconsumed bytes may grow up to this; beyond it the
-    # connection is closed with FrameTooLarge (and so is a peek() asking for more).
-    read_buffer_cap: int = field(
-        default=64 * MIB,
+    # Inbound: bytes of unfinished frames a connection may hold (its handler's
+    # max_frame raises it); beyond it the connection closes with FrameTooLarge (and
+    # so does a peek() asking for more). The loop-wide budget bounds their sum.
+    max_buffered_per_conn: int = field(
+        default=1 * MIB,
         metadata={
-            "help": "max unconsumed inbound bytes per connection; beyond it the connection closes with FrameTooLarge",
+            "help": "max bytes of unfinished frames per connection (at least the handler's max_frame); beyond it the connection closes with FrameTooLarge",
+            "cli": True,
+        },
+    )
+    max_buffered_total: int = field(
+        default=256 * MIB,
+        metadata={
+            "help": "per event loop: max bytes all connections' unfinished frames may hold; a connection needing more closes with BufferBudgetExceeded",
             "cli": True,
         },
     )
@@ -163,24 +173,31 @@ class Options:
         },
     )
     # Robustness.
-    max_connections: int = field(
-        default=0,
+    max_connections: int | None = field(
+        default=None,
         metadata={
-            "help": "connections per event loop; at the limit accepting pauses (0 = unlimited)",
+            "help": "connections per event loop; at the limit accepting pauses (none = the open-file limit less a reserve, 0 = unlimited)",
             "cli": True,
         },
     )
     idle_timeout: float | None = field(
-        default=None,
+        default=300.0,
         metadata={
             "help": "close a connection after this many seconds without bytes in or out (none = never)",
             "cli": True,
         },
     )
     read_timeout: float | None = field(
-        default=None,
+        default=30.0,
         metadata={
-            "help": "close a connection whose partial frame sits unconsumed this many seconds (none = never)",
+            "help": "close a connection whose unfinished frame sits unconsumed this many seconds (none = never)",
+            "cli": True,
+        },
+    )
+    max_frames_per_callback: int = field(
+        default=64,
+        metadata={
+            "help": "frames a generated handler decodes per callback before the loop serves other connections",
             "cli": True,
         },
     )
@@ -215,9 +232,21 @@ class Options:
         },
     )
 
+    # The former name of max_buffered_per_conn, still accepted (with a warning).
+    read_buffer_cap: InitVar[int | None] = None
+
+    def __post_init__(self, read_buffer_cap: int | None) -> None:
+        if read_buffer_cap is not None:
+            warnings.warn(
+                "option read_buffer_cap is now max_buffered_per_conn",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            self.max_buffered_per_conn = read_buffer_cap
+
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "Options":
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | {"read_buffer_cap"}
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise TypeError(
@@ -231,7 +260,10 @@ class Options:
     def replace(self, **changes: Any) -> "Options":
         new = dataclasses.replace(self)
         for name, value in changes.items():
-            if not hasattr(new, name):
+            if name == "read_buffer_cap":
+                Options.__post_init__(new, value)
+                continue
+            if name not in _FIELD_NAMES:
                 raise TypeError(f"unknown runtime option: {name}")
             setattr(new, name, value)
         new.validate()
@@ -265,7 +297,9 @@ class Options:
                 )
 
         for name in (
-            "read_buffer_cap",
+            "max_buffered_per_conn",
+            "max_buffered_total",
+            "max_frames_per_callback",
             "write_buffer_cap",
             "write_high_water",
             "backlog",
@@ -273,7 +307,8 @@ class Options:
         ):
             positive_int(name)
         positive_int("write_low_water", 0)
-        positive_int("max_connections", 0)
+        if self.max_connections is not None:
+            positive_int("max_connections", 0)
         for name in (
             "tcp_keepalive",
             "tcp_keepalive_interval",
@@ -330,8 +365,27 @@ class Options:
                 f"option unix_mode must be a file mode like 0o600, got {self.unix_mode!r}"
             )
 
+    def connection_limit(self) -> int:
+        """Connections one event loop accepts (0 = unlimited).
+
+        With max_connections None: the soft open-file limit less a reserve for
+        listeners, logs and outgoing connections (1/16 of it, at least 16), so an
+        accept never fails for want of a descriptor.
+        """
+        if self.max_connections is not None:
+            return self.max_connections
+        try:
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        except (ValueError, OSError):  # pragma: no cover
+            return 1024
+        if soft == resource.RLIM_INFINITY or soft <= 0:
+            return 0
+        return max(1, soft - max(16, soft // 16))
+
     def get_logger(self) -> logging.Logger:
         return self.logger or logging.getLogger("protogen.runtime")
 
+
+_FIELD_NAMES = frozenset(f.name for f in fields(Options))
 
 __all__ = ["Options", "LOAD_BALANCING"]

@@ -111,7 +111,7 @@ class UDPConn:
 
     def wake(self, callback: Any = None) -> None:
         def run() -> None:
-            self.listener.loop.handler.on_traffic(self)
+            self.listener.loop.handler.on_traffic(self)  # type: ignore[arg-type]
             if callback is not None:
                 callback(self, None)
 
@@ -177,12 +177,13 @@ class UDPListener:
             loop.bytes_in += n
             conn = UDPConn(self, addr, view[:n])
             try:
-                action = on_traffic(conn)
+                # A UDPConn offers a Conn's read and write methods for one datagram.
+                action = on_traffic(conn)  # type: ignore[arg-type]
             except Exception as exc:
-                loop._handler_error(None, exc, "on_traffic (udp)")
+                loop.handler_error(None, exc, "on_traffic (udp)")
                 continue
             if action:
-                loop._apply(None, action)
+                loop.apply(None, action)
 
     def close(self) -> None:
         self.closed = True

@@ -6,7 +6,7 @@ import importlib
 import sys
 import uuid
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 from protogen.generator import generate, write_outputs
 from protogen.parser import parse_spec
@@ -15,17 +15,26 @@ from protogen.parser import parse_spec
 class FakeConn:
     """A stand-in for protogen.runtime.Conn that records the handler's calls."""
 
-    def __init__(self, data: bytes = b"", *, datagram: bool = False) -> None:
+    def __init__(
+        self, data: bytes = b"", *, datagram: bool = False, frame_budget: int = 64
+    ) -> None:
         self.inbound = bytearray(data)
         self.datagram = datagram
         self.discards: list[int] = []
         self.written: list[bytes] = []
+        self.hints: list[int] = []  # sizes a short peek(n) asked for
+        # What the decode loop reads off a runtime Conn: its loop's frame budget
+        # and whether its output is over the high-water mark.
+        self.loop = SimpleNamespace(frame_budget=frame_budget)
+        self.write_paused = False
 
     def feed(self, data: bytes) -> None:
         self.inbound += data
 
     def peek(self, n: int = -1) -> memoryview:
         # A snapshot, like the runtime's view: valid until on_traffic returns.
+        if n > len(self.inbound):
+            self.hints.append(n)
         return memoryview(bytes(self.inbound if n < 0 else self.inbound[:n]))
 
     def discard(self, n: int = -1) -> int:

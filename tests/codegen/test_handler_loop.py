@@ -362,27 +362,17 @@ def test_reset_decoder_forgets_a_connection_scan(generated: Any) -> None:
     payloads=st.lists(st.binary(max_size=300), max_size=12),
     cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=8),
 )
-def test_raw_echo_writes_exactly_what_typed_reencoding_writes(
+def test_echo_writes_back_exactly_what_it_received_for_any_split(
     generated: Any, payloads: list[bytes], cuts: list[int]
 ) -> None:
-    Handler = generated["echo"]["handler"].EchoEchoHandler
-
-    class Typed(Handler):  # type: ignore[misc, valid-type]
-        def on_message(self, conn: Any, frame: Any) -> None:
-            conn.write(frame.encode())
-
+    handler = generated["echo"]["handler"].EchoEchoHandler()
     wire = b"".join(echo_frame(p) for p in payloads)
-    outputs = []
-    for handler in (Handler(), Typed()):
-        # Only the subclass that takes typed frames is switched to the typed loop.
-        assert ("on_traffic" in vars(handler)) is (type(handler) is not Handler)
-        conn = FakeConn()
-        for start, end in zip([0, *sorted(cuts)], [*sorted(cuts), len(wire)]):
-            conn.feed(wire[start:end])
-            handler.on_traffic(conn)
-        outputs.append(b"".join(conn.written))
-        assert bytes(conn.inbound) == b""
-    assert outputs[0] == outputs[1] == wire
+    conn = FakeConn(frame_budget=1000)
+    for start, end in zip([0, *sorted(cuts)], [*sorted(cuts), len(wire)]):
+        conn.feed(wire[start:end])
+        handler.on_traffic(conn)
+    assert b"".join(conn.written) == wire
+    assert bytes(conn.inbound) == b""
 
 
 def test_echo_subclass_overriding_on_traffic_keeps_its_own(generated: Any) -> None:
@@ -401,7 +391,7 @@ def test_echo_subclass_overriding_on_traffic_keeps_its_own(generated: Any) -> No
     assert conn.written == [b"own"]
 
 
-def test_raw_echo_enforces_max_frame_after_echoing_earlier_frames(
+def test_echo_enforces_max_frame_after_echoing_earlier_frames(
     generated: Any,
 ) -> None:
     handler = generated["echo"]["handler"].EchoEchoHandler(max_frame=64)
@@ -413,46 +403,60 @@ def test_raw_echo_enforces_max_frame_after_echoing_earlier_frames(
     assert conn.discards == [6]
 
 
-def test_raw_echo_on_data_writes_whole_frames_and_returns_their_length(
+@pytest.mark.parametrize("spec", ["echo", "tagged"])
+def test_a_callback_handles_at_most_its_frame_budget_then_yields(
+    generated: Any, spec: str
+) -> None:
+    codec = generated[spec]["codec"]
+    module = generated[spec]["handler"]
+    base = module.EchoHandler if spec == "echo" else module.TaggedHandler
+    handler, seen = recording(base, "on_message")
+    frames = [codec.Message(payload=b"%d" % i).encode() for i in range(10)]
+    conn = FakeConn(b"".join(frames), frame_budget=4)
+    assert handler.on_traffic(conn) == Action.YIELD  # call again for the rest
+    assert len(seen) == 4
+    assert conn.discards == [sum(map(len, frames[:4]))]
+    assert handler.on_traffic(conn) == Action.YIELD
+    assert not handler.on_traffic(conn)  # the last two: nothing left after them
+    assert [bytes(f.payload) for f in seen] == [b"%d" % i for i in range(10)]
+    assert bytes(conn.inbound) == b""
+
+
+def test_decoding_stops_as_soon_as_the_output_is_over_the_high_water_mark(
     generated: Any,
 ) -> None:
-    handler = generated["echo"]["handler"].EchoEchoHandler()
-    whole = echo_frame(b"one") + echo_frame(b"") + echo_frame(b"three")
-    conn = FakeConn()
-    assert handler.on_data(conn, memoryview(whole + echo_frame(b"four")[:5])) == len(
-        whole
-    )
-    assert [bytes(chunk) for chunk in conn.written] == [whole]
-    assert conn.discards == []  # the runtime consumes what on_data returns
-    assert handler.on_data(conn, memoryview(b"\0\0")) == 0  # no whole header yet
-    assert len(conn.written) == 1
+    Handler = generated["echo"]["handler"].EchoHandler
+    seen: list[bytes] = []
 
-
-def test_raw_echo_on_data_leaves_an_oversize_frame_to_on_traffic(
-    generated: Any,
-) -> None:
-    handler = generated["echo"]["handler"].EchoEchoHandler(max_frame=64)
-    conn = FakeConn()
-    data = memoryview(echo_frame(b"ok") + struct.pack(">I", 1000))
-    assert handler.on_data(conn, data) is None
-    assert conn.written == []  # None means nothing was written
-
-
-def test_runtime_uses_on_data_only_for_the_raw_echo(generated: Any) -> None:
-    from protogen.runtime.handler import data_hook
-
-    Handler = generated["echo"]["handler"].EchoEchoHandler
-
-    class Typed(Handler):  # type: ignore[misc, valid-type]
+    class Pausing(Handler):  # type: ignore[misc, valid-type]
         def on_message(self, conn: Any, frame: Any) -> None:
-            conn.write(frame.encode())
+            seen.append(bytes(frame.payload))
+            if len(seen) == 2:
+                conn.write_paused = True  # what the runtime's write does at high water
 
-    class Own(Handler):  # type: ignore[misc, valid-type]
-        def on_traffic(self, conn: Any) -> Any:
-            conn.discard()
+    conn = FakeConn(b"".join(echo_frame(b"%d" % i) for i in range(5)))
+    assert Pausing().on_traffic(conn) == Action.YIELD
+    assert seen == [b"0", b"1"]
+    assert bytes(conn.inbound) == b"".join(echo_frame(b"%d" % i) for i in (2, 3, 4))
 
-    raw = Handler()
-    assert data_hook(raw) == raw.on_data
-    assert data_hook(Typed()) is None  # its typed decode loop must run
-    assert data_hook(Own()) is None
-    assert data_hook(generated["echo"]["handler"].EchoHandler()) is None
+
+def test_an_unfinished_frame_announces_its_size(generated: Any) -> None:
+    handler = generated["echo"]["handler"].EchoEchoHandler()
+    conn = FakeConn(echo_frame(b"done") + echo_frame(b"x" * 5000)[:100])
+    handler.on_traffic(conn)
+    assert conn.hints == [5004]  # the runtime sizes the frame's buffer once
+
+
+def test_a_datagram_with_more_frames_than_the_cap_is_refused_whole(
+    generated: Any,
+) -> None:
+    Handler = generated["lines"]["handler"].EchoLinesHandler
+    handler = Handler()
+    handler.max_frames_per_datagram = 3
+    conn = FakeConn(b"a\nb\nc\n", datagram=True)
+    handler.on_traffic(conn)
+    assert conn.written == [b"a\r\n", b"b\r\n", b"c\r\n"]  # re-encoded
+    conn = FakeConn(b"a\nb\nc\nd\n", datagram=True)
+    with pytest.raises(MalformedFrame, match="more than 3 frames"):
+        handler.on_traffic(conn)
+    assert conn.written == []

@@ -103,7 +103,7 @@ def test_flags_map_onto_options_and_only_given_ones_are_set() -> None:
     assert parse(
         "--idle-timeout",
         "30",
-        "--read-buffer-cap",
+        "--max-buffered-per-conn",
         "16MiB",
         "--no-tcp-no-delay",
         "--lb",
@@ -117,7 +117,7 @@ def test_flags_map_onto_options_and_only_given_ones_are_set() -> None:
         "100",
     ) == {
         "idle_timeout": 30.0,
-        "read_buffer_cap": 16 << 20,
+        "max_buffered_per_conn": 16 << 20,
         "tcp_no_delay": False,
         "load_balancing": "source_addr_hash",
         "poller": "selectors",
@@ -229,7 +229,7 @@ def test_serve_help_lists_every_runtime_option() -> None:
     "args, message",
     [
         (("--idle-timeout", "soon"), "--idle-timeout: 'soon' is not a duration"),
-        (("--read-buffer-cap", "big"), "--read-buffer-cap: 'big' is not a size"),
+        (("--max-buffered-per-conn", "big"), "--max-buffered-per-conn: 'big' is not a size"),
         (("--poller", "io_uring"), "--poller: 'io_uring' is not one of auto"),
         (("--write-low-water", "1MiB"), "--write-low-water (1048576) must not exceed"),
         (("--max-connections", "-1"), "--max-connections must be an int >= 0"),

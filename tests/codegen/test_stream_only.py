@@ -95,7 +95,7 @@ def test_generated_handler_and_client_use_the_bare_form_over_udp(
     handler = sources["bare_handler.py"]
     client = sources["bare_client.py"]
     assert "decoder.decode_datagram(data)" in handler
-    assert "frame.encode_datagram() if conn.datagram else frame.encode()" in handler
+    assert "frame.encode_datagram() if conn.datagram else encode_msg(frame)" in handler
     assert "frame.encode_datagram() if self.datagram else frame.encode()" in client
     # without udp in the transports, nothing changes
     tcp_only = generate(parse(SPEC.replace("transport tcp, udp", "transport tcp")))

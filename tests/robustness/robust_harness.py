@@ -199,3 +199,53 @@ def closed_by_server(sock: socket.socket, timeout: float = TIMEOUT) -> bool:
         return True
     except socket.timeout:
         return False
+
+
+@contextlib.contextmanager
+def in_thread(handler: Any, *urls: str, **options: Any) -> Iterator[Any]:
+    """Serve `handler` (an imported generated handler) on an Engine in a thread of
+    this process, so a test can look at the handler's state; always stopped."""
+    import threading
+
+    from protogen.runtime import Engine, Options
+
+    options.setdefault("install_signal_handlers", False)
+    engine = Engine(handler, urls or ("tcp://127.0.0.1:0",), Options(**options))
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            engine.run()
+        except BaseException as exc:  # surfaced in the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    assert engine.wait_started(TIMEOUT), "engine did not start"
+    try:
+        yield engine
+    finally:
+        engine.stop()
+        thread.join(TIMEOUT)
+        assert not thread.is_alive(), "engine did not stop"
+    if errors:
+        raise errors[0]
+
+
+def tcp_states(port: int) -> list[str]:
+    """TCP states (hex, as /proc/net/tcp prints them: 08 = CLOSE_WAIT) of the
+    server-side sockets of `port`: every socket with that local port that is not
+    the listener. Linux only (empty elsewhere)."""
+    states = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as file:
+                lines = file.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] != "0A":  # 0A = LISTEN
+                states.append(fields[3])
+    return states

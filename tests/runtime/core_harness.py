@@ -118,3 +118,22 @@ def has_ipv6() -> bool:
         return True
     except OSError:
         return False
+
+
+def tcp_states(port: int) -> list[str]:
+    """TCP states (hex, as /proc/net/tcp prints them: 08 = CLOSE_WAIT) of the
+    server-side sockets of `port`: every socket with that local port that is not
+    the listener. Linux only (empty elsewhere)."""
+    states = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as file:
+                lines = file.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] != "0A":  # 0A = LISTEN
+                states.append(fields[3])
+    return states

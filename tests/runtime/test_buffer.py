@@ -16,16 +16,13 @@ from protogen.runtime.buffer import (
 )
 
 
-def test_default_classes_go_from_4k_to_4m():
-    assert DEFAULT_SIZE_CLASSES == (
-        4 * KiB,
-        16 * KiB,
-        64 * KiB,
-        256 * KiB,
-        MiB,
-        4 * MiB,
-    )
-    assert BufferPool().max_size == 4 * MiB
+def test_default_classes_go_from_4k_to_4m_at_most_a_quarter_apart():
+    classes = DEFAULT_SIZE_CLASSES
+    assert classes[:5] == (4 * KiB, 8 * KiB, 12 * KiB, 16 * KiB, 20 * KiB)
+    assert classes[-1] == 4 * MiB and BufferPool().max_size == 4 * MiB
+    assert list(classes) == sorted(set(classes))
+    for smaller, bigger in zip(classes, classes[1:]):
+        assert bigger <= max(smaller * 1.25, smaller + 4 * KiB)
 
 
 @pytest.mark.parametrize(
@@ -34,12 +31,12 @@ def test_default_classes_go_from_4k_to_4m():
         (0, 4 * KiB),
         (1, 4 * KiB),
         (4 * KiB, 4 * KiB),
-        (4 * KiB + 1, 16 * KiB),
+        (4 * KiB + 1, 8 * KiB),
         (60_000, 64 * KiB),
         (64 * KiB, 64 * KiB),
-        (200_000, 256 * KiB),
+        (200_000, 224 * KiB),
         (MiB, MiB),
-        (MiB + 1, 4 * MiB),
+        (MiB + 1, 1280 * KiB),
         (4 * MiB, 4 * MiB),
     ],
 )
@@ -58,7 +55,7 @@ def test_released_buffers_are_reused():
     again = pool.acquire(4000)  # same class
     assert again is first
     other_class = pool.acquire(5000)
-    assert other_class is not first and len(other_class) == 16 * KiB
+    assert other_class is not first and len(other_class) == 8 * KiB
     stats = pool.stats
     assert (stats.hits, stats.misses, stats.released) == (1, 2, 1)
 
@@ -98,6 +95,18 @@ def test_byte_budget_limits_large_classes():
     for buf in smalls:
         pool.release(buf)
     assert pool.stats.retained == 2 + 32  # small class limited by the count cap
+
+
+def test_all_classes_together_retain_at_most_max_retained():
+    pool = BufferPool(max_retained=10 * MiB)
+    bufs = [pool.acquire(size) for size in (2 * MiB, 3 * MiB, 4 * MiB, 4 * MiB)]
+    for buf in bufs:
+        pool.release(buf)
+    assert pool.stats.retained_bytes <= 10 * MiB
+    assert pool.stats.retained == 3 and pool.stats.dropped == 1
+    pool.acquire(4 * MiB)  # taken back out: room for another
+    pool.release(bytearray(4 * MiB))
+    assert pool.stats.retained_bytes == 2 * MiB + 3 * MiB + 4 * MiB
 
 
 def test_oversize_requests_get_an_exact_unpooled_buffer():

@@ -86,7 +86,7 @@ def test_dial_does_not_block_the_loop() -> None:
                 assert wait_for(
                     lambda: frame(b"hello from fast") in bytes(handler.data), timeout=10
                 )
-                assert pending._state == CONNECTING or pending in handler.opened
+                assert pending.state == CONNECTING or pending in handler.opened
     finally:
         for filler in fillers:
             filler.close()

@@ -32,7 +32,7 @@ def test_unknown_option_is_an_error_naming_it() -> None:
 @pytest.mark.parametrize(
     "options, name",
     [
-        ({"read_buffer_cap": 0}, "read_buffer_cap"),
+        ({"max_buffered_per_conn": 0}, "max_buffered_per_conn"),
         ({"write_low_water": 10, "write_high_water": 5}, "write_low_water"),
         ({"load_balancing": "random"}, "load_balancing"),
         ({"idle_timeout": -1}, "idle_timeout"),

@@ -1,4 +1,4 @@
-"""The loop's read fast path: the optional on_data hook and the batch of small replies.
+"""The loop's read fast path: the batch of small replies.
 
 Each test enrolls several socketpairs into one EventLoop and writes every request
 before the loop runs, so one poll reports all of them: the replies of one batch
@@ -15,7 +15,6 @@ import pytest
 
 from protogen.runtime import EventHandler, Options
 from protogen.runtime.eventloop import EventLoop
-from protogen.runtime.handler import data_hook
 
 from core_harness import TIMEOUT, frame, recv_exact
 
@@ -49,11 +48,10 @@ def finish(loop: EventLoop, thread: threading.Thread, clients: list) -> None:
 
 
 class DataEcho(EventHandler):
-    """Echoes whole 4-byte-length frames through on_data; records every call."""
+    """Echoes whole 4-byte-length frames with one zero-copy write; records each read."""
 
     def __init__(self, expected_reads: int) -> None:
         self.expected = expected_reads
-        self.data_calls: list[bytes] = []
         self.traffic_calls: list[bytes] = []
         self.closed: list[BaseException | None] = []
 
@@ -67,16 +65,8 @@ class DataEcho(EventHandler):
         return pos
 
     def _count(self) -> None:
-        if len(self.data_calls) + len(self.traffic_calls) >= self.expected:
+        if len(self.traffic_calls) >= self.expected:
             self.loop.request_stop()
-
-    def on_data(self, conn: Any, data: memoryview) -> int | None:
-        self.data_calls.append(bytes(data))
-        pos = self._whole(data)
-        if pos:
-            conn.write(data[:pos])
-        self._count()
-        return pos
 
     def on_traffic(self, conn: Any) -> None:
         data = conn.peek()
@@ -99,59 +89,19 @@ def test_replies_of_one_batch_survive_the_reuse_of_the_read_buffer() -> None:
     replies = [recv_exact(client, len(req)) for client, req in zip(clients, requests)]
     finish(loop, thread, clients)
     assert replies == requests
-    assert sorted(handler.data_calls) == sorted(requests)
-    assert handler.traffic_calls == []  # nothing was kept: on_data every time
+    assert sorted(handler.traffic_calls) == sorted(requests)
 
 
-def test_on_data_consuming_part_keeps_the_rest_for_on_traffic() -> None:
+def test_a_partial_frame_is_kept_for_the_next_read() -> None:
     whole = frame(b"first")
     partial = frame(b"second")
     handler = DataEcho(expected_reads=2)
     clients, loop, thread = run_batch(handler, [whole + partial[:5]])
     assert recv_exact(clients[0], len(whole)) == whole
-    clients[0].sendall(partial[5:])  # completes the kept frame: the general path
+    clients[0].sendall(partial[5:])  # completes the kept frame
     assert recv_exact(clients[0], len(partial)) == partial
     finish(loop, thread, clients)
-    assert handler.data_calls == [whole + partial[:5]]
-    assert handler.traffic_calls == [partial]
-
-
-class Declines(DataEcho):
-    """on_data hands every read to on_traffic."""
-
-    def on_data(self, conn: Any, data: memoryview) -> None:
-        self.data_calls.append(bytes(data))
-        return None
-
-
-def test_on_data_returning_none_runs_on_traffic_on_the_same_bytes() -> None:
-    request = frame(b"hello") + frame(b"world")
-    handler = Declines(expected_reads=1)
-    clients, loop, thread = run_batch(handler, [request])
-    assert recv_exact(clients[0], len(request)) == request
-    finish(loop, thread, clients)
-    assert handler.data_calls == handler.traffic_calls == [request]
-
-
-class Nonsense(DataEcho):
-    def on_data(self, conn: Any, data: memoryview) -> Any:
-        if data[4:5] == b"!":
-            self.data_calls.append(bytes(data))
-            self._count()
-            return len(data) + 1  # more than it was given
-        return super().on_data(conn, data)
-
-
-def test_a_bad_on_data_result_closes_only_that_connection() -> None:
-    bad, good = frame(b"!bad"), frame(b"good")
-    handler = Nonsense(expected_reads=2)
-    clients, loop, thread = run_batch(handler, [bad, good])
-    assert recv_exact(clients[1], len(good)) == good
-    assert clients[0].recv(100) == b""  # closed, nothing echoed
-    finish(loop, thread, clients)
-    errors = [err for err in handler.closed if err is not None]
-    assert len(errors) == 1 and isinstance(errors[0], TypeError)
-    assert "on_data must return the number of bytes it consumed" in str(errors[0])
+    assert handler.traffic_calls == [whole + partial[:5], partial]
 
 
 class ShortSends:
@@ -210,14 +160,14 @@ class Relay(DataEcho):
         super().__init__(expected_reads)
         self.conns: list[Any] = []
 
-    def on_data(self, conn: Any, data: memoryview) -> int | None:
+    def on_traffic(self, conn: Any) -> None:
         self.conns.append(conn)
-        used = super().on_data(conn, data)
+        data = conn.peek()
+        super().on_traffic(conn)
         if len(self.conns) == 3:
             # A view of the shared read buffer, which the next reads reuse
             # before the batch is sent.
             self.conns[0].write(data)
-        return used
 
 
 def test_a_view_written_to_a_batched_connection_is_copied_in_order() -> None:
@@ -230,39 +180,6 @@ def test_a_view_written_to_a_batched_connection_is_copied_in_order() -> None:
     third = handler.conns[2].remote_addr[1] - 1
     assert recv_exact(clients[first], len(requests[third])) == requests[third]
     finish(loop, thread, clients)
-
-
-def test_data_hook_only_when_on_traffic_is_not_overridden_after_it() -> None:
-    class Own(EventHandler):
-        def on_data(self, conn: Any, data: memoryview) -> int:
-            return len(data)
-
-    class Later(Own):
-        def on_traffic(self, conn: Any) -> None:
-            pass
-
-    class Both(EventHandler):
-        def on_data(self, conn: Any, data: memoryview) -> int:
-            return len(data)
-
-        def on_traffic(self, conn: Any) -> None:
-            pass
-
-    class Refined(Both):
-        def on_data(self, conn: Any, data: memoryview) -> int:
-            return 0
-
-    assert data_hook(EventHandler()) is None
-    own = Own()
-    assert data_hook(own) == own.on_data
-    assert data_hook(Later()) is None
-    both = Both()
-    assert data_hook(both) == both.on_data
-    refined = Refined()
-    assert data_hook(refined) == refined.on_data
-    shadowed = Both()
-    shadowed.on_traffic = lambda conn: None  # type: ignore[method-assign]
-    assert data_hook(shadowed) is None
 
 
 @pytest.mark.parametrize(("size", "count"), [(100, 8), (5000, 8), (20, 300)])

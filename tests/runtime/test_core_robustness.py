@@ -100,9 +100,31 @@ def test_protocol_error_reaches_on_close_and_spares_others() -> None:
     assert isinstance(handler.closes[0][1], InvalidValue)
 
 
+class Hinting(EventHandler):
+    """Echo declaring no max_frame: only the runtime's cap limits its frames,
+    which it announces with peek(size)."""
+
+    def __init__(self) -> None:
+        self.closes: list = []
+
+    def on_traffic(self, conn):
+        data = conn.peek()
+        while len(data) >= 4:
+            size = 4 + int.from_bytes(data[:4], "big")
+            if len(data) < size:
+                conn.peek(size)
+                break
+            conn.write(conn.next(size))
+            data = conn.peek()
+
+    def on_close(self, conn, err):
+        self.closes.append((conn.remote_addr, err))
+
+
 def test_oversize_frame_rejected_before_it_is_buffered() -> None:
-    handler = Tracking()
-    with serving(handler, "tcp://127.0.0.1:0", read_buffer_cap=64 * 1024) as engine:
+    handler = Hinting()
+    cap = 64 * 1024
+    with serving(handler, "tcp://127.0.0.1:0", max_buffered_per_conn=cap) as engine:
         with connect(engine.urls[0]) as bad, connect(engine.urls[0]) as good:
             bad.sendall(
                 frame(b"x" * 100)[:4] + b"\x00" * 10
@@ -110,7 +132,7 @@ def test_oversize_frame_rejected_before_it_is_buffered() -> None:
             bad.sendall(b"\x00\x10\x00\x00")  # garbage after: ignored
             good.sendall(frame(b"a" * 1000))
             assert recv_frame(good) == b"a" * 1000
-            # A frame announcing 1 MiB > read_buffer_cap: closed after the header.
+            # A frame announcing 1 MiB > max_buffered_per_conn: closed after the header.
             with connect(engine.urls[0]) as huge:
                 huge.sendall(b"\x00\x10\x00\x00" + b"y" * 10)
                 assert is_closed_by_peer(huge)
