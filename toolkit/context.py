@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import builtins
 import keyword
-import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
@@ -214,7 +213,7 @@ class FrameView:
     length_signed: bool = False
     # composite framing: attributes are fixed (head, body)
     composite: bool = False
-    length_header_pattern: bytes = b""  # regex finding the length header line
+    length_header_line: bytes = b""  # b"\n" + the length header's name, lowercased
 
     @property
     def fields(self) -> list[FieldView]:
@@ -470,9 +469,8 @@ def frame_view(frame: ir.FrameDef, enums: dict[str, EnumView]) -> FrameView:
     if framing.kind == "composite":
         view.composite = True
         if framing.length_header:
-            name_pattern = re.escape(framing.length_header.encode("ascii"))
-            view.length_header_pattern = (
-                rb"^" + name_pattern + rb"[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$"
+            view.length_header_line = b"\n" + framing.length_header.lower().encode(
+                "ascii"
             )
         view.body = [
             FieldView("head", "head", "body", "bytes", "user"),
