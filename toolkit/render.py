@@ -115,6 +115,13 @@ def code_block(text: str, width: int) -> str:
     return "\n".join(pad + line for line in lines if line.strip()) + "\n"
 
 
+def expr_source(expr: Any) -> str:
+    """An IR expression as the spec wrote it (for messages)."""
+    from .expressions import source
+
+    return source(expr)
+
+
 def zero_bytes(count: int) -> str:
     return py_literal(bytes(count))
 
@@ -131,6 +138,7 @@ FILTERS = {
     "format_len": len_of,
     "pack_expr": pack_expr,
     "zeros": zero_bytes,
+    "expr_source": expr_source,
     "block": code_block,
 }
 
