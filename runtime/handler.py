@@ -49,7 +49,7 @@ class EventHandler:
         """
         return Action.NONE
 
-    def on_traffic(self, conn: "Conn") -> Action:
+    def on_traffic(self, conn: "Conn") -> Action | None:
         """Bytes arrived: read them with conn.peek/next/discard/read_into."""
         return Action.NONE
 

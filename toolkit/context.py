@@ -16,6 +16,7 @@ from . import expressions as ex
 from . import models as ir
 from . import typeinfo
 from ._version import __version__
+from .context_fields import annotation as field_annotation
 from .context_fields import (
     Consts,
     EscapeView,
@@ -27,6 +28,7 @@ from .context_fields import (
     extern_const,
     scalar_format,
 )
+from .context_strategies import StrategyBuilder
 from .render import camel_case, py_literal, snake_case
 
 # Locals the generated decode/encode functions use themselves; a field with one
@@ -300,6 +302,8 @@ class FrameView:
 
     @property
     def fixed_body_size(self) -> int:
+        if self.general:
+            return 0  # not used: sequences check each field
         return sum(f.fixed_size or 0 for f in self.body)
 
     @property
@@ -737,7 +741,11 @@ def _general_length(
             return f"({counted})" if " " in counted else counted
         return var(ref)
 
-    view.length_assign = f"{names[framing.field]} = length_value = {ex.python(solved, solved_var)}"
+    for fv in view.header:
+        if fv.name == framing.field and fv.role == "length":
+            fv.role = "derived"  # packed from its variable, like a computed bit
+            fv.derived = ir.Derived("length")
+    view.length_assign = f"{names[framing.field]} = {ex.python(solved, solved_var)}"
     if remainder is not None:
         view.length_remainder = ex.python(remainder, solved_var)
 
@@ -837,6 +845,13 @@ def build_context(
     structs = [struct_view(s, views) for s in spec.structs]
     frames = [frame_view(f, enums, views) for f in spec.frames]
     consts = views.consts
+    strategies = StrategyBuilder(
+        spec, enums, lambda ftype: field_annotation(views, ftype)
+    )
+    struct_strategies = [strategies.struct(s) for s in spec.structs]
+    frame_strategies = {
+        f.name: strategies.frame(f.ir) for f in frames if f.general
+    }
     by_name = {f.name: f for f in frames}
     prefix = f"{package}." if package else ""
     modules = {
@@ -872,6 +887,8 @@ def build_context(
         "frame_base_class": base_class or None,
         "handler_base": spec.handler_base,
         "structs": structs,
+        "struct_strategies": struct_strategies,
+        "frame_strategies": frame_strategies,
         "externs": [
             (e.module, e.attribute, extern_const(e.name)) for e in spec.externs
         ],

@@ -354,6 +354,7 @@ class RunMember:
     shift: int = 0
     mask: int = 0
     user: bool = True  # encode: checked before packing
+    carrier: bool = False  # carries bit fields (its value is their join)
 
 
 @dataclass
@@ -429,7 +430,7 @@ class MemberView:
     name: str
     var: str
     annotation: str  # without `| None`: templates add it when default is None
-    role: str  # "user" | "optional" | "const" | "derived"
+    role: str  # "user" | "optional" | "const" | "derived" | "carrier" (of bits)
     default: str | None = None
 
     @property
@@ -611,6 +612,7 @@ class SequenceBuilder:
                 size=fv.size,
                 text=text,
                 text_size=fv.size if text else 0,
+                carrier=bool(fv.bit_fields),
                 bits=fv.bits,
                 shift=fv.shift,
                 mask=fv.mask,
@@ -947,7 +949,8 @@ class SequenceBuilder:
             noun="string" if blob.text else "byte string",
         )
         if f is not None and f.const is not None:
-            view.const = py_literal(f.const)
+            const = f.const.encode() if isinstance(f.const, str) else f.const
+            view.const = py_literal(const)
         if view.xor is not None and f is not None and isinstance(f.xor, ir.Ref):
             self.views.consts.uses_wire = True
             key = self.fields_by_name.get(f.xor.name)
@@ -1113,7 +1116,7 @@ class SequenceBuilder:
             annotation = self._annotation(f)
             var = self.names[f.name]
             if f.bits:
-                out.append(MemberView(f.name, var, "int", "derived", "None"))
+                out.append(MemberView(f.name, var, "int", "carrier", "None"))
                 for bit in f.bits:
                     bit_annotation = bit.enum or "int"
                     if bit.const is not None:

@@ -55,13 +55,21 @@ IMPORT_USES = {
         "InvalidValue": r"\bInvalidValue\b",
         "MalformedFrame": r"\bMalformedFrame\b",
         "ProtocolError": r"\bProtocolError\b",
+        "assume": r"\bassume\(",
+        "reject": r"\breject\(",
     }.items()
 }
 
 
+_IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*\b")
+
+
 def used_imports(source: str) -> set[str]:
-    """The optional imports that `source` (rendered without any) refers to."""
-    return {name for name, pattern in IMPORT_USES.items() if pattern.search(source)}
+    """What `source` (rendered without optional imports) uses: the modules of
+    IMPORT_USES, and every other identifier (names imported from the codec)."""
+    used = {name for name, pattern in IMPORT_USES.items() if pattern.search(source)}
+    modules = {"enum", "re", "struct", "zlib", "wire", "Any"}
+    return used | (set(_IDENTIFIER.findall(source)) - modules)
 
 
 def output_names(spec: ir.ProtocolSpec, *, with_tests: bool = False) -> list[str]:

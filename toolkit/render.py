@@ -122,6 +122,17 @@ def expr_source(expr: Any) -> str:
     return source(expr)
 
 
+def isort_key(name: str) -> tuple[int, str]:
+    """isort's order (as ruff checks it): CONSTANTS, then Classes, then names."""
+    if name.isupper() and len(name) > 1:
+        return 0, name
+    return (1 if name[:1].isupper() else 2), name
+
+
+def isorted(names: Iterable[str]) -> list[str]:
+    return sorted(names, key=isort_key)
+
+
 def zero_bytes(count: int) -> str:
     return py_literal(bytes(count))
 
@@ -139,6 +150,7 @@ FILTERS = {
     "pack_expr": pack_expr,
     "zeros": zero_bytes,
     "expr_source": expr_source,
+    "isorted": isorted,
     "block": code_block,
 }
 
