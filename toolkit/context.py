@@ -109,6 +109,9 @@ class FieldView:
     bit_fields: list["FieldView"] = field(default_factory=list)
     derived: ir.Derived | None = None  # computed by the encoder (sizes, counts, flags)
     escape_code: str = ""  # escape-coded: the variable holding the code written here
+    # A typed body's enum: the member goes here, `var` keeps the integer (cheaper
+    # to compare in unions and constraints than an enum member).
+    member_var: str = ""
     where: str | None = None  # python constraint, checked on decode and encode
     where_source: str = ""
     path: str = ""  # `Frame.field` in messages
@@ -118,14 +121,40 @@ class FieldView:
         return self.role == "user"
 
     @property
+    def value_var(self) -> str:
+        """The variable holding the decoded value (an enum's member)."""
+        return self.member_var or self.var
+
+    @property
     def struct_order_prefix(self) -> str:
         return ">" if self.struct_order == "big" else "<"
 
     @property
     def validated(self) -> bool:
+        if self.bits and self.const is not None:
+            return False  # see const_bits: checked with the others of its carrier
         return (
             self.const is not None or self.allowed is not None or self.enum is not None
         )
+
+    @property
+    def const_bits(self) -> tuple[str, str] | None:
+        """A carrier with constant bits: (mask, value) to test them in one go."""
+        consts = [b for b in self.bit_fields if b.const is not None]
+        if not consts:
+            return None
+        mask = sum(b.mask << b.shift for b in consts)
+        value = sum(b.const << b.shift for b in consts)  # type: ignore[operator]
+        return hex(mask), hex(value)
+
+    def const_bit_checks(self) -> list[tuple[str, str, str]]:
+        """(path, value expression, constant) of each constant bit, for the error."""
+        out = []
+        for b in self.bit_fields:
+            if b.const is not None:
+                expr = self.var + (f" >> {b.shift}" if b.shift else "") + f" & {hex(b.mask)}"
+                out.append((b.path, expr, py_literal(b.const)))
+        return out
 
     def pack_expr(self) -> str:
         """Expression packed into the Struct for this field on encode."""
@@ -168,7 +197,10 @@ class FieldView:
         return " | ".join(terms)
 
     def unpack_bits(self) -> str:
-        """Statement extracting a bit field from its (already unpacked) carrier."""
+        """Statement extracting a bit field from its (already unpacked) carrier;
+        a constant bit gets its value (its carrier checks all constants at once)."""
+        if self.bits and self.const is not None:
+            return ""  # its `var` is the literal: nothing to extract
         expr = self.carrier
         if self.shift:
             expr += f" >> {self.shift}"
@@ -204,6 +236,19 @@ class StructGroup:
     def targets(self) -> str:
         names = [f.var for f in self.fields]
         return f"({names[0]},)" if len(names) == 1 else ", ".join(names)
+
+    @property
+    def single_byte(self) -> bool:
+        """One unsigned byte: read as data[i], cheaper than a Struct call."""
+        return self.format[1:] == "B"
+
+    @property
+    def byte_reads(self) -> list[tuple[str, int]]:
+        """Up to three unsigned bytes and nothing else: (variable, offset) of each,
+        read as data[i] (cheaper than a Struct call and its tuple); else []."""
+        if not 1 <= len(self.fields) <= 3 or self.format[1:] != "B" * len(self.fields):
+            return []
+        return [(f.var, f.offset) for f in self.fields]
 
 
 @dataclass
@@ -256,8 +301,11 @@ class FrameView:
     origin: str = ""  # decode: offset of the message start (plug-in offsets)
     encode_origin: str = ""  # encode: message offset of the body buffer's start
     prefix_size: int = 0  # stream_only: the length field absent from datagrams
-    # The handler's inline fast path (a length-only header, one `rest` field).
+    body_end: str = "end"  # decode: the variable where the body ends
+    # The handler's inline fast path (a length-only header, one `rest` field):
+    # _codec_inline.j2 expands its framing; `length_prefix` names its Struct.
     inline_length: bool = False
+    length_prefix: str = ""
 
     @property
     def fields(self) -> list[Any]:
@@ -567,6 +615,8 @@ def frame_view(
     view.trailer = _header_views(frame.trailer, enums, size_of, "trailer", f"_{upper}")
     for fv in view.header + view.trailer:
         fv.path = f"{name}.{fv.name}"
+        if fv.bits and fv.const is not None:
+            fv.var = py_literal(fv.const)  # a constant bit: its value, no variable
     view.header_struct = _struct_group(
         [v for v in view.header if not v.bits], f"_{upper}_HEADER"
     )
@@ -605,6 +655,8 @@ def frame_view(
             and len(frame.body) == 1
             and frame.body[0].rest
         )
+        if view.inline_length:
+            view.length_prefix = f"{upper}_LENGTH_PREFIX"
     if frame.dispatch:
         view.dispatch = by_name[frame.dispatch]
         if frame.dispatch_allows_unknown:
@@ -650,13 +702,33 @@ def _general_body(view: FrameView, frame: ir.FrameDef, views: SpecViews) -> None
         for bit in hf.bits:
             if bit.derived is not None:
                 header_derived[bit.name] = bit.derived
+    unsigned = {
+        hf.name
+        for hf in frame.header + frame.trailer
+        if isinstance(hf.type, ir.ScalarType) and hf.type.kind == "uint"
+    }
+    unsigned |= {bit.name for hf in frame.header + frame.trailer for bit in hf.bits}
+    # Header enums decoded strictly (a union on one needs no "else").
+    enum_values = {
+        fv.name: {value for _, value in fv.enum.members}
+        for fv in view.header + view.trailer
+        if fv.enum is not None and not fv.enum_open
+    }
+    view.body_end = "body_end" if frame.trailer_size else "end"
+    locals_ = _frame_locals(view)
+    for fv in view.header + view.trailer:
+        if fv.enum is not None and not (fv.bits and fv.const is not None):
+            fv.member_var = locals_.claim(f"{fv.var}_member")
     builder = SequenceBuilder(
         views,
         frame.name,
-        _frame_locals(view),
+        locals_,
         names,
-        end="body_end",
+        end=view.body_end,
         header_derived=header_derived,
+        unsigned=unsigned,
+        enum_values=enum_values,
+        frame_body=True,
     )
     view.body_seq = builder.build(frame.body)
     view.body = view.body_seq.fields  # type: ignore[assignment]
@@ -722,7 +794,12 @@ def _general_length(
         terms.append(str(framing.adjustment))
     view.frame_len = " + ".join(terms)
     smallest = f"{header} + {frame.trailer_size}" if frame.trailer_size else header
-    view.frame_len_check = smallest
+    unsigned = {fv.name for fv in view.header if not fv.signed and not fv.is_bytes}
+    view.frame_len_check = (
+        None
+        if framing.adjustment >= 0 and frame.trailer_size == 0 and _non_negative(expr, unsigned)
+        else smallest
+    )
     # Encode: the bytes the expression counts, then solve it for the length field.
     before = {
         "body": 0,
@@ -748,6 +825,17 @@ def _general_length(
     view.length_assign = f"{names[framing.field]} = {ex.python(solved, solved_var)}"
     if remainder is not None:
         view.length_remainder = ex.python(remainder, solved_var)
+
+
+def _non_negative(expr: ir.Expr, unsigned: set[str]) -> bool:
+    """True when `expr` cannot be negative (sums and products of unsigned fields)."""
+    if isinstance(expr, ir.Const):
+        return expr.value >= 0
+    if isinstance(expr, ir.Ref):
+        return expr.name in unsigned
+    if isinstance(expr, ir.Binary) and expr.op in ("+", "*"):
+        return _non_negative(expr.left, unsigned) and _non_negative(expr.right, unsigned)
+    return False
 
 
 def run_views(
@@ -784,6 +872,9 @@ class StructView:
     encode: str
     params: list[tuple[str, str, str]]  # (name, local variable, annotation)
     seq: SequenceView
+    # Decoding many in a row (counted arrays): the function, and its locals
+    list_decode: str = ""
+    list_locals: tuple[str, str, str] = ("", "", "")  # count, items, append
 
     @property
     def context(self) -> bool:
@@ -809,14 +900,25 @@ def struct_view(struct_def: ir.StructDef, views: SpecViews) -> StructView:
     locals_ = Locals()
     names: dict[str, str] = {}
     params = []
+    unsigned = set()
     for param in struct_def.params:
         var = locals_.claim(param.name)
         names[param.name] = var
         params.append((param.name, var, param.enum or "int"))
-    builder = SequenceBuilder(views, struct_def.name, locals_, names)
+        if param.type.kind == "uint":
+            unsigned.add(param.name)
+    listed = struct_def.name in views.listed
+    list_locals = (
+        (locals_.claim("count"), locals_.claim("items"), locals_.claim("append"))
+        if listed
+        else ("", "", "")
+    )
+    builder = SequenceBuilder(views, struct_def.name, locals_, names, unsigned=unsigned)
     seq = builder.build(struct_def.fields)
     snake = snake_case(struct_def.name)
     return StructView(
+        list_decode=f"_decode_{snake}_list" if listed else "",
+        list_locals=list_locals,
         ir=struct_def,
         name=struct_def.name,
         snake=snake,
@@ -841,7 +943,9 @@ def build_context(
 ) -> dict[str, Any]:
     """The variables every module template receives (see docs/templates.md)."""
     enums = _enum_views(spec)
-    views = SpecViews(spec, enums, Consts(), typeinfo.recursive_structs({}))
+    views = SpecViews(
+        spec, enums, Consts(), typeinfo.recursive_structs({s.name: s for s in spec.structs})
+    )
     structs = [struct_view(s, views) for s in spec.structs]
     frames = [frame_view(f, enums, views) for f in spec.frames]
     consts = views.consts

@@ -149,6 +149,13 @@ def scalar_format(scalar: ir.ScalarType) -> str | None:
 # pos) and encodes the value held by `source` (appending to `out`).
 
 
+class ValueEnd:
+    """What every value view may be asked after decoding (set by the builder)."""
+
+    last = False  # the frame body's last value, read to its end: no `pos = end`
+    end_check = ""  # a frame's last union arm: the message when bytes are left
+
+
 @dataclass
 class EnumRef:
     name: str
@@ -157,7 +164,7 @@ class EnumRef:
 
 
 @dataclass
-class ScalarValue:
+class ScalarValue(ValueEnd):
     kind: str = field(default="scalar", init=False)
     target: str = ""
     source: str = ""
@@ -176,7 +183,7 @@ class ScalarValue:
 
 
 @dataclass
-class VarintValue:
+class VarintValue(ValueEnd):
     kind: str = field(default="varint", init=False)
     target: str = ""
     source: str = ""
@@ -220,10 +227,13 @@ class SizeView:
     until: str = ""  # arrays: python expression over the element
     until_source: str = ""
     derived: bool = False
+    signed: bool = True  # the count may be negative: the decoder checks it
+    constant: bool = False  # a literal count: `var` is the number itself
+    preread: bool = False  # the prefix was read by the run before the field
 
 
 @dataclass
-class BlobValue:
+class BlobValue(ValueEnd):
     kind: str = field(default="blob", init=False)
     target: str = ""
     source: str = ""
@@ -235,6 +245,7 @@ class BlobValue:
     encoded: str = ""  # temp (encode): the bytes of a text
     xor: str | None = None  # var of the key
     xor_optional: bool = False  # the key may be None (no masking)
+    xor_size: str = ""  # temp: the masked bytes' count
     noun: str = "byte string"
     const: str | None = None  # a constant's literal (bytes or str)
 
@@ -244,7 +255,7 @@ class BlobValue:
 
 
 @dataclass
-class StructValue:
+class StructValue(ValueEnd):
     kind: str = field(default="struct", init=False)
     target: str = ""
     source: str = ""
@@ -262,7 +273,27 @@ class StructValue:
 
 
 @dataclass
-class ExternValue:
+class InlineStructValue(ValueEnd):
+    """A structure decoded and encoded in place (see SpecViews.inlined)."""
+
+    kind: str = field(default="inline", init=False)
+    target: str = ""
+    source: str = ""
+    path: str = ""
+    end: str = "end"
+    name: str = ""
+    seq: Any = None  # SequenceView of its fields, with this function's names
+    construct: str = ""  # the class call
+    loads: list[tuple[str, str]] = field(default_factory=list)  # encode: (var, attribute)
+    stores: list[tuple[str, str]] = field(default_factory=list)  # encode: computed ones
+
+    @property
+    def python(self) -> str:
+        return self.name
+
+
+@dataclass
+class ExternValue(ValueEnd):
     kind: str = field(default="extern", init=False)
     target: str = ""
     source: str = ""
@@ -273,7 +304,7 @@ class ExternValue:
 
 
 @dataclass
-class ArrayValue:
+class ArrayValue(ValueEnd):
     kind: str = field(default="array", init=False)
     target: str = ""
     source: str = ""
@@ -284,6 +315,7 @@ class ArrayValue:
     size: SizeView = field(default_factory=lambda: SizeView("rest"))
     min_element: int = 1
     bulk: str = ""  # fixed-size scalar elements: "u8" or a struct code
+    list_call: str = ""  # structure elements: the function decoding them all
     bulk_order: str = ">"
     bulk_size: int = 0
     guard: bool = False  # elements that may take no bytes: check progress
@@ -303,7 +335,7 @@ class UnionArmView:
 
 
 @dataclass
-class UnionValue:
+class UnionValue(ValueEnd):
     kind: str = field(default="union", init=False)
     target: str = ""
     source: str = ""
@@ -316,6 +348,7 @@ class UnionValue:
     default_check: str = ""
     expected: str = ""  # the arm values, for the error message
     python: str = ""
+    exhaustive: bool = False  # the arms cover every value the discriminant can hold
 
 
 @dataclass
@@ -365,10 +398,13 @@ class RunStep:
     targets: str = ""  # unpacking target list
     path: str = ""
     overrun: str = ""  # the message when the frame ends inside the run
+    byte_reads: list[tuple[str, int]] = field(default_factory=list)  # u8s: data[pos + i]
     end: str = "end"
     converts: list[str] = field(default_factory=list)  # statements after unpacking
     members: list[RunMember] = field(default_factory=list)
     pack: list[str] = field(default_factory=list)  # encode: one expression per code
+    encode_struct: str = ""  # encode: without a length prefix read along on decode
+    carriers: list[Any] = field(default_factory=list)  # FieldViews with constant bits
     patches: list[tuple[str, int]] = field(default_factory=list)  # (at var, offset)
 
 
@@ -438,6 +474,10 @@ class MemberView:
         """An __init__ argument (optional ones default to None)."""
         return self.role in ("user", "optional")
 
+    @property
+    def value_var(self) -> str:
+        return self.var
+
 
 # --- the builder ----------------------------------------------------------------------
 
@@ -450,6 +490,30 @@ class SpecViews:
     enums: Mapping[str, Any]  # name -> context.EnumView
     consts: Consts
     recursive: set[str]
+    uses: dict[str, int] = field(default_factory=dict)  # structure -> references
+    # Structures decoded as the elements of counted arrays: one call per array.
+    listed: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        sequences = [f.body for f in self.spec.frames]
+        sequences += [s.fields for s in self.spec.structs]
+        for fields in sequences:
+            for f in fields:
+                for name in typeinfo.referenced_structs(f.type):
+                    self.uses[name] = self.uses.get(name, 0) + 1
+                for array in _arrays_in(f.type):
+                    element = array.element
+                    if isinstance(element, ir.StructRef) and array.extent.kind in (
+                        "count",
+                        "prefix",
+                    ):
+                        self.listed.add(element.name)
+        self.listed = {name for name in self.listed if not self.inlined(name)}
+
+    def inlined(self, name: str) -> bool:
+        """A structure used in one place: decoded and encoded there, without a call
+        (its functions remain, for `Struct.decode` / `.encode`)."""
+        return self.uses.get(name) == 1 and name not in self.recursive
 
     def struct_def(self, name: str) -> ir.StructDef:
         return self.spec.struct(name)
@@ -478,6 +542,9 @@ class SequenceBuilder:
         end: str = "end",
         header_derived: Mapping[str, ir.Derived] | None = None,
         outer_fields: Mapping[str, Any] | None = None,
+        unsigned: Iterable[str] | None = None,
+        enum_values: Mapping[str, set[int]] | None = None,
+        frame_body: bool = False,
     ) -> None:
         self.views = views
         self.owner = owner
@@ -487,7 +554,14 @@ class SequenceBuilder:
         self.header_derived = dict(header_derived or {})
         self.outer_fields = dict(outer_fields or {})  # header fields by name
         self.fields_by_name: dict[str, ir.Field] = {}
+        self.preread = ""  # the length prefix the last run read, for the next field
+        # A frame body: nothing reads `pos` after it, and a union at its end checks
+        # the end of the frame in each arm (no check after the rest of the frame).
+        self.frame_body = frame_body
         self.patch_targets: dict[str, tuple[str, str]] = {}  # size var -> (struct, at)
+        self.unsigned: set[str] = set(unsigned or ())  # names that are never negative
+        # names holding a member of a closed enum (decoded strictly): its values
+        self.enum_values: dict[str, set[int]] = dict(enum_values or {})
 
     # Names --------------------------------------------------------------------------
 
@@ -507,13 +581,38 @@ class SequenceBuilder:
         for f in fields:
             self.names[f.name] = self.locals.claim(f.name)
             for bit in f.bits:
-                self.names[bit.name] = self.locals.claim(bit.name)
+                if bit.const is not None and self._runnable(f):
+                    # read by a run: a constant bit is its value, no variable
+                    self.names[bit.name] = py_literal(bit.const)
+                else:
+                    self.names[bit.name] = self.locals.claim(bit.name)
+                self.unsigned.add(bit.name)
             self.fields_by_name[f.name] = f
+            ftype = f.type
+            if (isinstance(ftype, ir.ScalarType) and ftype.kind == "uint") or (
+                isinstance(ftype, ir.VarintType) and ftype.style != "zigzag"
+            ):
+                self.unsigned.add(f.name)
+            if f.enum is not None:
+                self.enum_values[f.name] = {v for _, v in self.views.enums[f.enum].members}
+            for bit in f.bits:
+                if bit.enum is not None:
+                    self.enum_values[bit.name] = {
+                        v for _, v in self.views.enums[bit.enum].members
+                    }
         steps: list[Any] = []
         run: list[ir.Field] = []
         for f in fields:
             if self._runnable(f):
                 run.append(f)
+                continue
+            prefix = _mergeable_prefix(f)
+            if run and prefix is not None:
+                # The length prefix right after a run is read with it (decode).
+                size_var = self.locals.temp(f"{self.names[f.name]}_size")
+                steps.append(self._run(run, (f, prefix, size_var)))
+                run = []
+                steps.append(self._field_step(f, size_var))
                 continue
             if run:
                 steps.append(self._run(run))
@@ -526,8 +625,32 @@ class SequenceBuilder:
         origin = any(self.views.needs_origin(f.type) for f in fields)
         last = fields[-1] if fields else None
         ends = last is not None and last.condition is None and _takes_rest(last)
+        if self.frame_body and last is not None and steps and isinstance(steps[-1], FieldStep):
+            step = steps[-1]
+            value = step.value
+            if ends and step.region is None and value.kind in ("blob", "array"):
+                value.last = True  # no `pos = end`: nothing reads it
+            if (
+                value.kind == "union"
+                and last.condition is None
+                and last.region is None
+                and step.escape is None
+                and not step.where
+            ):
+                self._check_arm_ends(value)
+                ends = True
         packs = any(not isinstance(f.type, (ir.StructRef, ir.ExternRef)) for f in fields)
         return SequenceView(steps, derived, members, self.end, origin, ends, packs)
+
+    def _check_arm_ends(self, union: Any) -> None:
+        """Each arm of a frame's last union checks the frame's end itself, unless
+        it always reads up to it (a `rest` field): one compare less on that path."""
+        message = f"{self.owner}: {{{self.end} - pos}} bytes after the last field"
+        arms = [arm.value for arm in union.arms]
+        if union.default is not None:
+            arms.append(union.default)
+        for value in arms:
+            value.end_check = "" if _reads_to_end(value) else message
 
     def _runnable(self, f: ir.Field) -> bool:
         if f.condition is not None or f.region is not None or f.escape or f.xor:
@@ -548,7 +671,13 @@ class SequenceBuilder:
 
     # Runs ------------------------------------------------------------------------------
 
-    def _run(self, fields: list[ir.Field]) -> RunStep:
+    def _run(
+        self,
+        fields: list[ir.Field],
+        tail: tuple[ir.Field, ir.ScalarType, str] | None = None,
+    ) -> RunStep:
+        """A run of fixed-size fields; `tail` (field, prefix type, variable) is the
+        length prefix of the field after it, read along on decode."""
         from .context import run_views  # the header machinery, shared
 
         step = RunStep(end=self.end)
@@ -577,18 +706,34 @@ class SequenceBuilder:
                 )
             )
             offset += hf_type.size
+        encode_group, _ = run_views(
+            headers, self.views.enums, self.names, self.views.consts, self.owner
+        )
+        path = ", ".join(self.path(f.name) for f in fields)
+        if tail is not None:
+            tail_field, prefix, size_var = tail
+            pseudo = f"\0{tail_field.name}"  # never a field name
+            self.names[pseudo] = size_var
+            headers.append(ir.HeaderField(pseudo, prefix, offset, tail_field.location))
+            path += f", {self.path(tail_field.name)} (its length)"
         group, views = run_views(
             headers, self.views.enums, self.names, self.views.consts, self.owner
         )
+        views = [v for v in views if not v.name.startswith("\0")]
         step.struct = group.name
+        step.encode_struct = encode_group.name
         step.size = group.size
         step.targets = group.targets
-        step.path = ", ".join(self.path(f.name) for f in fields)
-        noun = "field overruns" if len(fields) == 1 else "fields overrun"
+        step.byte_reads = group.byte_reads
+        step.path = path
+        noun = "field overruns" if len(headers) == 1 else "fields overrun"
         step.overrun = f"{step.path}: {step.size}-byte {noun} the frame"
+        group_fields = [v for v in group.fields if not v.name.startswith("\0")]
         step.converts = [fv.unpack_post() for fv in group.fields if fv.unpack_post()]
-        for fv in group.fields:
-            step.converts += [bit.unpack_bits() for bit in fv.bit_fields]
+        for fv in group_fields:
+            step.converts += [b.unpack_bits() for b in fv.bit_fields if b.unpack_bits()]
+            if fv.const_bits:
+                step.carriers.append(fv)
         by_name = {f.name: f for f in fields}
         for fv in views:
             source = by_name.get(fv.name)
@@ -598,11 +743,12 @@ class SequenceBuilder:
                 and source.type.text
             )
             where = source.where if source is not None else None
+            checked_const = fv.const is not None and not (fv.bits and fv.const is not None)
             member = RunMember(
                 name=fv.name,
                 var=fv.var,
                 path=self.path(fv.name),
-                const=py_literal(fv.const) if fv.const is not None else None,
+                const=py_literal(fv.const) if checked_const else None,
                 allowed=_set_literal(fv.allowed),
                 allowed_text=_allowed_text(fv.allowed),
                 enum=_enum_ref(fv.enum, fv.enum_open) if fv.enum else None,
@@ -622,7 +768,7 @@ class SequenceBuilder:
                 member.const = py_literal(source.const)
             step.members.append(member)
         step.pack = []
-        for fv in group.fields:
+        for fv in encode_group.fields:
             expr = fv.pack_expr()
             if fv.is_bytes and by_name.get(fv.name) is not None:
                 source = by_name[fv.name]
@@ -639,7 +785,10 @@ class SequenceBuilder:
 
     # Field steps ------------------------------------------------------------------------
 
-    def _field_step(self, f: ir.Field) -> FieldStep:
+    def _field_step(self, f: ir.Field, preread: str = "") -> FieldStep:
+        """One field; `preread` is the variable of its length prefix, when the run
+        before it read it."""
+        self.preread = preread
         var = self.names[f.name]
         path = self.path(f.name)
         step = FieldStep(
@@ -664,7 +813,7 @@ class SequenceBuilder:
         if f.where is not None:
             step.where = self.py(f.where)
             step.where_source = ex.source(f.where)
-        if isinstance(f.const, int):
+        if f.const is not None:
             step.const = py_literal(f.const)
         if f.allowed:
             step.allowed = _set_literal(f.allowed)
@@ -821,6 +970,8 @@ class SequenceBuilder:
             )
         if isinstance(ftype, ir.BlobType):
             return self._blob(ftype, target, source, path, end, field)
+        if isinstance(ftype, ir.StructRef) and self.views.inlined(ftype.name):
+            return self._inline(ftype, target, source, path, end)
         if isinstance(ftype, ir.StructRef):
             struct_def = self.views.struct_def(ftype.name)
             snake = snake_case(ftype.name)
@@ -849,6 +1000,30 @@ class SequenceBuilder:
             return self._array(ftype, target, source, path, end, field)
         assert isinstance(ftype, ir.UnionType)
         return self._union(ftype, target, source, path, end)
+
+    def _inline(
+        self, ref: ir.StructRef, target: str, source: str, path: str, end: str
+    ) -> InlineStructValue:
+        struct_def = self.views.struct_def(ref.name)
+        names: dict[str, str] = {}
+        for param, arg in zip(struct_def.params, ref.args):
+            rendered = self.py(arg)
+            names[param.name] = rendered if rendered.isidentifier() else f"({rendered})"
+        inner = SequenceBuilder(self.views, ref.name, self.locals, names, end=end)
+        seq = inner.build(struct_def.fields)
+        order = _init_order(seq.fields)
+        view = InlineStructValue(
+            target=target,
+            source=source,
+            path=path,
+            end=end,
+            name=ref.name,
+            seq=seq,
+            construct=f"{ref.name}({', '.join(m.var for m in order)})",
+            loads=[(m.var, m.name) for m in seq.fields if m.user],
+            stores=[(m.var, m.name) for m in seq.fields if m.role == "derived"],
+        )
+        return view
 
     def _scalar(
         self,
@@ -897,14 +1072,30 @@ class SequenceBuilder:
         self, extent: ir.Extent, var: str, path: str, *, derived: bool
     ) -> SizeView:
         view = SizeView(extent.kind, nullable=extent.nullable, derived=derived)
-        view.var = self.locals.temp(f"{var}_size" if extent.kind != "until" else f"{var}_n")
+        if extent.kind == "prefix" and self.preread:
+            view.var = self.preread
+            view.preread = True
+            self.preread = ""  # the field's own prefix only
+        else:
+            view.var = self.locals.temp(
+                f"{var}_size" if extent.kind != "until" else f"{var}_n"
+            )
         if extent.kind == "count":
             assert extent.count is not None
             view.expr = self.py(extent.count)
             view.expr_source = ex.source(extent.count)
+            count = extent.count
+            if isinstance(count, ir.Const) and not extent.nullable:
+                view.constant = True
+                view.var = str(count.value)
+            view.signed = not (
+                (isinstance(count, ir.Const) and count.value >= 0)
+                or (ex.is_plain_ref(count) and count.name in self.unsigned)  # type: ignore[union-attr]
+            )
         elif extent.kind == "prefix":
             assert extent.prefix is not None
             view.prefix = self._prefix(extent.prefix)
+            view.signed = isinstance(extent.prefix, ir.ScalarType) and extent.prefix.kind == "int"
         elif extent.kind == "terminator":
             assert extent.terminator is not None
             view.terminator = extent.terminator
@@ -953,6 +1144,7 @@ class SequenceBuilder:
             view.const = py_literal(const)
         if view.xor is not None and f is not None and isinstance(f.xor, ir.Ref):
             self.views.consts.uses_wire = True
+            view.xor_size = self.locals.temp(f"{target}_masked")
             key = self.fields_by_name.get(f.xor.name)
             view.xor_optional = key is not None and (
                 key.condition is not None or _nullable(key)
@@ -999,6 +1191,12 @@ class SequenceBuilder:
                 view.bulk = "u8" if fmt[1:] == "B" else fmt[1:]
                 view.bulk_order = fmt[0]
                 view.bulk_size = element_type.size
+        if (
+            isinstance(array.element, ir.StructRef)
+            and array.element.name in self.views.listed
+            and view.size.kind in ("count", "prefix")
+        ):
+            view.list_call = f"_decode_{snake_case(array.element.name)}_list"
         if view.min_element == 0:
             view.guard = True
             view.min_element = 0
@@ -1040,6 +1238,10 @@ class SequenceBuilder:
             pythons.append(view.default.python)
         values = sorted(v for arm in union.arms for v in arm.values)
         view.expected = "one of " + ", ".join(map(str, values))
+        if union.default is None and ex.is_plain_ref(union.discriminant):
+            assert isinstance(union.discriminant, ir.Ref)
+            possible = self.enum_values.get(union.discriminant.name)
+            view.exhaustive = possible is not None and possible <= set(values)
         view.python = " | ".join(dict.fromkeys(pythons))
         return view
 
@@ -1164,6 +1366,46 @@ def annotation(views: SpecViews, ftype: ir.ValueType, enum: str | None = None) -
         return f"list[{annotation(views, ftype.element)}]"
     assert isinstance(ftype, ir.UnionType)
     return " | ".join(dict.fromkeys(annotation(views, t) for t in ftype.types))
+
+
+def _arrays_in(ftype: ir.ValueType) -> list[ir.ArrayType]:
+    if isinstance(ftype, ir.ArrayType):
+        return [ftype, *_arrays_in(ftype.element)]
+    if isinstance(ftype, ir.UnionType):
+        return [a for t in ftype.types for a in _arrays_in(t)]
+    return []
+
+
+def _reads_to_end(value: Any) -> bool:
+    """A decoded value that always stops at its `end` (so no check is needed)."""
+    if value.kind in ("blob", "array"):
+        return value.size.kind == "rest"
+    if value.kind == "inline":
+        return bool(value.seq.ends_at_end)
+    return False
+
+
+def _mergeable_prefix(f: ir.Field) -> ir.ScalarType | None:
+    """The length prefix a run may read along with its own fields, if any."""
+    if f.condition is not None or f.escape or any(b.escape for b in f.bits):
+        return None
+    extent = f.region
+    if extent is None and isinstance(f.type, (ir.BlobType, ir.ArrayType)):
+        extent = f.type.extent
+    if extent is None or extent.kind != "prefix":
+        return None
+    prefix = extent.prefix
+    if isinstance(prefix, ir.ScalarType) and scalar_format(prefix) is not None:
+        return prefix
+    return None
+
+
+def _init_order(members: list[MemberView]) -> list[MemberView]:
+    """__init__ order: required user fields, optional ones, then computed ones."""
+    users = [m for m in members if m.user]
+    required = [m for m in users if m.default is None]
+    optional = [m for m in users if m.default is not None]
+    return required + optional + [m for m in members if not m.user]
 
 
 def _takes_rest(f: ir.Field) -> bool:

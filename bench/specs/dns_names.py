@@ -2,7 +2,10 @@
 
 `extern DomainName: str = "dns_names:domain_name"` in a spec makes the generated
 codec call `domain_name.decode` / `.encode` for every DomainName field, and the
-generated property tests draw names from `domain_name.strategy()`.
+generated property tests draw names from `domain_name.strategy()`. Both calls
+get a `state` dict of their own per frame: decoding remembers the names at each
+offset (a pointer to one is a lookup), encoding the offsets of the suffixes
+written (to point at them).
 
 Values are names in presentation form (RFC 1035 section 5.1) without the final
 dot: "www.example.com", "" for the root. A label byte that is a dot, a
@@ -31,6 +34,7 @@ MAX_LABEL = 63
 _POINTER_LIMIT = 0x4000  # offsets a 14-bit pointer can hold
 # Label bytes that print as themselves; anything else is escaped.
 _PLAIN_LABEL = re.compile(rb"[A-Za-z0-9_*-]*")
+_PLAIN_NAME = re.compile(rb"[A-Za-z0-9_*.-]*")
 _STATE_KEY = "dns_names"
 
 
@@ -102,9 +106,19 @@ class DomainNameCodec:
     """The plug-in interface: decode, encode, strategy (see docs/dsl.md)."""
 
     @staticmethod
-    def decode(data: Buffer, pos: int, end: int, origin: int) -> tuple[str, int]:
-        """The name at `pos` and the offset after it (after the first pointer)."""
-        labels: list[str] = []
+    def decode(
+        data: Buffer, pos: int, end: int, origin: int, state: dict[str, Any]
+    ) -> tuple[str, int]:
+        """The name at `pos` and the offset after it (after the first pointer).
+
+        `state` (one dict per frame) remembers the names decoded at each offset:
+        a pointer to one of them costs a lookup, not another walk.
+        """
+        names: dict[int, str] = state.setdefault(_STATE_KEY, {})
+        start = pos
+        suffix = ""  # a name a pointer led to, already decoded
+        labels: list[Buffer] = []
+        append = labels.append
         after = -1
         limit = pos  # a pointer must point before this: strictly backwards
         total = 1
@@ -122,7 +136,7 @@ class DomainNameCodec:
                 total += length + 1
                 if total > MAX_NAME:
                     raise MalformedFrame(f"domain name longer than {MAX_NAME} bytes")
-                labels.append(_label_text(bytes(data[pos + 1 : stop])))
+                append(data[pos + 1 : stop])
                 pos = stop
             elif length >= 0xC0:
                 if pos + 1 >= end:
@@ -135,10 +149,25 @@ class DomainNameCodec:
                         f"compression pointer to offset {target - origin} does not point "
                         "backwards"
                     )
+                known = names.get(target)
+                if known is not None:
+                    suffix = known
+                    break
                 limit = pos = target
             else:
                 raise MalformedFrame(f"unknown label type 0x{length & 0xC0:02x}")
-        return ".".join(labels), after if after >= 0 else pos
+        joined = b".".join(labels)
+        # Plain labels (the usual case) and no dot inside one: the bytes are the text.
+        if _PLAIN_NAME.fullmatch(joined) and joined.count(b".") == len(labels) - 1:
+            name = joined.decode("ascii")
+        else:
+            name = ".".join(_label_text(bytes(label)) for label in labels)
+        if suffix:
+            name = f"{name}.{suffix}" if name else suffix
+            if total + len(suffix) + 1 > MAX_NAME:
+                raise MalformedFrame(f"domain name longer than {MAX_NAME} bytes")
+        names[start] = name
+        return name, after if after >= 0 else pos
 
     @staticmethod
     def encode(value: str, out: bytearray, origin: int, state: dict[str, Any]) -> None:
