@@ -729,6 +729,7 @@ def _general_body(view: FrameView, frame: ir.FrameDef, views: SpecViews) -> None
         unsigned=unsigned,
         enum_values=enum_values,
         frame_body=True,
+        later={frame.framing.field} if isinstance(frame.framing, ir.LengthFraming) else (),
     )
     view.body_seq = builder.build(frame.body)
     view.body = view.body_seq.fields  # type: ignore[assignment]

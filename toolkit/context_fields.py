@@ -545,6 +545,7 @@ class SequenceBuilder:
         unsigned: Iterable[str] | None = None,
         enum_values: Mapping[str, set[int]] | None = None,
         frame_body: bool = False,
+        later: Iterable[str] | None = None,
     ) -> None:
         self.views = views
         self.owner = owner
@@ -560,6 +561,9 @@ class SequenceBuilder:
         self.frame_body = frame_body
         self.patch_targets: dict[str, tuple[str, str]] = {}  # size var -> (struct, at)
         self.unsigned: set[str] = set(unsigned or ())  # names that are never negative
+        # Names the encoder knows only after the body (the frame's length field):
+        # sizes using them are checked by the decoder only.
+        self.later: set[str] = set(later or ())
         # names holding a member of a closed enum (decoded strictly): its values
         self.enum_values: dict[str, set[int]] = dict(enum_values or {})
 
@@ -1085,6 +1089,8 @@ class SequenceBuilder:
             view.expr = self.py(extent.count)
             view.expr_source = ex.source(extent.count)
             count = extent.count
+            if ex.names(count) & self.later:
+                view.derived = True  # not checked on encode: see `later`
             if isinstance(count, ir.Const) and not extent.nullable:
                 view.constant = True
                 view.var = str(count.value)
