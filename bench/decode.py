@@ -1,6 +1,7 @@
 """Decode speed: the generated codec vs a careful hand-written `struct` decoder vs Construct.
 
     python bench/decode.py [--rounds 5] [--seconds 0.3] [--cpu 1]
+    python bench/decode.py --instructions      # under valgrind: noise-free
     make bench-decode
 
 Three messages, each decoded from the same bytes by the three peers into the
@@ -17,9 +18,14 @@ standard library: precompiled `struct.Struct`, memoryview slices, bounds
 checks before every read, the same classes. Construct parses declarative
 equivalents of the same formats (it is the library a Python user would pick).
 
-Each round times every peer on every message, peers alternating, for about
-`--seconds` each; the table shows the median messages/s of the rounds and the
-ratios of medians. Goals: generated >= 1.0x hand-written, >= 10x Construct.
+Each round times every peer on every message for about `--seconds`, the peers
+taking turns batch by batch (so a burst of load hits them alike); the table
+shows the median messages/s of the rounds, the ratio of those medians and the
+paired ratio (the median of each round's own ratio). `--instructions` counts
+CPU instructions per decode instead (valgrind's callgrind: each peer decodes
+5000 times in a process of its own, minus the same process decoding nothing),
+which a shared machine does not disturb. Goals: generated >= 1.0x
+hand-written, >= 10x Construct.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import importlib
 import os
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -385,26 +392,76 @@ def construct_parsers(codecs: dict[str, ModuleType]) -> dict[str, Callable[[Buff
 # --- timing ----------------------------------------------------------------------------------
 
 
-def rate(decode: Callable[[Buffer], Any], data: Buffer, seconds: float) -> float:
-    """Messages per second over about `seconds` (batches of calls, one clock read each)."""
+def batch_size(decode: Callable[[Buffer], Any], data: Buffer, seconds: float) -> int:
+    """Calls taking about `seconds`."""
     batch = 1
-    while True:  # find a batch that takes ~1/20 of the budget
+    while True:
         began = time.perf_counter()
         for _ in range(batch):
             decode(data)
-        elapsed = time.perf_counter() - began
-        if elapsed > seconds / 20 or batch > 1 << 22:
-            break
+        if time.perf_counter() - began > seconds or batch > 1 << 22:
+            return batch
         batch *= 2
-    total = 0
-    spent = 0.0
-    while spent < seconds:
-        began = time.perf_counter()
-        for _ in range(batch):
-            decode(data)
-        spent += time.perf_counter() - began
-        total += batch
-    return total / spent
+
+
+def rates(
+    decoders: dict[str, Callable[[Buffer], Any]], data: Buffer, seconds: float
+) -> dict[str, float]:
+    """Messages per second of each peer over about `seconds`, peers taking turns
+    in batches of ~10 ms (one clock read per batch)."""
+    batches = {peer: batch_size(decode, data, 0.01) for peer, decode in decoders.items()}
+    spent = dict.fromkeys(decoders, 0.0)
+    done = dict.fromkeys(decoders, 0)
+    deadline = time.perf_counter() + seconds * len(decoders)
+    while time.perf_counter() < deadline:
+        for peer, decode in decoders.items():
+            batch = batches[peer]
+            began = time.perf_counter()
+            for _ in range(batch):
+                decode(data)
+            spent[peer] += time.perf_counter() - began
+            done[peer] += batch
+    return {peer: done[peer] / spent[peer] for peer in decoders}
+
+
+def instructions(directory: Path, peers: list[str], names: list[str]) -> None:
+    """Instructions per decode, under callgrind (see the module docstring)."""
+    print("decode, CPU instructions per message (callgrind)\n")
+    print("| message | " + " | ".join(peers) + " | generated / hand-written |")
+    print("|" + "---|" * (len(peers) + 2))
+    for name in names:
+        counts = {}
+        for peer in peers:
+            total = []
+            for calls in (0, 5000):
+                done = subprocess.run(
+                    ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                     sys.executable, __file__, "--dir", str(directory),
+                     "--one", f"{peer}:{name}:{calls}"],
+                    capture_output=True, text=True, check=True,
+                    env=dict(os.environ, PYTHONHASHSEED="0"),
+                )
+                found = [line for line in done.stderr.splitlines() if "Collected" in line]
+                total.append(int(found[-1].split()[-1]))
+            counts[peer] = (total[1] - total[0]) / 5000
+        row = f"| {name} | " + " | ".join(f"{counts[p]:,.0f}" for p in peers)
+        print(row + f" | {counts['hand-written'] / counts['generated']:.2f}x |")
+
+
+def decoders_for(codecs: dict[str, ModuleType]) -> dict[str, dict[str, Callable[[Buffer], Any]]]:
+    peers: dict[str, dict[str, Callable[[Buffer], Any]]] = {
+        "generated": {
+            "MQTT PUBLISH": codecs["mqtt"].PacketDecoder().decode,
+            "DNS response, 4 answers": codecs["dns"].MessageDecoder().decode,
+            "WebSocket frame, 1 KiB masked": codecs["websocket"].ClientFrameDecoder().decode,
+        },
+        "hand-written": hand_written(codecs),
+    }
+    try:
+        peers["construct"] = construct_parsers(codecs)
+    except ImportError:
+        print("construct is not installed (pip install -e '.[bench]'): skipped")
+    return peers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,54 +469,60 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds (medians; default 5)")
     parser.add_argument("--seconds", type=float, default=0.3, help="time per peer per round")
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU (Linux)")
+    parser.add_argument("--instructions", action="store_true", help="count instructions (valgrind)")
+    parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)  # internal, with --one
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: PEER:MESSAGE:CALLS
     args = parser.parse_args(argv)
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
+    if args.one:
+        peer, name, calls = args.one.split(":")
+        codecs = load(args.dir)
+        decode = decoders_for(codecs)[peer][name]
+        view = memoryview(messages(codecs)[name])
+        for _ in range(int(calls)):
+            decode(view)
+        return 0
     with tempfile.TemporaryDirectory(prefix="protogen-bench-decode-") as tmp:
         codecs = build(Path(tmp))
         wires = messages(codecs)
-        generated = {
-            "MQTT PUBLISH": codecs["mqtt"].PacketDecoder().decode,
-            "DNS response, 4 answers": codecs["dns"].MessageDecoder().decode,
-            "WebSocket frame, 1 KiB masked": codecs["websocket"].ClientFrameDecoder().decode,
-        }
-        peers: dict[str, dict[str, Callable[[Buffer], Any]]] = {
-            "generated": generated,
-            "hand-written": hand_written(codecs),
-        }
-        try:
-            peers["construct"] = construct_parsers(codecs)
-        except ImportError:
-            print("construct is not installed (pip install -e '.[bench]'): skipped")
+        peers = decoders_for(codecs)
         for name, data in wires.items():
             expected = peers["generated"][name](data)
             for peer, decoders in peers.items():
                 got = decoders[name](data)
                 assert got == expected, (peer, name, got, expected)
-        results: dict[tuple[str, str], list[float]] = {}
         order = list(peers)
+        if args.instructions:
+            instructions(Path(tmp), ["generated", "hand-written"], list(wires))
+            return 0
+        results: dict[tuple[str, str], list[float]] = {}
+        paired: dict[tuple[str, str], list[float]] = {}
         for round_number in range(args.rounds):
             turn = order[round_number % len(order) :] + order[: round_number % len(order)]
             for name, data in wires.items():
                 # Decode from a memoryview, as the runtime hands buffers to codecs.
                 view = memoryview(data)
-                for peer in turn:
-                    results.setdefault((name, peer), []).append(
-                        rate(peers[peer][name], view, args.seconds)
-                    )
-        print(f"decode, messages/s (median of {args.rounds} rounds, peers alternating)\n")
-        header = f"| message | {' | '.join(order)} | generated / hand-written |"
-        if "construct" in peers:
-            header += " generated / Construct |"
+                got = rates({peer: peers[peer][name] for peer in turn}, view, args.seconds)
+                for peer, value in got.items():
+                    results.setdefault((name, peer), []).append(value)
+                for other in order[1:]:
+                    paired.setdefault((name, other), []).append(got["generated"] / got[other])
+        print(f"decode, messages/s (median of {args.rounds} rounds, peers taking turns)\n")
+        others = order[1:]
+        header = "| message | " + " | ".join(order) + " | " + " | ".join(
+            f"generated / {p} (paired)" for p in others
+        ) + " |"
         print(header)
         print("|" + "---|" * (header.count("|") - 1))
         for name in wires:
             medians = {peer: statistics.median(results[(name, peer)]) for peer in order}
             row = f"| {name} | " + " | ".join(f"{medians[p]:,.0f}" for p in order)
-            row += f" | {medians['generated'] / medians['hand-written']:.2f}x |"
-            if "construct" in peers:
-                row += f" {medians['generated'] / medians['construct']:.1f}x |"
-            print(row)
+            for other in others:
+                ratio = medians["generated"] / medians[other]
+                pairs = statistics.median(paired[(name, other)])
+                row += f" | {ratio:.2f}x ({pairs:.2f}x)"
+            print(row + " |")
     return 0
 
 

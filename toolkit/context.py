@@ -718,7 +718,7 @@ def _general_body(view: FrameView, frame: ir.FrameDef, views: SpecViews) -> None
     locals_ = _frame_locals(view)
     for fv in view.header + view.trailer:
         if fv.enum is not None and not (fv.bits and fv.const is not None):
-            fv.member_var = locals_.claim(f"{fv.var}_member")
+            fv.member_var = locals_.claim(f"{fv.name}_member")
     builder = SequenceBuilder(
         views,
         frame.name,
@@ -796,6 +796,12 @@ def _general_length(
     view.frame_len = " + ".join(terms)
     smallest = f"{header} + {frame.trailer_size}" if frame.trailer_size else header
     unsigned = {fv.name for fv in view.header if not fv.signed and not fv.is_bytes}
+    # The body is at least this long: a first run that fits needs no bounds check.
+    floor = _lower_bound(expr, unsigned)
+    if framing.counts == "body" and floor is not None and view.body_seq is not None:
+        steps = view.body_seq.steps
+        if steps and steps[0].kind == "run" and steps[0].size <= floor + framing.adjustment:
+            steps[0].in_bounds = True
     view.frame_len_check = (
         None
         if framing.adjustment >= 0 and frame.trailer_size == 0 and _non_negative(expr, unsigned)
@@ -826,6 +832,20 @@ def _general_length(
     view.length_assign = f"{names[framing.field]} = {ex.python(solved, solved_var)}"
     if remainder is not None:
         view.length_remainder = ex.python(remainder, solved_var)
+
+
+def _lower_bound(expr: ir.Expr, unsigned: set[str]) -> int | None:
+    """The least value of `expr` over unsigned fields (0 each), if it has one."""
+    if isinstance(expr, ir.Const):
+        return expr.value
+    if isinstance(expr, ir.Ref):
+        return 0 if expr.name in unsigned else None
+    if isinstance(expr, ir.Binary) and expr.op == "+":
+        left, right = _lower_bound(expr.left, unsigned), _lower_bound(expr.right, unsigned)
+        return None if left is None or right is None else left + right
+    if isinstance(expr, ir.Binary) and expr.op == "*" and _non_negative(expr, unsigned):
+        return 0
+    return None
 
 
 def _non_negative(expr: ir.Expr, unsigned: set[str]) -> bool:

@@ -154,6 +154,9 @@ class ValueEnd:
 
     last = False  # the frame body's last value, read to its end: no `pos = end`
     end_check = ""  # a frame's last union arm: the message when bytes are left
+    # A fixed-size byte string that is all of its region: (region size variable,
+    # message) - one comparison instead of two bounds checks.
+    exact_region: tuple[str, str] | None = None
 
 
 @dataclass
@@ -398,6 +401,7 @@ class RunStep:
     targets: str = ""  # unpacking target list
     path: str = ""
     overrun: str = ""  # the message when the frame ends inside the run
+    in_bounds: bool = False  # the frame length already guarantees its bytes
     byte_reads: list[tuple[str, int]] = field(default_factory=list)  # u8s: data[pos + i]
     end: str = "end"
     converts: list[str] = field(default_factory=list)  # statements after unpacking
@@ -431,6 +435,7 @@ class FieldStep:
     region_patch: tuple[str, str, str] | None = None  # (struct, at var, value expr)
     region_local: tuple[str, str] | None = None  # (var, value expr): a header field
     region_prefix_at: str = ""  # encode: where an anonymous prefix goes
+    region_checked: bool = False  # decode: the union's arms check the region's end
     escape: EscapeView | None = None
     carrier_bits: list[RunMember] = field(default_factory=list)
     carrier_join: str = ""
@@ -811,6 +816,8 @@ class SequenceBuilder:
             end = step.region_end
             self._region_encode(step, f)
         step.value = self.value(f.type, var, var, path, end, enum=f.enum, field=f)
+        if step.region is not None and step.value.kind == "union":
+            self._region_arms(step)
         if f.condition is not None:
             step.condition = self.py(f.condition)
             step.condition_source = ex.source(f.condition)
@@ -828,6 +835,25 @@ class SequenceBuilder:
         if f.bits:
             self._carrier_step(step, f)
         return step
+
+    def _region_arms(self, step: FieldStep) -> None:
+        """A union filling a region: each arm checks the region's end itself (a
+        fixed-size byte string by comparing the region's size once)."""
+        assert step.region is not None
+        union = step.value
+        arms = [arm.value for arm in union.arms]
+        if union.default is not None:
+            arms.append(union.default)
+        leftover = f"{step.path}: {{{step.region_end} - pos}} bytes left over in its region"
+        for value in arms:
+            if value.kind == "blob" and value.size.constant and not value.text and not value.xor:
+                value.exact_region = (
+                    step.region.var,
+                    f"{step.path}: a {{{step.region.var}}}-byte region for {value.size.var} bytes",
+                )
+            elif not _reads_to_end(value):
+                value.end_check = leftover
+        step.region_checked = True
 
     def _carrier_step(self, step: FieldStep, f: ir.Field) -> None:
         """A carrier read on its own (conditional, or one of its bits escapes)."""

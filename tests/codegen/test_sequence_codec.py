@@ -299,8 +299,10 @@ struct Option { code: u8 data: bytes[u8] }
     assert encoded == wire(b"\x02\x00\x05\x00\x0a\x02mx" + b"\x04\x01\x02ab")
     decoded, _ = m.FDecoder().decode(encoded)
     assert decoded == frame and decoded.rdlength == 5
-    with pytest.raises(MalformedFrame, match="F.rdata: 2 bytes left over in its region"):
+    with pytest.raises(MalformedFrame, match="F.rdata: a 6-byte region for 4 bytes"):
         m.FDecoder().decode(wire(b"\x01\x00\x06abcdef\x00"))
+    with pytest.raises(MalformedFrame, match="F.rdata: 2 bytes left over in its region"):
+        m.FDecoder().decode(wire(b"\x02\x00\x07\x00\x0a\x02mx!!\x00"))
     with pytest.raises(MalformedFrame, match="F.rdata: 9-byte region overruns the frame"):
         m.FDecoder().decode(wire(b"\x01\x00\x09abcd"))
 
