@@ -156,6 +156,9 @@ class DomainNameCodec:
                 limit = pos = target
             else:
                 raise MalformedFrame(f"unknown label type 0x{length & 0xC0:02x}")
+        if not labels:  # a pointer to a name decoded before, or the root
+            names[start] = suffix
+            return suffix, after if after >= 0 else pos
         joined = b".".join(labels)
         # Plain labels (the usual case) and no dot inside one: the bytes are the text.
         if _PLAIN_NAME.fullmatch(joined) and joined.count(b".") == len(labels) - 1:
@@ -163,9 +166,9 @@ class DomainNameCodec:
         else:
             name = ".".join(_label_text(bytes(label)) for label in labels)
         if suffix:
-            name = f"{name}.{suffix}" if name else suffix
             if total + len(suffix) + 1 > MAX_NAME:
                 raise MalformedFrame(f"domain name longer than {MAX_NAME} bytes")
+            name = f"{name}.{suffix}"
         names[start] = name
         return name, after if after >= 0 else pos
 
