@@ -307,6 +307,14 @@ struct Option { code: u8 data: bytes[u8] }
         m.FDecoder().decode(wire(b"\x01\x00\x09abcd"))
 
 
+def test_a_region_sized_by_a_varint(make) -> None:
+    m = make(frame_of("items: bytes[varint] as Item[rest] tail: u8", prelude="struct Item { a: bytes[u8] }"))
+    frame = m.F(items=[m.Item(b"x" * 70), m.Item(b"y" * 70)], tail=9)
+    encoded = frame.encode()
+    assert encoded == wire(b"\x8e\x01" + (b"\x46" + b"x" * 70) + (b"\x46" + b"y" * 70) + b"\x09")
+    assert m.FDecoder().decode(encoded)[0] == frame
+
+
 def test_where_constraints_on_decode_and_encode(make) -> None:
     m = make("""
 protocol t
