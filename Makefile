@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: test demo bench attack fmt fuzz soak clean venv
+.PHONY: test demo bench bench-decode attack fmt fuzz soak clean venv
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Decode speed of the generated codecs vs hand-written struct code vs Construct.
+bench-decode: $(BENCH_STAMP)
+	$(BIN)/python bench/decode.py --cpu 0 $(BENCH_ARGS)
 
 # Long (not in CI): every property test of the codec generator (hand-built IR for
 # each framing kind and every top-level example spec, tests/codegen), then the

@@ -44,7 +44,30 @@ class InvalidValue(ProtocolError):
 
 
 class MalformedFrame(ProtocolError):
-    """Bytes that cannot be framed: bad varint, bad decimal length, bad head."""
+    """Bytes that cannot be framed or parsed: a bad varint or length, a field that
+    overruns the frame, invalid UTF-8, bytes left over after the last field."""
+
+
+_NO_VALUE = object()
+
+
+class ConstraintViolation(InvalidValue):
+    """A `where` constraint of the spec does not hold.
+
+    `field` is the path of the constrained field (`Label.length`) or the frame's
+    name for a frame constraint; `constraint` is the spec's expression.
+    """
+
+    def __init__(self, field: str, constraint: str, value: object = _NO_VALUE) -> None:
+        ProtocolError.__init__(
+            self,
+            f"{field}: `{constraint}` does not hold"
+            if value is _NO_VALUE
+            else f"{field}: {value!r} breaks `{constraint}`",
+        )
+        self.field = field
+        self.value = None if value is _NO_VALUE else value
+        self.constraint = constraint
 
 
 __all__ = [
@@ -53,4 +76,5 @@ __all__ = [
     "ChecksumMismatch",
     "InvalidValue",
     "MalformedFrame",
+    "ConstraintViolation",
 ]

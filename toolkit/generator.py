@@ -9,6 +9,7 @@ absolute paths).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,40 @@ MODULE_TEMPLATES: tuple[ModuleTemplate, ...] = (
 TEST_TEMPLATES: tuple[ModuleTemplate, ...] = (
     ModuleTemplate("properties.py.j2", "test_{name}_properties.py", False),
 )
+
+
+# Optional imports of the codec template: imported only when the module uses them.
+IMPORT_USES = {
+    name: re.compile(pattern)
+    for name, pattern in {
+        "enum": r"\benum\.IntEnum\b",
+        "re": r"\bre\.compile\(",
+        "struct": r"\bstruct\.\w+\b",
+        "zlib": r"\bzlib\.\w+\(",
+        "wire": r"\bwire\.\w+\b",
+        "Any": r"\bAny\b",
+        "Buffer": r"\bBuffer\b",
+        "ChecksumMismatch": r"\bChecksumMismatch\b",
+        "ConstraintViolation": r"\bConstraintViolation\b",
+        "FrameTooLarge": r"\bFrameTooLarge\b",
+        "InvalidValue": r"\bInvalidValue\b",
+        "MalformedFrame": r"\bMalformedFrame\b",
+        "ProtocolError": r"\bProtocolError\b",
+        "assume": r"\bassume\(",
+        "reject": r"\breject\(",
+    }.items()
+}
+
+
+_IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*\b")
+
+
+def used_imports(source: str) -> set[str]:
+    """What `source` (rendered without optional imports) uses: the modules of
+    IMPORT_USES, and every other identifier (names imported from the codec)."""
+    used = {name for name, pattern in IMPORT_USES.items() if pattern.search(source)}
+    modules = {"enum", "re", "struct", "zlib", "wire", "Any"}
+    return used | (set(_IDENTIFIER.findall(source)) - modules)
 
 
 def output_names(spec: ir.ProtocolSpec, *, with_tests: bool = False) -> list[str]:
@@ -67,7 +102,10 @@ def generate(
         if not module.required and not template_exists(env, module.template):
             continue
         filename = module.output.format(name=spec.name)
-        source = render_module(module.template, context, env)
+        # First without optional imports, to see which names the code uses.
+        bare = render_module(module.template, {**context, "imports": set()}, env)
+        imports = used_imports(bare)
+        source = render_module(module.template, {**context, "imports": imports}, env)
         outputs[filename] = format_source(source, filename)
     return outputs
 

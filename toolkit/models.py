@@ -90,6 +90,210 @@ class BytesType:
 FieldType = Union[ScalarType, BytesType]
 
 
+# --- expressions ----------------------------------------------------------------
+#
+# Sizes, counts, conditions and constraints are small integer expressions over
+# the fields decoded before them (and a structure's parameters). Names are
+# resolved by the validator: a `Ref` path is a field (`qos`), a field of a
+# structure-typed field (`hdr.flags`) or of an array element (`it.length`).
+
+
+@dataclass(frozen=True)
+class Const:
+    value: int
+
+
+@dataclass(frozen=True)
+class Ref:
+    path: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.path[0]
+
+
+@dataclass(frozen=True)
+class Member:
+    """`PacketType.publish`: an enum member, as its integer value."""
+
+    enum: str
+    member: str
+    value: int
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: Literal["-", "~", "not"]
+    operand: Expr
+
+
+@dataclass(frozen=True)
+class Binary:
+    """Arithmetic (`/` is integer division), bitwise, comparison, `and`, `or`."""
+
+    op: str
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True)
+class InSet:
+    operand: Expr
+    values: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Length:
+    """`len(x)`: the length of a bytes, string or array field."""
+
+    operand: Ref
+
+
+Expr = Union[Const, Ref, Member, Unary, Binary, InSet, Length]
+
+
+# --- body and structure types ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VarintType:
+    """`varint` (LEB128, at most 10 bytes, below 2**64), `zigzag` (LEB128 of the
+    zigzag-coded signed value, protobuf's sint64) or `mqtt_varint` (at most 4 bytes)."""
+
+    style: Literal["varint", "zigzag", "mqtt_varint"]
+
+    @property
+    def python_type(self) -> str:
+        return "int"
+
+    @property
+    def max_bytes(self) -> int:
+        return 4 if self.style == "mqtt_varint" else 10
+
+
+PrefixType = Union[ScalarType, VarintType]
+
+
+@dataclass(frozen=True)
+class Extent:
+    """How far a byte string, a text or an array extends.
+
+    - "count": `count` bytes (byte strings, texts) or elements (arrays)
+    - "prefix": an integer of type `prefix` just before the value holds that count
+    - "rest": up to the end of the enclosing frame body, structure or region
+    - "terminator": bytes up to `terminator` (consumed, not part of the value)
+    - "until": array elements up to and including the first for which `until`
+      (over the element, named `it`) holds
+
+    `nullable` ("count" and "prefix"): a count of -1 means the value is None.
+    """
+
+    kind: Literal["count", "prefix", "rest", "terminator", "until"]
+    count: Expr | None = None
+    prefix: PrefixType | None = None
+    terminator: bytes | None = None
+    until: Expr | None = None
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class BlobType:
+    """`bytes[...]` (Python bytes) or `string[...]` (UTF-8 text, Python str)."""
+
+    text: bool
+    extent: Extent
+
+    @property
+    def python_type(self) -> str:
+        return "str" if self.text else "bytes"
+
+
+@dataclass(frozen=True)
+class EnumType:
+    """An enum as an array element or a union arm (fields carry `enum` instead)."""
+
+    name: str
+    base: ScalarType
+
+
+@dataclass(frozen=True)
+class StructRef:
+    name: str
+    args: tuple[Expr, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExternRef:
+    name: str
+
+
+@dataclass(frozen=True)
+class ArrayType:
+    element: ValueType
+    extent: Extent
+
+
+@dataclass(frozen=True)
+class UnionArm:
+    values: tuple[int, ...]  # discriminant values choosing this arm
+    type: ValueType
+
+
+@dataclass(frozen=True)
+class UnionType:
+    """`switch EXPR { V1, V2 => T, ..., default => D }`; without a default, other
+    values are an InvalidValue."""
+
+    discriminant: Expr
+    arms: tuple[UnionArm, ...]
+    default: ValueType | None = None
+
+    @property
+    def types(self) -> tuple[ValueType, ...]:
+        arms = tuple(arm.type for arm in self.arms)
+        return arms + ((self.default,) if self.default is not None else ())
+
+
+ValueType = Union[
+    ScalarType,
+    BytesType,
+    VarintType,
+    BlobType,
+    EnumType,
+    StructRef,
+    ExternRef,
+    ArrayType,
+    UnionType,
+]
+
+
+@dataclass(frozen=True)
+class EscapeArm:
+    """`126: u16` in `escape {126: u16, 127: u64}`: the code, and the wider
+    integer that follows the field (or its carrier) and holds the value."""
+
+    code: int
+    type: ScalarType
+
+
+DerivedKind = Literal["length", "size", "count", "region", "presence"]
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A field the encoder computes from other values (never an __init__ argument).
+
+    - "length": the framing length (also `HeaderField.computed_length`)
+    - "size": the byte size of field `of[0]` (`bytes[n]`, `string[n]`)
+    - "count": the number of elements of array `of[0]`
+    - "region": the encoded size of `of[0]` (`bytes[n] as T`)
+    - "presence": 1 when the fields `of` are present (`x: T if flag`), else 0
+    """
+
+    kind: DerivedKind
+    of: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class EnumMember:
     name: str
@@ -140,6 +344,8 @@ class BitField:
     enum: str | None = None
     const: int | None = None
     allowed: tuple[int, ...] | None = None
+    escape: tuple[EscapeArm, ...] = ()  # the wider integers after the carrier
+    derived: Derived | None = None  # e.g. a presence flag the encoder sets
 
     @property
     def mask(self) -> int:
@@ -151,7 +357,7 @@ class BitField:
 
     @property
     def is_user_supplied(self) -> bool:
-        return self.const is None
+        return self.const is None and self.derived is None
 
 
 @dataclass(frozen=True)
@@ -178,6 +384,9 @@ class HeaderField:
     computed_length: bool = False
     size_of: str | None = None  # the body field whose length this field carries
     bits: tuple[BitField, ...] = ()  # sub-fields, most significant first
+    escape: tuple[EscapeArm, ...] = ()  # the last header field only
+    derived: Derived | None = None  # sizes, counts, presence flags, the length
+    where: Expr | None = None  # checked on decode and encode
 
     @property
     def size(self) -> int:
@@ -191,22 +400,141 @@ class HeaderField:
             and self.checksum is None
             and not self.computed_length
             and not self.bits
+            and self.derived is None
         )
 
 
 @dataclass(frozen=True)
-class BodyField:
-    """A variable-size byte field of the body, in wire order.
+class Field:
+    """A field of a frame body or a structure, in wire order.
 
-    Exactly one of: `size_field` (a header field holds its length), `size` (a
-    constant), `rest` (everything up to the trailer; at most one, and last).
+    `type` says how it travels; `enum` (an integer field whose values are the
+    enum's members), `const`, `allowed` and `where` restrict its values;
+    `condition` makes it present only when the expression holds (else None);
+    `bits` makes it a carrier of bit fields; `escape` lets an integer say that a
+    wider one follows; `region` (`bytes[n] as T`) decodes `type` within that
+    many bytes; `xor` unmasks a byte string with a key (WebSocket masking).
     """
 
     name: str
+    type: ValueType
     location: Location
-    size_field: str | None = None
-    size: int | None = None
-    rest: bool = False
+    enum: str | None = None
+    const: int | bytes | str | None = None
+    allowed: tuple[int, ...] | None = None
+    where: Expr | None = None
+    condition: Expr | None = None
+    bits: tuple[BitField, ...] = ()
+    escape: tuple[EscapeArm, ...] = ()
+    region: Extent | None = None
+    xor: Expr | None = None
+    derived: Derived | None = None
+
+    # The body fields of earlier versions: byte strings only.
+    @property
+    def size_field(self) -> str | None:
+        """The field holding this byte string's size (`bytes[n]`), if any."""
+        ftype = self.type
+        if isinstance(ftype, BlobType) and not ftype.text and self.region is None:
+            count = ftype.extent.count
+            if isinstance(count, Ref) and len(count.path) == 1:
+                return count.name
+        return None
+
+    @property
+    def size(self) -> int | None:
+        """A constant byte size (`bytes[4]`), if any."""
+        ftype = self.type
+        if isinstance(ftype, BlobType) and not ftype.text and self.region is None:
+            count = ftype.extent.count
+            if isinstance(count, Const) and not ftype.extent.nullable:
+                return count.value
+        return None
+
+    @property
+    def rest(self) -> bool:
+        """True for `bytes[rest]`."""
+        ftype = self.type
+        return (
+            isinstance(ftype, BlobType)
+            and not ftype.text
+            and self.region is None
+            and ftype.extent.kind == "rest"
+        )
+
+    @property
+    def is_plain_bytes(self) -> bool:
+        """A byte string sized by a constant, a field or `rest`, with nothing else."""
+        return (
+            (self.size_field is not None or self.size is not None or self.rest)
+            and isinstance(self.type, BlobType)
+            and not self.type.extent.nullable
+            and self.condition is None
+            and self.where is None
+            and self.xor is None
+            and self.const is None
+        )
+
+    @property
+    def is_user_supplied(self) -> bool:
+        return self.const is None and self.derived is None and not self.bits
+
+
+def BodyField(  # noqa: N802 - the constructor of earlier versions
+    name: str,
+    location: Location,
+    size_field: str | None = None,
+    size: int | None = None,
+    rest: bool = False,
+) -> Field:
+    """A byte string body field: sized by field `size_field`, `size` bytes, or `rest`."""
+    if size_field is not None:
+        extent = Extent("count", count=Ref((size_field,)))
+    elif size is not None:
+        extent = Extent("count", count=Const(size))
+    else:
+        assert rest, "a body field needs size_field, size or rest"
+        extent = Extent("rest")
+    return Field(name, BlobType(False, extent), location)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A structure parameter: `struct Publish(qos: u8)`."""
+
+    name: str
+    type: ScalarType
+    location: Location
+    enum: str | None = None
+
+
+@dataclass(frozen=True)
+class StructDef:
+    """A named sequence of fields, usable as a field type anywhere."""
+
+    name: str
+    fields: tuple[Field, ...]
+    location: Location
+    params: tuple[Param, ...] = ()
+
+    def field(self, name: str) -> Field | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+
+@dataclass(frozen=True)
+class ExternDef:
+    """A hand-written field type: `extern DomainName: str = "dns_names:domain_name"`.
+
+    `module:attribute` names an object with `decode(data, pos, end, origin) ->
+    (value, pos)`, `encode(value, out, origin, state) -> None` and
+    `strategy() -> hypothesis strategy` (docs/dsl.md, "Plug-in field types").
+    """
+
+    name: str
+    python_type: str
+    module: str
+    attribute: str
+    location: Location
 
 
 # --- framing kinds -----------------------------------------------------------
@@ -237,6 +565,9 @@ class LengthFraming:
     counts: LengthCounts = "body"
     strip: int = 0
     stream_only: bool = False
+    # `length(payload_length + 4 * masked)`: the value is this expression of
+    # header fields; `field` is the one the encoder solves it for.
+    expr: Expr | None = None
 
 
 @dataclass(frozen=True)
@@ -321,8 +652,8 @@ class FrameDef:
     framing: Framing
     location: Location
     header: tuple[HeaderField, ...] = ()
-    header_size: int = 0
-    body: tuple[BodyField, ...] = ()
+    header_size: int = 0  # the fixed part; an escape-coded last field adds more
+    body: tuple[Field, ...] = ()
     trailer: tuple[HeaderField, ...] = ()  # offsets relative to the trailer start
     trailer_size: int = 0
     max_frame: int = DEFAULT_MAX_FRAME
@@ -330,6 +661,7 @@ class FrameDef:
     # `dispatch on F allow_unknown`: values naming no member decode as plain ints
     # (routed to the handler's on_unknown_F) instead of raising InvalidValue.
     dispatch_allows_unknown: bool = False
+    where: tuple[Expr, ...] = ()  # `where EXPR` statements, checked after decoding
 
     def field(self, name: str) -> HeaderField | None:
         for header_field in self.header + self.trailer:
@@ -364,6 +696,8 @@ class ProtocolSpec:
     source_sha256: str
     frames: tuple[FrameDef, ...]
     enums: tuple[EnumDef, ...] = ()
+    structs: tuple[StructDef, ...] = ()
+    externs: tuple[ExternDef, ...] = ()
     transports: tuple[Transport, ...] = ("tcp",)
     server_decodes: str = ""  # frame name the server decodes (requests)
     server_encodes: str = ""  # frame name the server encodes (responses)
@@ -380,4 +714,16 @@ class ProtocolSpec:
         for enum_def in self.enums:
             if enum_def.name == name:
                 return enum_def
+        raise KeyError(name)
+
+    def struct(self, name: str) -> StructDef:
+        for struct_def in self.structs:
+            if struct_def.name == name:
+                return struct_def
+        raise KeyError(name)
+
+    def extern(self, name: str) -> ExternDef:
+        for extern_def in self.externs:
+            if extern_def.name == name:
+                return extern_def
         raise KeyError(name)

@@ -318,8 +318,10 @@ class _ToAst(Transformer):
         return ast.FramingStmt(children[0], self._span(meta))
 
     def length_framing(self, meta: Any, children: list[Any]) -> ast.LengthFramingDecl:
-        field, *options = children
-        return ast.LengthFramingDecl(field, tuple(options), self._span(meta))
+        expr, *options = children
+        if isinstance(expr, ast.NameExpr) and len(expr.parts) == 1:
+            return ast.LengthFramingDecl(expr.parts[0], tuple(options), self._span(meta))
+        return ast.LengthFramingDecl(None, tuple(options), self._span(meta), expr)
 
     def counts_option(self, meta: Any, children: list[Any]) -> ast.LengthOption:
         return ast.LengthOption("counts", children[0], self._span(meta))
@@ -394,33 +396,175 @@ class _ToAst(Transformer):
         return _Order(ast.Ident(str(children[0]), _token_span(self.bag, children[0])))
 
     def field(self, meta: Any, children: list[Any]) -> ast.FieldDecl:
-        name, type_ref, *rest = children
-        bits = next((c for c in rest if isinstance(c, ast.BitsBlock)), None)
-        values = [c for c in rest if c is not None and not isinstance(c, ast.BitsBlock)]
+        name, type_ref, bits, escape, nullable, *rest = children
+        values = [c for c in rest if c is not None and not isinstance(c, ast.FieldAttr)]
+        attrs = tuple(c for c in rest if isinstance(c, ast.FieldAttr))
         return ast.FieldDecl(
-            name, type_ref, values[0] if values else None, self._span(meta), bits
+            name,
+            type_ref,
+            values[0] if values else None,
+            self._span(meta),
+            bits,
+            escape=escape,
+            nullable=nullable,
+            attrs=attrs,
         )
+
+    def nullable(self, meta: Any, children: list[Any]) -> ast.Span:
+        return self._span(meta)
+
+    def _attr(self, kind: str, meta: Any, children: list[Any]) -> ast.FieldAttr:
+        return ast.FieldAttr(kind, children[0], self._span(meta))
+
+    def if_attr(self, meta: Any, children: list[Any]) -> ast.FieldAttr:
+        return self._attr("if", meta, children)
+
+    def where_attr(self, meta: Any, children: list[Any]) -> ast.FieldAttr:
+        return self._attr("where", meta, children)
+
+    def xor_attr(self, meta: Any, children: list[Any]) -> ast.FieldAttr:
+        return self._attr("xor", meta, children)
+
+    def as_attr(self, meta: Any, children: list[Any]) -> ast.FieldAttr:
+        return self._attr("as", meta, children)
+
+    def escape_block(self, meta: Any, children: list[Any]) -> ast.EscapeBlock:
+        arms = tuple(child for child in children if child is not None)
+        return ast.EscapeBlock(arms, self._span(meta))
+
+    def escape_arm(self, meta: Any, children: list[Any]) -> ast.EscapeArm:
+        code, type_ref = children
+        return ast.EscapeArm(code, type_ref, self._span(meta))
 
     def bits_block(self, meta: Any, children: list[Any]) -> ast.BitsBlock:
         return ast.BitsBlock(tuple(children), self._span(meta))
 
     def bit_member(self, meta: Any, children: list[Any]) -> ast.BitDecl:
-        name, enum, width, *value = children
+        name, enum, width, escape, *value = children
         values = [c for c in value if c is not None]
         return ast.BitDecl(
-            name, enum, width, values[0] if values else None, self._span(meta)
+            name,
+            enum,
+            width,
+            values[0] if values else None,
+            self._span(meta),
+            escape=escape,
         )
 
     def type_ref(self, meta: Any, children: list[Any]) -> ast.TypeRef:
-        name, *rest = children
-        arg = None
-        order = None
-        for child in rest:
-            if isinstance(child, _Order):
-                order = child.ident
-            elif child is not None:
-                arg = child
-        return ast.TypeRef(name, arg, order, self._span(meta))
+        name, args, arg, array_arg, order = children
+        return ast.TypeRef(
+            name,
+            arg,
+            order.ident if order is not None else None,
+            self._span(meta),
+            args=args,
+            array_arg=array_arg,
+        )
+
+    def type_args(self, meta: Any, children: list[Any]) -> tuple[ast.Expr, ...]:
+        return tuple(child for child in children if child is not None)
+
+    def count_extent(self, meta: Any, children: list[Any]) -> ast.TypeArg:
+        expr, order = children
+        if order is None and isinstance(expr, ast.IntExpr):
+            return ast.IntLit(expr.value, expr.span)  # `bytes[4]`
+        if order is None and isinstance(expr, ast.NameExpr) and len(expr.parts) == 1:
+            return expr.parts[0]  # `bytes[n]`
+        return ast.CountArg(
+            expr, order.ident if order is not None else None, self._span(meta)
+        )
+
+    def rest_extent(self, meta: Any, children: list[Any]) -> ast.RestArg:
+        return children[0]
+
+    def terminator_extent(self, meta: Any, children: list[Any]) -> ast.TerminatorArg:
+        return ast.TerminatorArg(children[0], self._span(meta))
+
+    def until_extent(self, meta: Any, children: list[Any]) -> ast.UntilArg:
+        return ast.UntilArg(children[0], self._span(meta))
+
+    def switch_type(self, meta: Any, children: list[Any]) -> ast.SwitchType:
+        discriminant, *arms = children
+        return ast.SwitchType(discriminant, tuple(arms), self._span(meta))
+
+    def switch_arm(self, meta: Any, children: list[Any]) -> ast.SwitchArm:
+        *labels, type_ref = children
+        return ast.SwitchArm(
+            tuple(label for label in labels if label is not None),
+            type_ref,
+            self._span(meta),
+        )
+
+    def switch_label(
+        self, meta: Any, children: list[Any]
+    ) -> ast.IntLit | ast.NameExpr | ast.DefaultLabel:
+        label = children[0]
+        if isinstance(label, Token):  # DEFAULT
+            return ast.DefaultLabel(_token_span(self.bag, label))
+        return label
+
+    # Structures and plug-in types.
+    def struct_def(self, meta: Any, children: list[Any]) -> ast.StructDecl:
+        name, params, *fields = children
+        return ast.StructDecl(name, params or (), tuple(fields), self._span(meta))
+
+    def struct_params(self, meta: Any, children: list[Any]) -> tuple[ast.ParamDecl, ...]:
+        return tuple(child for child in children if child is not None)
+
+    def struct_param(self, meta: Any, children: list[Any]) -> ast.ParamDecl:
+        name, type_ref = children
+        return ast.ParamDecl(name, type_ref, self._span(meta))
+
+    def extern_def(self, meta: Any, children: list[Any]) -> ast.ExternDecl:
+        name, python_type, target = children
+        return ast.ExternDecl(name, python_type, target, self._span(meta))
+
+    def where_stmt(self, meta: Any, children: list[Any]) -> ast.WhereStmt:
+        return ast.WhereStmt(children[0], self._span(meta))
+
+    # Expressions.
+    def int_atom(self, meta: Any, children: list[Any]) -> ast.IntExpr:
+        literal = children[0]
+        return ast.IntExpr(literal.value, literal.span)
+
+    def dotted_name(self, meta: Any, children: list[Any]) -> ast.NameExpr:
+        return ast.NameExpr(tuple(children), self._span(meta))
+
+    def call(self, meta: Any, children: list[Any]) -> ast.CallExpr:
+        function, argument = children
+        return ast.CallExpr(function, argument, self._span(meta))
+
+    def binary(self, meta: Any, children: list[Any]) -> ast.BinaryExpr:
+        left, op, right = children
+        return ast.BinaryExpr(str(op), left, right, self._span(meta))
+
+    def compare(self, meta: Any, children: list[Any]) -> ast.BinaryExpr:
+        return self.binary(meta, children)
+
+    def or_op(self, meta: Any, children: list[Any]) -> ast.BinaryExpr:
+        left, right = children
+        return ast.BinaryExpr("or", left, right, self._span(meta))
+
+    def and_op(self, meta: Any, children: list[Any]) -> ast.BinaryExpr:
+        left, right = children
+        return ast.BinaryExpr("and", left, right, self._span(meta))
+
+    def not_op(self, meta: Any, children: list[Any]) -> ast.UnaryExpr:
+        return ast.UnaryExpr("not", children[0], self._span(meta))
+
+    def unary_op(self, meta: Any, children: list[Any]) -> ast.UnaryExpr:
+        op, operand = children
+        return ast.UnaryExpr(str(op), operand, self._span(meta))
+
+    def not_in_set(self, meta: Any, children: list[Any]) -> ast.UnaryExpr:
+        return ast.UnaryExpr("not", self.in_set(meta, children), self._span(meta))
+
+    def in_set(self, meta: Any, children: list[Any]) -> ast.InExpr:
+        operand, *values = children
+        return ast.InExpr(
+            operand, tuple(v for v in values if v is not None), self._span(meta)
+        )
 
     def const_value(self, meta: Any, children: list[Any]) -> ast.ConstValue:
         return ast.ConstValue(children[0], self._span(meta))

@@ -115,6 +115,24 @@ def code_block(text: str, width: int) -> str:
     return "\n".join(pad + line for line in lines if line.strip()) + "\n"
 
 
+def expr_source(expr: Any) -> str:
+    """An IR expression as the spec wrote it (for messages)."""
+    from .expressions import source
+
+    return source(expr)
+
+
+def isort_key(name: str) -> tuple[int, str]:
+    """isort's order (as ruff checks it): CONSTANTS, then Classes, then names."""
+    if name.isupper() and len(name) > 1:
+        return 0, name
+    return (1 if name[:1].isupper() else 2), name
+
+
+def isorted(names: Iterable[str]) -> list[str]:
+    return sorted(names, key=isort_key)
+
+
 def zero_bytes(count: int) -> str:
     return py_literal(bytes(count))
 
@@ -131,6 +149,8 @@ FILTERS = {
     "format_len": len_of,
     "pack_expr": pack_expr,
     "zeros": zero_bytes,
+    "expr_source": expr_source,
+    "isorted": isorted,
     "block": code_block,
 }
 

@@ -53,13 +53,153 @@ class RestArg:
     span: Span
 
 
+# --- expressions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NameExpr:
+    """`qos`, `hdr.flags`, `it.length`, `PacketType.publish`."""
+
+    parts: tuple[Ident, ...]
+    span: Span
+
+    @property
+    def text(self) -> str:
+        return ".".join(part.text for part in self.parts)
+
+
+@dataclass(frozen=True)
+class IntExpr:
+    value: int
+    span: Span
+
+
+@dataclass(frozen=True)
+class UnaryExpr:
+    op: str  # "-", "~", "not"
+    operand: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class BinaryExpr:
+    op: str  # arithmetic, bitwise, comparison, "and", "or"
+    left: Expr
+    right: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class InExpr:
+    operand: Expr
+    values: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class CallExpr:
+    """`len(topic)`: the only function."""
+
+    function: Ident
+    argument: Expr
+    span: Span
+
+
+Expr = Union[NameExpr, IntExpr, UnaryExpr, BinaryExpr, InExpr, CallExpr]
+
+
+# --- types ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CountArg:
+    """`[n - 1]`, `[u16]`, `[u16 le]`: a count or size expression, or a prefix type."""
+
+    expr: Expr
+    order: Ident | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class TerminatorArg:
+    """`[until "\\0"]`: bytes up to (not including) a terminator, which is consumed."""
+
+    value: StrLit
+    span: Span
+
+
+@dataclass(frozen=True)
+class UntilArg:
+    """`[until it.length == 0]`: elements up to and including the first that matches."""
+
+    expr: Expr
+    span: Span
+
+
+TypeArg = Union[IntLit, Ident, RestArg, CountArg, TerminatorArg, UntilArg]
+
+
 @dataclass(frozen=True)
 class TypeRef:
-    """`u16 le`, `bytes[4]`, `bytes[key_length]`, `bytes[rest]`, `Opcode`."""
+    """`u16 le`, `bytes[4]`, `bytes[key_length]`, `bytes[rest]`, `Opcode`, `Publish(qos)`.
+
+    A bare integer or name in brackets stays an IntLit / Ident (`bytes[4]`,
+    `bytes[n]`); anything else is a CountArg, TerminatorArg or UntilArg.
+    """
 
     name: Ident
-    arg: IntLit | Ident | RestArg | None
+    arg: TypeArg | None
     order: Ident | None
+    span: Span
+    args: tuple[Expr, ...] | None = None  # `Publish(qos)`: struct arguments
+    array_arg: TypeArg | None = None  # `string[u16][rest]`: the array's extent
+
+
+@dataclass(frozen=True)
+class DefaultLabel:
+    span: Span
+
+
+@dataclass(frozen=True)
+class SwitchArm:
+    labels: tuple[IntLit | NameExpr | DefaultLabel, ...]
+    type: TypeRef | SwitchType
+    span: Span
+
+
+@dataclass(frozen=True)
+class SwitchType:
+    """`switch rtype { 1 => bytes[4], 5, 12 => Name, default => bytes[rest] }`."""
+
+    discriminant: Expr
+    arms: tuple[SwitchArm, ...]
+    span: Span
+
+
+AnyType = Union[TypeRef, SwitchType]
+
+
+@dataclass(frozen=True)
+class EscapeArm:
+    code: IntLit
+    type: TypeRef
+    span: Span
+
+
+@dataclass(frozen=True)
+class EscapeBlock:
+    """`escape {126: u16, 127: u64}`."""
+
+    arms: tuple[EscapeArm, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class FieldAttr:
+    """`if EXPR`, `where EXPR`, `xor EXPR`, `as TYPE` after a field's type."""
+
+    kind: str  # "if" | "where" | "xor" | "as"
+    value: Expr | AnyType
     span: Span
 
 
@@ -95,6 +235,7 @@ class BitDecl:
     width: IntLit
     value: FieldValue | None
     span: Span
+    escape: EscapeBlock | None = None
 
 
 @dataclass(frozen=True)
@@ -106,10 +247,16 @@ class BitsBlock:
 @dataclass(frozen=True)
 class FieldDecl:
     name: Ident
-    type: TypeRef
+    type: AnyType
     value: FieldValue | None
     span: Span
     bits: BitsBlock | None = None  # `u8 bits { ... }`: the field is a carrier
+    escape: EscapeBlock | None = None
+    nullable: Span | None = None  # `or null`
+    attrs: tuple[FieldAttr, ...] = ()
+
+    def attr(self, kind: str) -> FieldAttr | None:
+        return next((a for a in self.attrs if a.kind == kind), None)
 
 
 @dataclass(frozen=True)
@@ -132,9 +279,10 @@ class LengthOption:
 
 @dataclass(frozen=True)
 class LengthFramingDecl:
-    field: Ident
+    field: Ident | None  # `length(n)`; None when the length is an expression
     options: tuple[LengthOption, ...]
     span: Span
+    expr: Expr | None = None  # `length(payload_length + 4 * masked)`
 
 
 @dataclass(frozen=True)
@@ -205,7 +353,15 @@ class DispatchStmt:
     allow_unknown: bool = False  # `dispatch on F allow_unknown`
 
 
-FrameItem = Union[FramingStmt, MaxFrameStmt, BlockDecl, DispatchStmt]
+@dataclass(frozen=True)
+class WhereStmt:
+    """`where EXPR` in a frame: checked once every field is decoded."""
+
+    expr: Expr
+    span: Span
+
+
+FrameItem = Union[FramingStmt, MaxFrameStmt, BlockDecl, DispatchStmt, WhereStmt]
 
 
 @dataclass(frozen=True)
@@ -256,8 +412,41 @@ class BaseStmt:
     span: Span
 
 
+@dataclass(frozen=True)
+class ParamDecl:
+    name: Ident
+    type: TypeRef
+    span: Span
+
+
+@dataclass(frozen=True)
+class StructDecl:
+    name: Ident
+    params: tuple[ParamDecl, ...]
+    fields: tuple[FieldDecl, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class ExternDecl:
+    """`extern DomainName: str = "dns_names:domain_name"`."""
+
+    name: Ident
+    python_type: Ident | StrLit
+    target: StrLit
+    span: Span
+
+
 TopItem = Union[
-    ProtocolStmt, TransportStmt, MaxFrameStmt, ServerStmt, BaseStmt, EnumDecl, FrameDecl
+    ProtocolStmt,
+    TransportStmt,
+    MaxFrameStmt,
+    ServerStmt,
+    BaseStmt,
+    EnumDecl,
+    FrameDecl,
+    StructDecl,
+    ExternDecl,
 ]
 
 

@@ -23,10 +23,12 @@ from .models import (
     BytesType,
     EnumDef,
     EnumMember,
+    ExternDef,
     FieldType,
     FrameDef,
     ProtocolSpec,
     ScalarType,
+    StructDef,
     Transport,
 )
 
@@ -43,6 +45,8 @@ BUILTIN_TYPE_NAMES = (
     + [f"i{8 * n}" for n in range(1, 9)]
     + ["f32", "f64", "bytes"]
 )
+# Type names of body and structure fields only.
+SEQUENCE_TYPE_NAMES = ["string", "varint", "zigzag", "mqtt_varint"]
 _NUMERIC_TYPE_RE = re.compile(r"([uif])([0-9]+)$")
 _IMPORT_PATH_RE = re.compile(
     r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
@@ -217,7 +221,10 @@ class SpecBuilder(Checker):
         self.types = TypeResolver(bag, {})
 
     def build(self) -> ProtocolSpec | None:
-        from .validate_frame import FrameBuilder  # circular: it uses our helpers
+        # circular imports: these use the helpers of this module
+        from .validate_fields import SpecTypes
+        from .validate_frame import FrameBuilder
+        from .validate_struct import StructBuilder, check_spec_types
 
         items = self.tree.items
         for item in items:
@@ -231,6 +238,26 @@ class SpecBuilder(Checker):
         transports = self._transports()
         default_max = self._max_frame()
         enums = [self._enum(item) for item in items if isinstance(item, ast.EnumDecl)]
+        externs = [
+            self._extern(item) for item in items if isinstance(item, ast.ExternDecl)
+        ]
+        struct_decls = [item for item in items if isinstance(item, ast.StructDecl)]
+        claimed = [d for d in struct_decls if self._claim_name(d.name, "structure")]
+        self.field_types = SpecTypes(
+            self.bag,
+            self.types,
+            {d.name.text: d for d in claimed},
+            {e.name: e for e in externs if e is not None},
+            {d.name.text for d in struct_decls if d not in claimed}
+            | self.types.poisoned_enums,
+        )
+        self.struct_defs: dict[str, StructDef] = {}
+        for decl in claimed:
+            struct_def = StructBuilder(self, decl).build()
+            if struct_def is not None:
+                self.struct_defs[struct_def.name] = struct_def
+            else:
+                self.field_types.poisoned.add(decl.name.text)
         frame_decls = [item for item in items if isinstance(item, ast.FrameDecl)]
         frames: list[FrameDef] = []
         for decl in frame_decls:
@@ -239,6 +266,7 @@ class SpecBuilder(Checker):
             frame = FrameBuilder(self, decl, default_max).build()
             if frame is not None:
                 frames.append(frame)
+        check_spec_types(self, frames, claimed)
         if not frame_decls:
             span = protocol.span if protocol else ast.Span(self.bag.location(1, 1))
             self.error(span, "spec defines no frames")
@@ -254,6 +282,8 @@ class SpecBuilder(Checker):
             source_sha256=self.sha256,
             frames=tuple(frames),
             enums=tuple(enum for enum in enums if enum is not None),
+            structs=tuple(self.struct_defs.values()),
+            externs=tuple(e for e in externs if e is not None),
             transports=transports,
             server_decodes=decodes,
             server_encodes=encodes,
@@ -294,7 +324,11 @@ class SpecBuilder(Checker):
                 f"duplicate name '{name.text}' (first at {self.where(first)})",
             )
             return False
-        if name.text in BUILTIN_TYPE_NAMES or _NUMERIC_TYPE_RE.match(name.text):
+        if (
+            name.text in BUILTIN_TYPE_NAMES
+            or name.text in SEQUENCE_TYPE_NAMES
+            or _NUMERIC_TYPE_RE.match(name.text)
+        ):
             self.error(name.span, f"{what} name '{name.text}' is a type name")
             return False
         if not self.check_identifier(name, f"{what} name"):
@@ -369,6 +403,33 @@ class SpecBuilder(Checker):
             self.error(stmt.value.span, f'{kind} must look like "package.module:Class"')
             return None
         return value
+
+    # Plug-in types.
+    def _extern(self, decl: ast.ExternDecl) -> ExternDef | None:
+        claimed = self._claim_name(decl.name, "plug-in type")
+        try:
+            target = decl.target.value.decode("ascii")
+        except UnicodeDecodeError:
+            target = ""
+        if not _IMPORT_PATH_RE.match(target):
+            self.error(
+                decl.target.span,
+                'a plug-in type names its implementation as "package.module:object"',
+            )
+            return None
+        if isinstance(decl.python_type, ast.StrLit):
+            python_type = decl.python_type.value.decode("utf-8", "replace")
+        else:
+            python_type = decl.python_type.text
+        if not python_type.strip():
+            self.error(decl.python_type.span, "a plug-in type needs its Python type")
+            return None
+        if not claimed:
+            return None
+        module, _, attribute = target.partition(":")
+        return ExternDef(
+            decl.name.text, python_type, module, attribute, decl.span.location
+        )
 
     # Enums.
     def _enum(self, decl: ast.EnumDecl) -> EnumDef | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import spec_ast as ast
-from .models import BitField, EnumDef, HeaderField, ScalarType
+from .models import BitField, ByteOrder, EnumDef, HeaderField, ScalarType
 from .validate import (
     BUILTIN_TYPE_NAMES,
     Checker,
@@ -19,6 +19,7 @@ from .validate import (
     describe_type,
     suggestion,
 )
+from .validate_fields import check_escape
 
 PADDING = "_"
 
@@ -67,7 +68,12 @@ class BitRules(Checker):
         assert decl.bits is not None
         self.poisoned.update(member.name.text for member in decl.bits.members)
 
-    def _carrier(self, field: HeaderField, decl: ast.FieldDecl) -> HeaderField:
+    def _carrier(
+        self,
+        field: HeaderField,
+        decl: ast.FieldDecl,
+        order: ByteOrder = ByteOrder.BIG,
+    ) -> HeaderField:
         """`field` with its bit fields, or without them (reported) when they are wrong."""
         block = decl.bits
         assert block is not None
@@ -119,13 +125,13 @@ class BitRules(Checker):
         position = total
         for member in block.members:
             position -= member.width.value
-            bit = self._bit_field(field.name, member, position)
+            bit = self._bit_field(field.name, member, position, order)
             if bit is not None:
                 bits.append(bit)
         return dataclasses.replace(field, bits=tuple(bits))
 
     def _bit_field(
-        self, carrier: str, member: ast.BitDecl, shift: int
+        self, carrier: str, member: ast.BitDecl, shift: int, order: ByteOrder
     ) -> BitField | None:
         name, width = member.name.text, member.width.value
         if name == PADDING:
@@ -160,6 +166,19 @@ class BitRules(Checker):
                     allowed.append(literal.value)
             if allowed:
                 bit = dataclasses.replace(bit, allowed=tuple(allowed))
+        if member.escape is not None:
+            if bit.enum is not None or bit.const is not None or bit.allowed:
+                self.error(
+                    member.escape.span,
+                    f"escape-coded bit field '{name}' is a plain integer: no enum, "
+                    "constant or allowed set",
+                )
+                return None
+            arms = check_escape(self, member.escape, bit.mask, order)
+            if arms is None:
+                self.poisoned.add(name)
+                return None
+            bit = dataclasses.replace(bit, escape=arms)
         return bit
 
     def _bit_enum(self, member: ast.BitDecl, width: int) -> EnumDef | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from . import models as ir
 from . import spec_ast as ast
+from . import typeinfo
 from .models import (
     BodyField,
     ByteOrder,
@@ -19,6 +21,14 @@ from .models import (
 )
 from .validate import byte_order, describe_type, suggestion
 from .validate_bits import BitRules
+from .validate_fields import (
+    ExprResolver,
+    Scope,
+    SequenceBuilder,
+    Symbol,
+    bit_symbol,
+    check_escape,
+)
 from .validate_framing import FramingRules, span_at
 
 if TYPE_CHECKING:
@@ -38,11 +48,27 @@ _UNBOUNDED = 1 << 62  # "as long as you like" when reasoning about frame lengths
 DEFAULT_BODY_FIELD = "payload"
 
 
+class BodyBuilder(SequenceBuilder):
+    """A frame body: messages say "body field"; trailer names get a hint."""
+
+    trailer_names: set[str] = set()
+
+    @property
+    def what(self) -> str:
+        return "body field"
+
+    def _later(self, name: str) -> str:
+        if name in self.trailer_names:
+            return " (it is in the trailer, after the body)"
+        return ""
+
+
 class FrameBuilder(FramingRules, BitRules):
     def __init__(
         self, spec: SpecBuilder, decl: ast.FrameDecl, default_max: int
     ) -> None:
         super().__init__(spec.bag)
+        self.spec = spec
         self.types = spec.types
         self.decl = decl
         self.default_max = default_max
@@ -51,12 +77,13 @@ class FrameBuilder(FramingRules, BitRules):
         self.poisoned: set[str] = set()  # declared but broken: references stay quiet
         self.header: list[HeaderField] = []
         self.trailer: list[HeaderField] = []
-        self.body: list[BodyField] = []
+        self.body: list[ir.Field] = []
         self.header_size = 0
         self.trailer_size = 0
+        self.scope: Scope = {}  # header fields and bits, then body fields
 
     def build(self) -> FrameDef | None:
-        framing_stmt, max_stmt, blocks, dispatch_stmt = self._partition()
+        framing_stmt, max_stmt, blocks, dispatch_stmt, wheres = self._partition()
         for block in sorted(blocks.values(), key=lambda b: _position(b.span)):
             self._declare_fields(block)
         framing_decl = framing_stmt.framing if framing_stmt else None
@@ -75,6 +102,11 @@ class FrameBuilder(FramingRules, BitRules):
         self.trailer, self.trailer_size = self._fixed_block(
             blocks.get("trailer"), "trailer"
         )
+        self._scope_fixed(self.header)
+        if isinstance(framing_decl, ast.LengthFramingDecl) and framing_decl.field:
+            symbol = self.scope.get(framing_decl.field.text)
+            if symbol is not None:
+                symbol.is_length = True
         self._body(blocks.get("body"), framing_decl)
         framing = self._framing(framing_decl) if framing_decl else None
         if framing_stmt is None:
@@ -82,7 +114,9 @@ class FrameBuilder(FramingRules, BitRules):
                 self.decl.name.span,
                 f"frame '{self.decl.name.text}' has no `framing` statement",
             )
-        self._link_size_fields()
+        self._apply_header_derivations()
+        self._scope_fixed(self.trailer)
+        where = self._wheres(wheres)
         max_frame = self._frame_max(max_stmt, framing)
         self._checksums(framing)
         dispatch = self._dispatch(dispatch_stmt)
@@ -102,6 +136,7 @@ class FrameBuilder(FramingRules, BitRules):
             dispatch_allows_unknown=dispatch is not None
             and dispatch_stmt is not None
             and dispatch_stmt.allow_unknown,
+            where=where,
         )
 
     # --- structure -----------------------------------------------------------------
@@ -113,10 +148,15 @@ class FrameBuilder(FramingRules, BitRules):
         ast.MaxFrameStmt | None,
         dict[str, ast.BlockDecl],
         ast.DispatchStmt | None,
+        list[ast.WhereStmt],
     ]:
         firsts: dict[str, ast.FrameItem] = {}
         blocks: dict[str, ast.BlockDecl] = {}
+        wheres: list[ast.WhereStmt] = []
         for item in self.decl.items:
+            if isinstance(item, ast.WhereStmt):
+                wheres.append(item)
+                continue
             if isinstance(item, ast.BlockDecl):
                 key = item.kind
             else:
@@ -145,6 +185,7 @@ class FrameBuilder(FramingRules, BitRules):
             firsts.get("max_frame"),  # type: ignore[return-value]
             blocks,
             firsts.get("dispatch"),  # type: ignore[return-value]
+            wheres,
         )
 
     def _declare_fields(self, block: ast.BlockDecl) -> None:
@@ -168,13 +209,7 @@ class FrameBuilder(FramingRules, BitRules):
                 )
                 self.poisoned.add(name)
             if field.bits is not None:
-                if block.kind == "body":
-                    self.error(
-                        field.bits.span,
-                        "bit fields belong in the header or trailer, not the body",
-                    )
-                else:
-                    self._declare_bits(field, RESERVED_FIELD_NAMES)
+                self._declare_bits(field, RESERVED_FIELD_NAMES)
 
     def _is_own(self, block: str, field: ast.FieldDecl) -> bool:
         """False for a repeated name: only its first declaration is built."""
@@ -193,6 +228,12 @@ class FrameBuilder(FramingRules, BitRules):
         for decl in block.fields:
             if not self._is_own(kind, decl):
                 continue
+            if not self._fixed_attrs_ok(decl, kind):
+                self.poisoned.add(decl.name.text)
+                if decl.bits is not None:
+                    self._poison_bits(decl)
+                continue
+            assert isinstance(decl.type, ast.TypeRef)
             resolved = self.types.fixed(decl.type, order, kind)
             if resolved is None:
                 self.poisoned.add(decl.name.text)
@@ -208,12 +249,111 @@ class FrameBuilder(FramingRules, BitRules):
                 enum=enum,
             )
             if decl.bits is not None:
-                field = self._carrier(field, decl)
+                field = self._carrier(field, decl, order)
             else:
                 field = self._field_value(field, decl)
+            if decl.escape is not None:
+                field = self._header_escape(field, decl, order)
             fields.append(field)
             offset += field_type.size
+        self._escapes_last(fields, block, kind)
         return fields, offset
+
+    def _fixed_attrs_ok(self, decl: ast.FieldDecl, kind: str) -> bool:
+        if isinstance(decl.type, ast.SwitchType):
+            self.error(
+                decl.type.span,
+                f"{kind} fields have a fixed size; a switch belongs in the body",
+            )
+            return False
+        ok = True
+        for attr in decl.attrs:
+            if attr.kind != "where":
+                self.error(
+                    attr.span,
+                    f"{kind} fields are always present and fixed: `{attr.kind}` "
+                    "belongs on a body field",
+                )
+                ok = False
+        if decl.nullable is not None:
+            self.error(decl.nullable, f"{kind} fields are never null")
+            ok = False
+        return ok
+
+    def _header_escape(
+        self, field: HeaderField, decl: ast.FieldDecl, order: ByteOrder
+    ) -> HeaderField:
+        assert decl.escape is not None
+        if (
+            field.enum is not None
+            or not isinstance(field.type, ScalarType)
+            or field.type.kind != "uint"
+        ):
+            self.error(
+                decl.escape.span,
+                f"escape codes belong to an unsigned integer; '{field.name}' is "
+                f"{describe_type(field.type, field.enum)}",
+            )
+            return field
+        arms = check_escape(self, decl.escape, field.type.max_value, order)
+        return dataclasses.replace(field, escape=arms) if arms else field
+
+    def _escapes_last(
+        self, fields: list[HeaderField], block: ast.BlockDecl, kind: str
+    ) -> None:
+        """The wider integer follows the fixed fields, so only the last may escape."""
+        for index, field in enumerate(fields):
+            escaping = [field.name] if field.escape else []
+            escaping += [bit.name for bit in field.bits if bit.escape]
+            for name in escaping:
+                last = index == len(fields) - 1 and (
+                    name == field.name or field.bits[-1].name == name
+                )
+                if kind != "header" or not last:
+                    self.error(
+                        self.declared[field.name][1].name.span
+                        if name == field.name
+                        else self.declared_bits[name][1].name.span,
+                        f"escape-coded field '{name}' must end the header: the "
+                        "wider integer follows it"
+                        + (" (trailers have a fixed size)" if kind != "header" else ""),
+                    )
+
+    def _scope_fixed(self, fields: list[HeaderField]) -> None:
+        """Header (or trailer) names as expressions see them."""
+        for field in fields:
+            decl = self.declared[field.name][1]
+            plain = (
+                field.const is None
+                and field.allowed is None
+                and field.enum is None
+                and field.checksum is None
+                and not field.bits
+                and not field.escape
+                and isinstance(field.type, ScalarType)
+                and field.type.kind != "float"
+            )
+            kind = "int"
+            if isinstance(field.type, BytesType):
+                kind = "bytes"
+            elif field.type.kind == "float":
+                kind = "float"
+            self.scope[field.name] = Symbol(
+                field.name,
+                kind,
+                decl.name.span,
+                enum=field.enum,
+                derivable=plain,
+                whole=plain,
+                const=field.const is not None,
+                shown=describe_type(field.type, field.enum),
+                carrier=bool(field.bits),
+                checksum=field.checksum is not None,
+            )
+            for bit in field.bits:
+                self.scope[bit.name] = bit_symbol(bit, decl.name.span, False)
+        for name in self.poisoned:
+            self.scope.setdefault(name, Symbol(name, "int", self.decl.name.span, optional=True))
 
     def _field_value(self, field: HeaderField, decl: ast.FieldDecl) -> HeaderField:
         value = decl.value
@@ -345,27 +485,22 @@ class FrameBuilder(FramingRules, BitRules):
                 )
             return
         if block.order is not None:
-            self.error(block.order.span, "body fields are bytes and have no byte order")
-        rest_field: ast.FieldDecl | None = None
-        for decl in block.fields:
-            if not self._is_own("body", decl):
-                continue
-            if rest_field is not None:
-                self.error(
-                    rest_field.name.span,
-                    f"bytes[rest] field '{rest_field.name.text}' must be the last body field",
-                )
-                rest_field = None  # say it once
-            field = self._body_field(decl)
-            if field is None:
-                self.poisoned.add(decl.name.text)
-                continue
-            if field.rest:
-                if any(previous.rest for previous in self.body):
-                    self.error(decl.type.span, "only one body field can be bytes[rest]")
-                    continue
-                rest_field = decl
-            self.body.append(field)
+            self.error(
+                block.order.span,
+                "a body has no byte order of its own: give it to each field (`u16 le`)",
+            )
+        builder = BodyBuilder(
+            self.spec.field_types,
+            self.decl.name.text,
+            self.scope,
+            bit_builder=self._body_bits,
+            skip=lambda decl: not self._is_own("body", decl),
+            poisoned=self.poisoned,
+        )
+        builder.trailer_names = {
+            name for name, (where, _) in self.declared.items() if where == "trailer"
+        }
+        self.body = builder.build(block.fields)
         headerless = _HEADERLESS.get(type(framing))
         if (
             headerless
@@ -376,6 +511,13 @@ class FrameBuilder(FramingRules, BitRules):
                 block.span,
                 f"the body of a {headerless}-framed frame is a single bytes[rest] field",
             )
+
+    def _body_bits(
+        self, decl: ast.FieldDecl, name: str, ftype: ScalarType
+    ) -> tuple[ir.BitField, ...] | None:
+        carrier = HeaderField(name, ftype, 0, decl.name.span.location)
+        built = self._carrier(carrier, decl, ftype.order)
+        return built.bits or None
 
     def _wants_default_body(self, framing: ast.FramingDecl | None) -> bool:
         if not isinstance(framing, ast.FixedFramingDecl):
@@ -389,119 +531,50 @@ class FrameBuilder(FramingRules, BitRules):
         size = self.size_value(framing.size, "fixed size")
         return size is not None and size > self.header_size + self.trailer_size
 
-    def _body_field(self, decl: ast.FieldDecl) -> BodyField | None:
-        ref = decl.type
-        name = decl.name.text
-        location = decl.name.span.location
-        if ref.name.text != "bytes":
-            self.error(
-                ref.name.span,
-                "body fields are byte strings (bytes[N], bytes[FIELD] or bytes[rest]); "
-                "typed fields belong in the header",
-            )
-            return None
-        if ref.order is not None:
-            self.error(ref.order.span, "bytes fields have no byte order")
-        if decl.value is not None:
-            self.error(decl.value.span, f"body field '{name}' cannot have a value")
-        arg = ref.arg
-        if arg is None:
-            self.error(
-                ref.span, "bytes needs a size: bytes[N], bytes[FIELD] or bytes[rest]"
-            )
-            return None
-        if isinstance(arg, ast.RestArg):
-            return BodyField(name, location, rest=True)
-        if isinstance(arg, ast.IntLit):
-            if arg.value <= 0:
-                self.error(arg.span, f"bytes size must be positive, not {arg.value}")
-                return None
-            return BodyField(name, location, size=arg.value)
-        return (
-            BodyField(name, location, size_field=arg.text)
-            if self._size_field_ok(name, arg)
-            else None
-        )
-
-    def _size_field_ok(self, body_name: str, ref: ast.Ident) -> bool:
-        name = ref.text
-        if self._bit_field_misuse(
-            ref,
-            f"body field '{body_name}' is sized by bit field '{name}'; "
-            "a size needs a whole header field",
-        ):
-            return False
-        if name in self.poisoned:
-            return False
-        if name not in self.declared:
-            self.error(
-                ref.span, f"unknown field '{name}'" + suggestion(name, self.declared)
-            )
-            return False
-        block = self.declared[name][0]
-        if block != "header":
-            self.error(
-                ref.span,
-                f"body field '{body_name}' is sized by '{name}', which must be a header "
-                f"field (it is in the {block})",
-            )
-            return False
-        field = next(field for field in self.header if field.name == name)
-        if field.bits:
-            self.error(
-                ref.span,
-                f"body field '{body_name}' is sized by '{name}', which carries bit "
-                "fields",
-            )
-            return False
-        if (
-            field.enum
-            or not isinstance(field.type, ScalarType)
-            or field.type.kind == "float"
-        ):
-            self.error(
-                ref.span,
-                f"body field '{body_name}' is sized by '{name}', which is not an integer "
-                f"({describe_type(field.type, field.enum)})",
-            )
-            return False
-        if field.checksum is not None:
-            self.error(
-                ref.span,
-                f"body field '{body_name}' is sized by checksum field '{name}'",
-            )
-            return False
-        return True
-
-    def _link_size_fields(self) -> None:
-        """Mark header fields that carry a body field's size (`size_of`)."""
-        for body_field in self.body:
-            if body_field.size_field is None:
-                continue
-            index = next(
-                i for i, f in enumerate(self.header) if f.name == body_field.size_field
-            )
-            field = self.header[index]
-            if field.computed_length:
-                self.error(
-                    span_at(body_field.location),
-                    f"body field '{body_field.name}' is sized by the length field "
-                    f"'{field.name}'; use bytes[rest]",
+    def _apply_header_derivations(self) -> None:
+        """Header fields (and bits) the body's sizes, counts and flags compute."""
+        for index, field in enumerate(self.header):
+            symbol = self.scope.get(field.name)
+            if symbol is not None and symbol.derived is not None:
+                derived = symbol.derived
+                field = dataclasses.replace(
+                    field,
+                    derived=derived,
+                    size_of=derived.of[0] if derived.kind == "size" else None,
                 )
-            elif field.size_of is not None:
-                self.error(
-                    span_at(body_field.location),
-                    f"field '{field.name}' already sizes body field '{field.size_of}'",
-                )
-            else:
-                self.header[index] = dataclasses.replace(field, size_of=body_field.name)
+            bits = []
+            for bit in field.bits:
+                bit_sym = self.scope.get(bit.name)
+                if bit_sym is not None and bit_sym.derived is not None:
+                    bit = dataclasses.replace(bit, derived=bit_sym.derived)
+                bits.append(bit)
+            self.header[index] = dataclasses.replace(field, bits=tuple(bits))
+
+    def _wheres(self, stmts: list[ast.WhereStmt]) -> tuple[ir.Expr, ...]:
+        """Frame constraints; header and trailer field constraints go on the field."""
+        resolver = ExprResolver(self.spec.field_types, self.scope)
+        for fields in (self.header, self.trailer):
+            for index, field in enumerate(fields):
+                decl = self.declared[field.name][1]
+                attr = decl.attr("where")
+                if attr is None:
+                    continue
+                assert not isinstance(attr.value, (ast.TypeRef, ast.SwitchType))
+                expr = resolver.resolve(attr.value, f"the constraint of field '{field.name}'")
+                if expr is not None:
+                    fields[index] = dataclasses.replace(field, where=expr)
+        out = []
+        for stmt in stmts:
+            expr = resolver.resolve(stmt.expr, f"the constraint of frame '{self.decl.name.text}'")
+            if expr is not None:
+                out.append(expr)
+        return tuple(out)
 
     # --- limits, checksums, dispatch ---------------------------------------------------
 
     def _min_frame(self) -> int:
-        return (
-            self.header_size + sum(f.size or 0 for f in self.body) + self.trailer_size
-        )
+        body = typeinfo.sequence_min_size(self.body, self.spec.struct_defs)
+        return self.header_size + body + self.trailer_size
 
     def _frame_max(self, stmt: ast.MaxFrameStmt | None, framing: Framing | None) -> int:
         max_frame = self.default_max

@@ -8,12 +8,18 @@ reporting what is wrong.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 from . import spec_ast as ast
+from . import typeinfo
+from .expressions import Unsolvable, solve
 from .models import (
     BodyField,
+    Field,
     CompositeFraming,
+    Const,
+    Derived,
+    Expr,
     DecimalFraming,
     DelimitedFraming,
     FixedFraming,
@@ -24,6 +30,7 @@ from .models import (
     VarintFraming,
 )
 from .validate import Checker, describe_type, suggestion
+from .validate_fields import ExprResolver, Scope
 
 LENGTH_WIDTHS = (1, 2, 3, 4, 8)
 LENGTH_COUNTS = ("body", "frame", "after_field")
@@ -41,8 +48,10 @@ class FramingRules(Checker):
 
     header: list[HeaderField]
     header_size: int
-    body: list[BodyField]
+    body: list[Field]
     trailer_size: int
+    scope: Scope
+    spec: Any  # the SpecBuilder: field_types, struct_defs
 
     def _framing(self, decl: ast.FramingDecl) -> Framing | None:
         if isinstance(decl, ast.LengthFramingDecl):
@@ -72,7 +81,16 @@ class FramingRules(Checker):
         return self._composite_framing(decl)
 
     def _length_framing(self, decl: ast.LengthFramingDecl) -> LengthFraming | None:
-        field = self._length_field(decl.field)
+        expr = None
+        if decl.field is not None:
+            ref = decl.field
+        else:
+            assert decl.expr is not None
+            found = self._length_expr(decl.expr)
+            if found is None:
+                return None
+            ref, expr = found
+        field = self._length_field(ref)
         options: dict[str, ast.LengthOption] = {}
         for option in decl.options:
             if option.name in options:
@@ -123,10 +141,20 @@ class FramingRules(Checker):
             )
             return None
         index = self.header.index(field)
-        self.header[index] = dataclasses.replace(field, computed_length=True)
+        if ref.text == field.name:
+            self.header[index] = dataclasses.replace(field, computed_length=True)
+        else:  # a bit field of `field` carries the length
+            bits = tuple(
+                dataclasses.replace(bit, derived=Derived("length"))
+                if bit.name == ref.text
+                else bit
+                for bit in field.bits
+            )
+            self.header[index] = dataclasses.replace(field, bits=bits)
+        self.scope[ref.text].is_length = True
         assert isinstance(field.type, ScalarType)
         return LengthFraming(
-            field=field.name,
+            field=ref.text,
             offset=field.offset,
             size=field.size,
             order=field.type.order,
@@ -134,15 +162,67 @@ class FramingRules(Checker):
             counts=counts,  # type: ignore[arg-type]
             strip=strip,
             stream_only=stream_only,
+            expr=expr,
         )
 
-    def _length_field(self, ref: ast.Ident) -> HeaderField | None:
-        name = ref.text
-        if self._bit_field_misuse(
-            ref,
-            f"length field '{name}' is a bit field; the length needs a whole header field",
-        ):
+    def _length_expr(self, expr: ast.Expr) -> tuple[ast.Ident, Expr] | None:
+        """`length(payload_length + 4 * masked)`: the expression, and the one
+        header field in it the encoder computes (the others are known before)."""
+        header_names = {f.name for f in self.header} | {
+            bit.name for f in self.header for bit in f.bits
+        }
+        header_scope = {n: s for n, s in self.scope.items() if n in header_names}
+        resolver = ExprResolver(self.spec.field_types, header_scope)
+        resolved = resolver.resolve(expr, "the frame length")
+        if resolved is None:
             return None
+        unknown = []
+        for name, span in resolver.used:
+            symbol = header_scope[name]
+            if symbol.derived is None and not symbol.const and name not in [u.text for u in unknown]:
+                unknown.append(ast.Ident(name, span))
+        if len(unknown) != 1:
+            shown = ", ".join(f"'{u.text}'" for u in unknown) or "none"
+            self.error(
+                span_of(expr),
+                "the frame length needs exactly one header field the encoder computes "
+                f"from the body; this expression has {shown} (constants and fields "
+                "computed from the body, like presence flags, do not count)",
+            )
+            return None
+        try:
+            solve(resolved, unknown[0].text, Const(0))
+        except Unsolvable:
+            self.error(
+                span_of(expr),
+                f"the frame length must be solvable for '{unknown[0].text}': use + and - "
+                "of other fields, and * by a constant",
+            )
+            return None
+        return unknown[0], resolved
+
+    def _length_field(self, ref: ast.Ident) -> HeaderField | None:
+        """The header field holding the length, or the carrier of the bit that does."""
+        name = ref.text
+        if name in self.declared_bits and name not in self.poisoned:
+            carrier_name = self.declared_bits[name][0]
+            carrier = next((f for f in self.header if f.name == carrier_name), None)
+            if carrier is None:
+                self.error(
+                    ref.span, f"length field '{name}' must be in the header"
+                )
+                return None
+            bit = next((b for b in carrier.bits if b.name == name), None)
+            if bit is None:
+                return None
+            if bit.enum is not None or bit.const is not None or bit.allowed is not None:
+                self.error(
+                    ref.span,
+                    f"length field '{name}' is computed on encode; it cannot also be "
+                    "an enum, a constant or an allowed set",
+                )
+                return None
+            return carrier
         if name in self.poisoned:
             return None
         if name not in self.declared:
@@ -216,21 +296,20 @@ class FramingRules(Checker):
         return tuple(delimiters) if len(delimiters) == len(literals) else ()
 
     def _fixed_framing(self, decl: ast.FixedFramingDecl) -> FixedFraming | None:
-        fixed_body = sum(field.size or 0 for field in self.body)
+        sizes = [typeinfo.field_fixed_size(field) for field in self.body]
+        fixed_body = sum(size or 0 for size in sizes)
         needed = self.header_size + fixed_body + self.trailer_size
-        has_rest = any(field.rest for field in self.body)
-        for field in self.body:
-            if field.size_field is not None:
-                self.error(
-                    span_at(field.location),
-                    f"body field '{field.name}' of a fixed-size frame cannot be sized by a field",
-                )
-                return None
+        has_rest = any(size is None for size in sizes)
         if decl.size is None:
             if has_rest:
+                what = (
+                    "a bytes[rest] field"
+                    if any(field.rest for field in self.body)
+                    else "fields of varying size"
+                )
                 self.error(
                     decl.span,
-                    "fixed framing with a bytes[rest] field needs a size: `framing fixed N`",
+                    f"fixed framing with {what} needs a size: `framing fixed N`",
                 )
                 return None
             return FixedFraming(size=needed)
@@ -294,3 +373,7 @@ class FramingRules(Checker):
 
 def span_at(location: object) -> ast.Span:
     return ast.Span(location)  # type: ignore[arg-type]
+
+
+def span_of(expr: ast.Expr) -> ast.Span:
+    return expr.span

@@ -78,6 +78,71 @@ def encode_leb128(value: int) -> bytes:
     return bytes(out)
 
 
+def decode_varint(data: Buffer, pos: int, end: int, path: str) -> tuple[int, int]:
+    """A LEB128 varint inside a frame (it must end before `end`): (value, pos)."""
+    return _decode_base128(data, pos, end, LEB128_MAX_BYTES, path)
+
+
+def decode_zigzag(data: Buffer, pos: int, end: int, path: str) -> tuple[int, int]:
+    """A zigzag-coded signed LEB128 varint (protobuf's sint64): (value, pos)."""
+    value, pos = _decode_base128(data, pos, end, LEB128_MAX_BYTES, path)
+    return (value >> 1) ^ -(value & 1), pos
+
+
+def decode_mqtt_varint(data: Buffer, pos: int, end: int, path: str) -> tuple[int, int]:
+    """MQTT's Variable Byte Integer (at most 4 bytes) inside a frame: (value, pos)."""
+    return _decode_base128(data, pos, end, MQTT_MAX_BYTES, path)
+
+
+def _decode_base128(
+    data: Buffer, pos: int, end: int, max_bytes: int, path: str
+) -> tuple[int, int]:
+    value = 0
+    shift = 0
+    index = pos
+    limit = min(end, pos + max_bytes)
+    while index < limit:
+        byte = data[index]
+        index += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            if byte == 0 and index - pos > 1:
+                raise MalformedFrame(f"{path}: non-minimal varint")
+            if max_bytes == LEB128_MAX_BYTES and value >= 1 << 64:
+                raise MalformedFrame(f"{path}: varint exceeds 64 bits")
+            return value, index
+        shift += 7
+    if index - pos >= max_bytes:
+        raise MalformedFrame(f"{path}: varint longer than {max_bytes} bytes")
+    raise MalformedFrame(f"{path}: varint overruns the frame")
+
+
+def encode_varint(value: int) -> bytes:
+    """LEB128, as `encode_leb128` (the name of the spec's type)."""
+    return encode_leb128(value)
+
+
+def encode_zigzag(value: int) -> bytes:
+    """A signed integer in -2**63..2**63-1, zigzag-coded then LEB128."""
+    if not -(1 << 63) <= value < 1 << 63:
+        raise ValueError(f"zigzag value {value} is outside -2**63..2**63-1")
+    return encode_leb128((value << 1) ^ (value >> 63))
+
+
+def xor_mask(data: Buffer, key: bytes | None) -> bytes:
+    """`data` XOR-ed with `key` repeated (WebSocket masking, RFC 6455 5.3); a
+    copy of `data` when there is no key.
+
+    Done on two big integers: linear time in C, no loop over the bytes.
+    """
+    size = len(data)
+    if not size or not key:
+        return bytes(data)
+    stream = key * (size // len(key) + 1)
+    mixed = int.from_bytes(data, "little") ^ int.from_bytes(stream[:size], "little")
+    return mixed.to_bytes(size, "little")
+
+
 def encode_mqtt_varint(value: int) -> bytes:
     """Encode MQTT's remaining length (at most 4 bytes, so at most 268435455)."""
     if not 0 <= value <= MQTT_MAX_VALUE:
@@ -94,6 +159,12 @@ __all__ = [
     "read_varint",
     "encode_leb128",
     "encode_mqtt_varint",
+    "decode_varint",
+    "decode_zigzag",
+    "decode_mqtt_varint",
+    "encode_varint",
+    "encode_zigzag",
+    "xor_mask",
     "LEB128_MAX_BYTES",
     "MQTT_MAX_BYTES",
     "MQTT_MAX_VALUE",

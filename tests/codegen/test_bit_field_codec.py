@@ -151,7 +151,7 @@ def test_decode_checks_enum_constant_and_allowed_bits(
     wire[offset] = new_byte
     with pytest.raises(InvalidValue) as caught:
         bitwise["codec"].PacketDecoder().decode(bytes(wire))
-    assert (caught.value.field, caught.value.value) == (field, value)
+    assert (caught.value.field, caught.value.value) == (f"Packet.{field}", value)
 
 
 def test_split_stream_round_trip_with_bit_fields(bitwise) -> None:

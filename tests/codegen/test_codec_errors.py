@@ -97,7 +97,7 @@ def test_crc32_trailer_detects_a_flipped_body_byte(codec):
     wire[-6] ^= 0x01
     with pytest.raises(ChecksumMismatch) as info:
         module.PacketDecoder().decode(bytes(wire))
-    assert info.value.field == "crc"
+    assert info.value.field == "Packet.crc"
 
 
 def test_crc16_header_checksum_and_adler32_trailer(codec):
@@ -139,13 +139,13 @@ def test_magic_enum_and_allowed_values_are_checked_on_decode(codec):
     assert wire[0] == 0x80
     with pytest.raises(InvalidValue) as info:
         module.RequestDecoder().decode(b"\x81" + wire[1:])  # a response's magic
-    assert info.value.field == "magic"
+    assert info.value.field == "Request.magic"
     with pytest.raises(InvalidValue) as info:
         module.RequestDecoder().decode(wire[:1] + b"\x07" + wire[2:])
-    assert info.value.field == "opcode" and info.value.value == 7
+    assert info.value.field == "Request.opcode" and info.value.value == 7
     with pytest.raises(InvalidValue) as info:
         module.RequestDecoder().decode(wire[:5] + b"\x01" + wire[6:])
-    assert info.value.field == "data_type"
+    assert info.value.field == "Request.data_type"
     # the response codec accepts 0x81 and rejects 0x80
     response = module.Response(
         **{

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from protogen.diagnostics import SpecError
+from protogen import models as ir
 from protogen.models import BitField, ByteOrder, HeaderField, Location, ScalarType
 from protogen.parser import load_spec, parse_spec
 
@@ -272,19 +273,22 @@ def test_dispatch_on_a_bit_field_needs_an_enum() -> None:
     ) == ["6:13: cannot dispatch on 'b': it is not an enum field (4-bit integer)"]
 
 
-def test_bits_cannot_be_length_or_size_fields() -> None:
-    assert (
-        errors("""
-        framing length(n)
-        header { c: u16 bits { n: 8 k: 8 } }
-        body { key: bytes[k] value: bytes[rest] }
+def test_bits_can_be_length_and_size_fields() -> None:
+    """A bit field may carry the frame length or a body field's size; both computed."""
+    spec = parse_spec(
+        textwrap.dedent("""
+        protocol p
+        frame F {
+            framing length(n)
+            header { c: u16 bits { n: 8 k: 8 } }
+            body { key: bytes[k] value: bytes[rest] }
+        }
         """)
-        == [
-            "4:16: length field 'n' is a bit field; the length needs a whole header field",
-            "6:19: body field 'key' is sized by bit field 'k'; a size needs a whole header "
-            "field",
-        ]
     )
+    bits = {bit.name: bit for bit in spec.frames[0].header[0].bits}
+    assert bits["n"].derived == ir.Derived("length")
+    assert bits["k"].derived == ir.Derived("size", ("key",))
+    assert not bits["n"].is_user_supplied and not bits["k"].is_user_supplied
 
 
 def test_a_carrier_cannot_be_a_length_or_size_field() -> None:
@@ -301,9 +305,9 @@ def test_a_carrier_cannot_be_a_length_or_size_field() -> None:
     )
 
 
-def test_bits_belong_in_a_header_or_trailer() -> None:
+def test_bits_in_the_body_need_an_integer_carrier() -> None:
     assert errors("framing varint\nbody { b: bytes[rest] bits { a: 8 } }") == [
-        "5:23: bit fields belong in the header or trailer, not the body"
+        "5:11: bits need an unsigned integer carrier (u8...u64); 'b' is a byte string"
     ]
 
 

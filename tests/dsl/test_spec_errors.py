@@ -114,7 +114,7 @@ def test_unknown_framing_kind() -> None:
 def test_unexpected_statement_in_a_frame() -> None:
     assert frame_errors("framing length(n)\nprotocol q") == [
         "4:1: unexpected 'protocol'; expected one of: 'adjust', 'body', 'counts', "
-        "'dispatch', 'framing', 'header', 'max_frame', 'stream_only', 'strip', 'trailer', '}'"
+        "'dispatch', 'framing', 'header', 'max_frame', 'stream_only', 'strip', 'trailer', 'where', '}'"
     ]
 
 
@@ -131,14 +131,15 @@ def test_expected_names_and_literals_read_as_words() -> None:
 def test_unexpected_end_of_file() -> None:
     assert errors("protocol p\nframe F {\n  framing varint   # unfinished\n\n") == [
         "3:17: unexpected end of file; expected one of: a name, 'body', 'dispatch', "
-        "'framing', 'header', 'max_frame', 'trailer', '}'"
+        "'framing', 'header', 'max_frame', 'trailer', 'where', '}'"
     ]
 
 
 def test_unexpected_character() -> None:
     assert errors("protocol p\nframe F { framing varint } @") == [
-        "2:28: unexpected character '@'; expected one of: 'enum', 'frame', "
-        "'frame_base', 'handler_base', 'max_frame', 'protocol', 'server', 'transport'"
+        "2:28: unexpected character '@'; expected one of: 'enum', 'extern', 'frame', "
+        "'frame_base', 'handler_base', 'max_frame', 'protocol', 'server', 'struct', "
+        "'transport'"
     ]
 
 
@@ -459,13 +460,12 @@ def test_body_field_sized_by_the_length_field() -> None:
     ) == ["5:8: body field 'a' is sized by the length field 'n'; use bytes[rest]"]
 
 
-def test_body_fields_are_bytes() -> None:
+def test_body_field_types_are_checked() -> None:
     assert frame_errors(
         "framing length(n)\nheader { n: u16 }\nbody { a: u32 b: bytes c: bytes[0] }"
     ) == [
-        "5:11: body fields are byte strings (bytes[N], bytes[FIELD] or bytes[rest]); "
-        "typed fields belong in the header",
-        "5:18: bytes needs a size: bytes[N], bytes[FIELD] or bytes[rest]",
+        '5:18: bytes needs a size: bytes[N], [FIELD], [u16] (a length prefix), [rest] '
+        'or [until "\\0"]',
         "5:33: bytes size must be positive, not 0",
     ]
 
