@@ -339,6 +339,19 @@ frame F {
         m.F(version=4, low=1, high=2).encode()
 
 
+def test_a_conditional_field_constraint_is_checked_only_when_present(make) -> None:
+    # MQTT PUBLISH: a packet identifier only with QoS > 0, and never 0.
+    m = make(frame_of("qos: u8 packet_id: u16 if qos > 0 where packet_id > 0"))
+    decoder = m.FDecoder()
+    assert decoder.decode(wire(b"\x00"))[0].packet_id is None
+    assert decoder.decode(wire(b"\x01\x00\x07"))[0].packet_id == 7
+    with pytest.raises(ConstraintViolation, match="F.packet_id: 0 breaks `packet_id > 0`"):
+        decoder.decode(wire(b"\x01\x00\x00"))
+    with pytest.raises(ValueError, match="F.packet_id: 0 breaks `packet_id > 0`"):
+        m.F(qos=1, packet_id=0).encode()
+    assert m.F(qos=0, packet_id=None).encode() == wire(b"\x00")
+
+
 # --- structures as values -----------------------------------------------------------------
 
 
