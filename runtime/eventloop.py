@@ -830,6 +830,15 @@ class EventLoop:
         if conn.state == OPEN and inbound.r != inbound.w:
             self._owe(conn, PENDING_TRAFFIC)
 
+    def read_pause(self, conn: Conn, paused: bool) -> None:
+        """Conn.pause_reading / resume_reading: read interest off or on again."""
+        if conn.state != OPEN:
+            return
+        self._update_interest(conn)
+        inbound = conn.inbound
+        if not paused and inbound.r != inbound.w:
+            self._owe(conn, PENDING_TRAFFIC)  # frames that arrived before the pause
+
     def _call_pause_hook(self, conn: Conn, paused: bool) -> None:
         assert self._pause_hook is not None
         try:
@@ -845,6 +854,7 @@ class EventLoop:
         if (
             state == OPEN
             and not conn.write_paused
+            and not conn.read_paused
             and not self._stopping
             and conn.eof < EOF_PENDING
         ):
