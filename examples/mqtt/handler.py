@@ -53,7 +53,6 @@ from mqtt_codec import (
     Unsubscribe,
 )
 from mqtt_handler import MqttHandler
-
 from protogen.errors import InvalidValue, MalformedFrame, ProtocolError
 from protogen.runtime import Action, ConnectionClosed
 from sessions import MemoryBudget, Message, Session, message_cost  # beside this file

@@ -32,7 +32,7 @@ def message_cost(topic: str, payload: bytes) -> int:
 class MemoryBudget:
     """Bytes held by retained messages and backlogs, against one limit."""
 
-    __slots__ = ("limit", "retained", "queued")
+    __slots__ = ("limit", "queued", "retained")
 
     def __init__(self, limit: int) -> None:
         if limit <= 0:
@@ -63,15 +63,15 @@ class Session:
     """One connected client: its subscriptions, will, packet identifiers and backlog."""
 
     __slots__ = (
-        "conn",
-        "client_id",
-        "filters",
-        "will",
-        "next_id",
-        "inflight",
         "awaiting_release",
         "backlog",
         "backlog_bytes",
+        "client_id",
+        "conn",
+        "filters",
+        "inflight",
+        "next_id",
+        "will",
     )
 
     def __init__(self, conn: Any, client_id: str) -> None:

@@ -820,3 +820,21 @@ def test_memory_budget_flag_drops_a_subscriber_that_never_reads(
         assert served.alive()
     finally:
         served.stop()
+
+
+def test_a_slow_subscriber_gets_its_whole_backlog_in_order(
+    server: ExampleServer,
+) -> None:
+    # 16 MiB: beyond the kernel's buffers and the high-water mark, so most of it
+    # waits in the broker's backlog, sent as the subscriber's output drains.
+    count = 1024
+    bodies = [mqtt_str("slow/t") + b"%05d" % i + b"s" * 16379 for i in range(count)]
+    packets = [bytes([0x30]) + varint(len(body)) + body for body in bodies]
+    with connected(server) as slow, connected(server) as pub:
+        subscribe(slow, "slow/t")
+        pub.sendall(b"".join(packets))
+        pub.sendall(b"\xc0\x00")
+        assert recv_exactly(pub, 2) == b"\xd0\x00"  # all handled by the broker
+        slow.settimeout(CLIENT_TIMEOUT)
+        received = recv_exactly(slow, sum(map(len, packets)))
+        assert received == b"".join(packets)

@@ -362,7 +362,9 @@ def test_pause_reading_holds_a_peer_until_resume_reading(edge: bool) -> None:
     log: list[str] = []
 
     class Throttling(Recorder):
-        paused: list = []
+        def __init__(self) -> None:
+            super().__init__()
+            self.paused: list = []
 
         def on_traffic(self, conn):
             data = bytes(conn.peek())
