@@ -158,7 +158,8 @@ class MqttBroker(MqttHandler):
             session.will = None
             self._publish(topic, payload, qos, retain)
             # The loop flushes writes made in on_traffic, not in on_close: now.
-            for receiver in self.subscriptions.match(topic):
+            receivers: dict[Any, int] = self.subscriptions.match(topic)
+            for receiver in receivers:
                 if not receiver.closed:
                     receiver.flush()
 
@@ -280,7 +281,7 @@ class MqttBroker(MqttHandler):
             return
         if retain:
             self._retain(topic, payload, qos)
-        receivers = self.subscriptions.match(topic)
+        receivers: dict[Any, int] = self.subscriptions.match(topic)
         if not receivers:
             return
         shared: bytes | None = None  # the QoS 0 packet, encoded once for all
