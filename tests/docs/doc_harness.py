@@ -303,16 +303,7 @@ class Session:
         if background:
             # `cmd &`: runs beside the next commands (a subscriber waiting for
             # messages); stopped like a server at the end of the document.
-            job = subprocess.Popen(
-                ["bash", "-c", command],
-                cwd=self.workspace,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                start_new_session=True,
-            )
+            job = self.spawn(command, env)
             time.sleep(0.5)
             if job.poll() not in (None, 0):
                 raise DocTestFailure(
@@ -348,12 +339,10 @@ class Session:
             )
         return output
 
-    def start(
-        self, command: str, block: Block, env: dict[str, str]
-    ) -> tuple[subprocess.Popen[str] | None, str]:
-        """Run `command`: (None, "") when it became a server (kept running),
-        else the finished process and its output."""
-        process = subprocess.Popen(
+    def spawn(self, command: str, env: dict[str, str]) -> subprocess.Popen[str]:
+        """`command` in the workspace, in its own process group (so that
+        SIGINT reaches a server's workers too), output and errors together."""
+        return subprocess.Popen(
             ["bash", "-c", command],
             cwd=self.workspace,
             env=env,
@@ -363,6 +352,13 @@ class Session:
             text=True,
             start_new_session=True,
         )
+
+    def start(
+        self, command: str, block: Block, env: dict[str, str]
+    ) -> tuple[subprocess.Popen[str] | None, str]:
+        """Run `command`: (None, "") when it became a server (kept running),
+        else the finished process and its output."""
+        process = self.spawn(command, env)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and process.poll() is None:
             serving = bound_ports(process.pid)
