@@ -427,9 +427,7 @@ class Session:
                 text=True,
                 timeout=RUN_TIMEOUT,
             )
-            if done.returncode != 0 or not re.search(
-                r"\d+ tests? collected", done.stdout
-            ):
+            if done.returncode != 0:  # 5: nothing collected
                 raise DocTestFailure(f"{block.where}: `{command}`:\n{done.stdout}")
             return ""
         if python and len(words) > 1 and words[1].startswith("bench/"):
