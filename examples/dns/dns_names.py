@@ -234,4 +234,4 @@ def _fits(name: str) -> bool:
 
 domain_name = DomainNameCodec()
 
-__all__ = ["domain_name", "DomainNameCodec", "labels", "text"]
+__all__ = ["DomainNameCodec", "domain_name", "labels", "text"]

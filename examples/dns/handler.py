@@ -23,11 +23,10 @@ from typing import Any
 from answer import formerr, respond, truncated
 from dns_codec import Message
 from dns_handler import DnsHandler
-from rrl import RateLimiter, Verdict
-from zone import Zone, load_zone
-
 from protogen.errors import ProtocolError
 from protogen.runtime import Action
+from rrl import RateLimiter, Verdict
+from zone import Zone, load_zone
 
 __all__ = ["DEFAULT_AMPLIFICATION", "DEFAULT_ZONE", "DnsExampleHandler"]
 

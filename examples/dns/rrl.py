@@ -16,7 +16,8 @@ from __future__ import annotations
 import enum
 import ipaddress
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["RateLimiter", "Verdict"]
 

@@ -24,7 +24,6 @@ import shlex
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import dns_names
 from dns_codec import Mx, RRType, Soa
@@ -33,7 +32,7 @@ __all__ = ["DEFAULT_TTL", "Key", "RData", "Zone", "key_of", "load_zone", "parse_
 
 DEFAULT_TTL = 300
 Key = tuple[bytes, ...]  # a name's wire labels, ASCII lower-cased
-RData = Union[bytes, str, Mx, Soa, list[bytes]]
+RData = bytes | str | Mx | Soa | list[bytes]
 RRset = list[tuple[int, RData]]  # (ttl, rdata) of one name and type
 
 
@@ -45,7 +44,7 @@ def key_of(name: str) -> Key:
 
 def _absolute(name: str) -> str:
     """`name` without its final dot (not an escaped one: `a\\.` keeps it)."""
-    body = name[:-1] if name.endswith(".") else name
+    body = name.removesuffix(".")
     escapes = len(body) - len(body.rstrip("\\"))
     return name if escapes % 2 else body
 
