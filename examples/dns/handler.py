@@ -68,7 +68,7 @@ class DnsExampleHandler(DnsHandler):
             # A datagram's frame length is the datagram's size.
             self.send_datagram(conn, response, limit, frame.length or HEADER_SIZE)
         else:
-            self.send(conn, response)
+            conn.write(_encoded(response, datagram=False))
 
     def send_datagram(
         self, conn: Any, response: Message, limit: int, query_size: int
@@ -83,12 +83,13 @@ class DnsExampleHandler(DnsHandler):
                 return
         if self.amplification:
             limit = min(limit, int(query_size * self.amplification))
-        data = response.encode_datagram()
+        data = _encoded(response, datagram=True)
         if len(data) > limit:
             data = truncated(response).encode_datagram()
         conn.write(data)
 
     def on_protocol_error(self, conn: Any, err: ProtocolError) -> Action:
+        """FORMERR for a message that frames but does not decode (see above)."""
         if conn.datagram:
             response = formerr(self._datagram_head)
             if response is not None:
@@ -106,3 +107,13 @@ class DnsExampleHandler(DnsHandler):
                     self.send(conn, response)
                 return Action.YIELD if conn.inbound_buffered() else Action.NONE
         raise err  # a broken stream: close this connection only
+
+
+def _encoded(response: Message, datagram: bool) -> bytes:
+    """The response's bytes; truncated (TC) when larger than any DNS message
+    (65535 bytes, RFC 7766 section 8: also over TCP)."""
+    try:
+        return response.encode_datagram() if datagram else response.encode()
+    except ValueError:  # the u16 length cannot hold it
+        short = truncated(response)
+        return short.encode_datagram() if datagram else short.encode()

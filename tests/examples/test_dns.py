@@ -266,6 +266,34 @@ def test_negative_answers_carry_the_zone_soa(server: DnsServer) -> None:
         ]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def huge_zone_server(cache_dir: Path) -> Iterator[DnsServer]:
+    """A zone (--zone) whose one RRset is larger than any DNS message."""
+    zone = cache_dir.parent / "huge.zone"
+    records = [f'huge.example.com. TXT "{n:03d}{"x" * 197}"' for n in range(350)]
+    head = "example.com. SOA ns1.example.com. h.example.com. 1 2 3 4 5"
+    zone.write_text("\n".join([head, "www.example.com. A 192.0.2.80", *records]) + "\n")
+    yield from serving(cache_dir, "--zone", str(zone), "--udp-amplification", "0")
+
+
+@needs_dig
+def test_an_answer_larger_than_a_message_is_truncated_even_over_tcp(
+    huge_zone_server: DnsServer,
+) -> None:
+    # 350 x 211 bytes: over the 65535 a message's length can say
+    out = dig(
+        huge_zone_server, "huge.example.com", "TXT", "+tcp", "+noall", "+comments"
+    )
+    assert "flags: qr aa tc rd" in out and "ANSWER: 0" in out
+    # the server goes on, from its own zone file
+    assert dig(huge_zone_server, "www.example.com", "+short", "+tcp").split() == [
+        "192.0.2.80"
+    ]
+    assert "status: REFUSED" in dig(
+        huge_zone_server, "example.net", "+noall", "+comments"
+    )
+
+
 # -- UDP amplification and the response rate limit ------------------------------------------
 
 
