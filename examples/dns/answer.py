@@ -112,7 +112,7 @@ def respond(query: Message, zone: Zone) -> tuple[Message, int]:
         return _finish(response, FORMERR, edns), limit
     question = query.questions[0]
     response.questions = query.questions
-    key = key_of(question.name)
+    key = key_of(question.name)  # a decoded name always parses back
     if question.qclass != CLASS_IN or not zone.contains(key):
         return _finish(response, REFUSED, edns), limit
     response.aa = 1

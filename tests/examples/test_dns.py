@@ -467,6 +467,21 @@ def test_tcp_pipelined_queries_each_get_a_length_prefixed_reply(
     assert [HEADER.unpack_from(r)[3] for r in replies] == [2, 0, 1]
 
 
+def test_a_tcp_query_that_does_not_decode_gets_formerr_between_pipelined_ones(
+    server: DnsServer,
+) -> None:
+    bad = HEADER.pack(2, RD, 1, 0, 0, 0) + b"\x07exam"  # a label past the end
+    batch = b"".join(
+        struct.pack(">H", len(m)) + m
+        for m in (query("example.com", qid=1), bad, query("www.example.com", qid=3))
+    )
+    with tcp_connect(server) as sock:
+        sock.sendall(batch)
+        replies = [tcp_recv_message(sock) for _ in range(3)]
+    assert [HEADER.unpack_from(r)[0] for r in replies] == [1, 2, 3]
+    assert [rcode(r) for r in replies] == [NOERROR, FORMERR, NOERROR]
+
+
 def test_unsupported_opcode_gets_notimp(server: DnsServer) -> None:
     status_opcode = 2 << 11
     reply = udp_exchange(server, query("example.com", flags=status_opcode))
