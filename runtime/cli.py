@@ -345,17 +345,45 @@ def add_runtime_flags(
         )
 
 
+LISTEN_ENV = ENV_PREFIX + "LISTEN"
+
+
+class _ListenAppend(argparse.Action):
+    """`append`, except that the first `--listen` replaces the environment's
+    addresses instead of adding to them (argparse's own `append` would keep
+    the default list and append to it)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        if current is None or current is self.default:
+            current = []
+        setattr(namespace, self.dest, [*current, values])
+
+
 def add_listen_flag(
     parser: argparse.ArgumentParser, default: Sequence[str] | str
 ) -> None:
-    """`--listen URL` (repeatable), with the default (URLs or words) shown."""
+    """`--listen URL` (repeatable), with the default (URLs or words) shown.
+
+    `PROTOGEN_LISTEN` (URLs separated by spaces or commas) stands in for the
+    flag when it is not given, as for every other flag: containers and test
+    harnesses move a server without editing its command line.
+    """
     shown = default if isinstance(default, str) else " ".join(default)
+    from_env = os.environ.get(LISTEN_ENV, "").replace(",", " ").split()
     parser.add_argument(
         "--listen",
-        action="append",
+        action=_ListenAppend,
+        default=from_env or None,
         metavar="URL",
         help="address to serve, repeatable: tcp://HOST:PORT, tcp6://[::1]:PORT, "
-        f"udp://..., unix:///PATH (default: {shown})",
+        f"udp://..., unix:///PATH (default: {shown}; env {LISTEN_ENV})",
     )
 
 
