@@ -261,6 +261,8 @@ def runtime_flags() -> list[RuntimeFlag]:
 
 
 def _metavar(flag: RuntimeFlag) -> str | None:
+    if flag.metavar and flag.kind == "str":
+        return flag.metavar
     return {
         "size": "SIZE",
         "duration": "SECONDS",
@@ -355,7 +357,8 @@ def add_listen_flag(
         action="append",
         metavar="URL",
         help="address to serve, repeatable: tcp://HOST:PORT, tcp6://[::1]:PORT, "
-        f"udp://..., unix:///PATH (default: {shown})",
+        "udp://..., unix:///PATH, tls://HOST:PORT (with --tls-cert, --tls-key), "
+        f"unix+tls:///PATH (default: {shown})",
     )
 
 
