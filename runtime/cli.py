@@ -528,8 +528,11 @@ def serve_command(
         )
     try:
         opts = Options.from_kwargs(**options)
-        for url in urls:
-            parse_address(url)
+        addresses = [parse_address(url) for url in urls]
+        if any(address.tls for address in addresses):
+            from .tls import check_tls_options
+
+            check_tls_options(addresses, opts)
     except (TypeError, ValueError) as error:  # AddressError is a ValueError
         print(f"{prog}: error: {_flag_names_in(str(error))}", file=sys.stderr)
         return EXIT_USAGE

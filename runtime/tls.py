@@ -26,13 +26,14 @@ Guarantees the loop relies on:
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from protogen.errors import TLSHandshakeError
 
-from .conn import OPEN
+from .conn import CLOSING, OPEN
 from .ratelog import log_protocol_error
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,6 +96,7 @@ class TLSTransport:
         "retry",
         "timeout",
         "tls",
+        "notified",
     )
 
     def __init__(
@@ -123,6 +125,7 @@ class TLSTransport:
         self.retry: Any = None  # a pending FLUSH_RETRY
         self.timeout = timeout
         self.tls: TLSInfo | None = None
+        self.notified = False  # close_notify written
 
     # ------------------------------------------------------------ handshake
     def begin(self) -> None:
@@ -258,7 +261,14 @@ class TLSTransport:
         self.held = 0
         taken = 0
         write = self.ssl.write
-        for chunk in chunks:
+        conn = self.conn
+        last = conn.state == CLOSING and not self.notified
+        final = -1  # index of the chunk that ends a closing connection's output
+        if last:
+            chunks = list(chunks)
+            if sum(len(chunk) for chunk in chunks) == conn.outbound.size:
+                final = len(chunks) - 1
+        for index, chunk in enumerate(chunks):
             view = memoryview(chunk)
             size = view.nbytes
             start = 0
@@ -269,11 +279,23 @@ class TLSTransport:
                 end = min(start + SEND_BATCH, size)
                 write(view[start:end])
                 start = end
+                if index == final and end == size:
+                    # The end of a closing connection's output: close_notify goes
+                    # with it, so the loop's drain waits for it too.
+                    self._notify()
                 if not self._flush():
                     self.held = 1
                     return taken + start - 1
             taken += size
         return taken
+
+    def _notify(self) -> None:
+        """close_notify into the outgoing BIO (once)."""
+        self.notified = True
+        try:
+            self.ssl.unwrap()
+        except (ssl.SSLError, ValueError):
+            pass  # it wants the peer's close_notify: not waited for
 
     def _flush(self) -> bool:
         """Ciphertext to the kernel; True when none is left here."""
@@ -316,21 +338,27 @@ class TLSTransport:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.handshaking:
-            return
+        if self.handshaking or self.cipher or self.conn.outbound.chunks is not None:
+            return  # output was cut short (drain_timeout): not a clean end
+        if not self.notified:
+            self._notify()
         try:
-            self.ssl.unwrap()
-        except (ssl.SSLError, ValueError):
-            pass  # wants the peer's close_notify: not waited for
-        try:
-            self._flush()
+            if not self._flush():
+                # Refused by a full send buffer (the queue was empty, so the loop
+                # did not wait for it): room for these few bytes, once.
+                size = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size * 2)
+                self._flush()
         except OSError:
             pass
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS handshake failed: certificate verify failed: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError) and exc.reason:
-        return f"TLS handshake failed: {exc.reason} ({exc.library or 'ssl'})"
+        # "WRONG_VERSION_NUMBER" -> "wrong version number" (garbage, plain HTTP...)
+        return f"TLS handshake failed: {exc.reason.lower().replace('_', ' ')}"
     return f"TLS handshake failed: {exc}"
 
 

@@ -1,0 +1,555 @@
+"""TLS listeners and dials (protogen.runtime.tls), against Python's ssl module,
+`openssl s_client` and the runtime's own client, with certificates made by
+trustme at test time."""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterator
+
+import pytest
+
+trustme = pytest.importorskip("trustme")
+
+from aio_helpers import build_example  # noqa: E402
+from core_harness import TIMEOUT, serving  # noqa: E402
+
+from protogen.errors import TLSHandshakeError  # noqa: E402
+from protogen.runtime import Action, Client, Conn, EventHandler  # noqa: E402
+
+HEADER = struct.Struct(">I")
+
+
+@dataclass
+class PKI:
+    ca: Path  # the CA the server certificates chain to
+    server: Path  # cert + key for 127.0.0.1, ::1, localhost, example.test
+    other: Path  # cert + key for other.test (an SNI choice)
+    client: Path  # a client certificate (mTLS)
+    other_ca: Path  # an unrelated CA
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    root = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    other_ca = trustme.CA()
+    paths = PKI(
+        root / "ca.pem",
+        root / "server.pem",
+        root / "other.pem",
+        root / "client.pem",
+        root / "other_ca.pem",
+    )
+    ca.cert_pem.write_to_path(str(paths.ca))
+    other_ca.cert_pem.write_to_path(str(paths.other_ca))
+    cert = ca.issue_cert("127.0.0.1", "::1", "localhost", "example.test")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(paths.server))
+    ca.issue_cert("other.test").private_key_and_cert_chain_pem.write_to_path(
+        str(paths.other)
+    )
+    ca.issue_cert("client@example.test").private_key_and_cert_chain_pem.write_to_path(
+        str(paths.client)
+    )
+    return paths
+
+
+@pytest.fixture(scope="module")
+def echo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleType]:
+    return build_example("echo.proto.dsl", tmp_path_factory.mktemp("tls_echo"))
+
+
+def host_port(url: str) -> tuple[str, int]:
+    host, _, port = url.split("://", 1)[1].rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def client_context(pki: PKI, **kwargs: Any) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    for name, value in kwargs.items():
+        setattr(context, name, value)
+    return context
+
+
+def tls_connect(
+    url: str, context: ssl.SSLContext, server_hostname: str = "127.0.0.1", **kw: Any
+) -> ssl.SSLSocket:
+    raw = socket.create_connection(host_port(url), timeout=TIMEOUT)
+    try:
+        return context.wrap_socket(raw, server_hostname=server_hostname, **kw)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            raise ConnectionError(f"closed with {n} bytes missing")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+class Recorder(EventHandler):
+    """Echo everything; remember what each connection saw."""
+
+    def __init__(self) -> None:
+        self.opened: list[Any] = []  # conn.tls seen in on_open
+        self.closed: list[BaseException | None] = []
+        self.lock = threading.Lock()
+        self.all_closed = threading.Condition(self.lock)
+
+    def on_open(self, conn: Conn) -> tuple[bytes | None, Action]:
+        self.opened.append(conn.tls)
+        return None, Action.NONE
+
+    def on_traffic(self, conn: Conn) -> Action:
+        conn.write(conn.next())
+        return Action.NONE
+
+    def on_close(self, conn: Conn, err: BaseException | None) -> Action:
+        with self.lock:
+            self.closed.append(err)
+            self.all_closed.notify_all()
+        return Action.NONE
+
+    def wait_closed(self, count: int) -> list[BaseException | None]:
+        with self.lock:
+            assert self.all_closed.wait_for(
+                lambda: len(self.closed) >= count, TIMEOUT
+            ), self.closed
+            return list(self.closed)
+
+
+def round_trip(sock: socket.socket, payload: bytes) -> bytes:
+    sock.sendall(HEADER.pack(len(payload)) + payload)
+    (size,) = HEADER.unpack(recv_exact(sock, 4))
+    return recv_exact(sock, size)
+
+
+# ---------------------------------------------------------------- the echo spec
+
+
+def test_openssl_s_client_round_trip(pki: PKI, echo: dict[str, ModuleType]) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl command")
+    handler = echo["handler"].EchoEchoHandler()
+    with serving(handler, "tls://127.0.0.1:0", tls_cert=str(pki.server)) as engine:
+        host, port = host_port(engine.urls[0])
+        process = subprocess.Popen(
+            [
+                openssl,
+                "s_client",
+                "-connect",
+                f"{host}:{port}",
+                "-CAfile",
+                str(pki.ca),
+                "-verify_return_error",
+                "-verify_ip",
+                host,
+                "-brief",
+                "-ign_eof",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            payload = b"over TLS with openssl"
+            wire = HEADER.pack(len(payload)) + payload
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.write(wire)
+            process.stdin.flush()
+            got = b""
+            deadline = time.monotonic() + TIMEOUT
+            out = process.stdout.fileno()
+            while len(got) < len(wire) and time.monotonic() < deadline:
+                if select.select([out], [], [], 0.1)[0]:
+                    chunk = os.read(out, len(wire) - len(got))
+                    if not chunk:
+                        break
+                    got += chunk
+            assert got == wire
+        finally:
+            process.kill()
+            _, stderr = process.communicate(timeout=TIMEOUT)
+        assert b"Verification: OK" in stderr
+
+
+def test_generated_client_over_tls(pki: PKI, echo: dict[str, ModuleType]) -> None:
+    client_module = echo["client"]
+    message = echo["codec"].Message
+    handler = echo["handler"].EchoEchoHandler()
+    with serving(handler, "tls://127.0.0.1:0", tls_cert=str(pki.server)) as engine:
+        url = engine.urls[0]
+        context = ssl.create_default_context(cafile=str(pki.ca))
+        with client_module.connect(url, ssl_context=context) as client:
+            assert client.request(message(b"generated")).payload == b"generated"
+            assert isinstance(client.sock, ssl.SSLSocket)
+        # Verified by default: the test CA is not among the system's.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            client_module.connect(url)
+        # ... and for the name asked for.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            client_module.connect(
+                url, ssl_context=context, server_hostname="wrong.test"
+            )
+
+
+def test_8_mib_payloads_both_ways(pki: PKI, echo: dict[str, ModuleType]) -> None:
+    handler = echo["handler"].EchoEchoHandler()
+    payloads = [bytes(range(256)) * (32 * 1024), b"\x5a" * (8 << 20)]
+    with serving(handler, "tls://127.0.0.1:0", tls_cert=str(pki.server)) as engine:
+        with tls_connect(engine.urls[0], client_context(pki)) as sock:
+            wire = b"".join(HEADER.pack(len(p)) + p for p in payloads)
+            sender = threading.Thread(target=sock.sendall, args=(wire,))
+            sender.start()
+            try:
+                # Both frames are in flight at once: the server echoes the first
+                # while the second still arrives (backpressure both ways).
+                for payload in payloads:
+                    (size,) = HEADER.unpack(recv_exact(sock, 4))
+                    assert size == len(payload)
+                    assert recv_exact(sock, size) == payload
+            finally:
+                sender.join(TIMEOUT)
+
+
+def test_unix_tls_round_trip(pki: PKI, tmp_path: Path) -> None:
+    handler = Recorder()
+    path = tmp_path / "tls.sock"
+    with serving(handler, f"unix+tls://{path}", tls_cert=str(pki.server)):
+        raw = socket.socket(socket.AF_UNIX)
+        raw.settimeout(TIMEOUT)
+        raw.connect(str(path))
+        with client_context(pki).wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"over a unix socket")
+            assert recv_exact(s, 18) == b"over a unix socket"
+
+
+class Counter(EventHandler):
+    """Client side: send one frame per connection on open, count echoes."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.echoed = 0
+        self.tls_at_open: list[Any] = []
+        self.errors: list[BaseException | None] = []
+        self.done = threading.Event()
+
+    def on_open(self, conn: Conn) -> tuple[bytes | None, Action]:
+        self.tls_at_open.append(conn.tls)
+        return b"ping", Action.NONE
+
+    def on_traffic(self, conn: Conn) -> Action:
+        if conn.inbound_buffered() < 4:
+            return Action.NONE
+        assert bytes(conn.next(4)) == b"ping"
+        self.echoed += 1
+        if self.echoed == self.total:
+            self.done.set()
+        return Action.NONE
+
+    def on_close(self, conn: Conn, err: BaseException | None) -> Action:
+        self.errors.append(err)
+        if err is not None:
+            self.done.set()
+        return Action.NONE
+
+
+@pytest.fixture
+def many_fds() -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 20000 if hard == resource.RLIM_INFINITY else min(hard, 20000)
+    if want < 2200:
+        pytest.skip(f"open-file limit {hard} is too low for 1 000 connections")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_1000_concurrent_tls_connections(pki: PKI, many_fds: None) -> None:
+    total = 1000
+    server = Recorder()
+    with serving(
+        server, "tls://127.0.0.1:0", tls_cert=str(pki.server), backlog=total
+    ) as engine:
+        counter = Counter(total)
+        with Client(counter, tls_ca=str(pki.ca)) as client:
+            conns = [client.dial(engine.urls[0]) for _ in range(total)]
+            assert counter.done.wait(120), (counter.echoed, counter.errors[:3])
+            assert counter.echoed == total and not counter.errors
+            assert engine.count_connections() == total
+            # on_open ran after the handshake, on both sides.
+            assert all(t is not None for t in counter.tls_at_open)
+            assert all(t.version in ("TLSv1.2", "TLSv1.3") for t in server.opened)
+            assert len(conns) == total
+        server.wait_closed(total)
+        assert server.closed.count(None) == total
+
+
+# ---------------------------------------------------------------- bad peers
+
+
+def client_hello() -> bytes:
+    """The first flight of a real client: a ClientHello record."""
+    outgoing = ssl.MemoryBIO()
+    sslobj = ssl.create_default_context().wrap_bio(
+        ssl.MemoryBIO(), outgoing, server_hostname="example.test"
+    )
+    with pytest.raises(ssl.SSLWantReadError):
+        sslobj.do_handshake()
+    return outgoing.read()
+
+
+def test_garbage_and_stalled_handshakes_affect_only_their_connection(
+    pki: PKI,
+) -> None:
+    handler = Recorder()
+    with serving(
+        handler,
+        "tls://127.0.0.1:0",
+        tls_cert=str(pki.server),
+        tls_handshake_timeout=1.0,
+    ) as engine:
+        url = engine.urls[0]
+        stalled = socket.create_connection(host_port(url), timeout=TIMEOUT)
+        hello = client_hello()
+        stalled.sendall(hello[: len(hello) // 2])  # then nothing
+        garbage = socket.create_connection(host_port(url), timeout=TIMEOUT)
+        garbage.sendall(b"GET / HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        try:
+            # Refused with an alert, then closed; the others are unaffected.
+            reply = garbage.recv(4096)
+            assert reply[:1] == b"\x15" or reply == b""  # an alert record or FIN
+            with tls_connect(url, client_context(pki)) as good:
+                assert round_trip(good, b"still served") == b"still served"
+            errors = handler.wait_closed(2)  # the garbage one and the good one
+            assert sum(isinstance(e, TLSHandshakeError) for e in errors) == 1
+            assert len(handler.opened) == 1  # on_open only after a handshake
+            # The stalled one is closed by the handshake timeout.
+            errors = handler.wait_closed(3)
+            timeouts = [e for e in errors if isinstance(e, TLSHandshakeError)]
+            assert len(timeouts) == 2 and "within 1 s" in str(timeouts[-1])
+            assert stalled.recv(100) == b""
+        finally:
+            stalled.close()
+            garbage.close()
+
+
+def test_mtls_refuses_a_client_without_a_certificate(pki: PKI) -> None:
+    handler = Recorder()
+    with serving(
+        handler, "tls://127.0.0.1:0", tls_cert=str(pki.server), tls_ca=str(pki.ca)
+    ) as engine:
+        url = engine.urls[0]
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            # TLS 1.3: the client's handshake ends before the server checks the
+            # certificate; the refusal arrives as an alert on the first read.
+            with tls_connect(url, client_context(pki)) as anonymous:
+                anonymous.sendall(b"hello")
+                if not anonymous.recv(10):
+                    raise ConnectionError("closed")
+        errors = handler.wait_closed(1)
+        assert isinstance(errors[0], TLSHandshakeError)
+        assert not handler.opened
+        context = client_context(pki)
+        context.load_cert_chain(str(pki.client))
+        with tls_connect(url, context) as known:
+            assert round_trip(known, b"mutual") == b"mutual"
+        peer = handler.opened[0].peer_cert
+        assert peer is not None
+        assert ("email", "client@example.test") in [
+            tuple(item) for item in peer.get("subjectAltName", ())
+        ]
+
+
+def test_alpn_sni_and_conn_tls(pki: PKI) -> None:
+    handler = Recorder()
+    with serving(
+        handler,
+        "tls://127.0.0.1:0",
+        tls_cert=str(pki.server),
+        tls_alpn="h2,http/1.1",
+        tls_sni={"other.test": (str(pki.other), None)},
+    ) as engine:
+        url = engine.urls[0]
+        context = client_context(pki)
+        context.set_alpn_protocols(["http/1.1"])
+        with tls_connect(url, context, server_hostname="other.test") as sock:
+            assert sock.selected_alpn_protocol() == "http/1.1"
+            names = [v for k, v in sock.getpeercert()["subjectAltName"]]
+            assert names == ["other.test"]  # the SNI choice
+            assert round_trip(sock, b"x") == b"x"
+        with tls_connect(url, client_context(pki), "example.test") as sock:
+            assert "example.test" in [
+                v for k, v in sock.getpeercert()["subjectAltName"]
+            ]
+            assert round_trip(sock, b"y") == b"y"
+    first, second = handler.opened
+    assert first.alpn_protocol == "http/1.1" and first.server_name == "other.test"
+    assert first.version == "TLSv1.3" and first.cipher
+    assert second.alpn_protocol is None and second.server_name == "example.test"
+    assert first.peer_cert is None  # no client certificate asked for
+
+
+def test_minimum_version_is_tls_1_2(pki: PKI) -> None:
+    handler = Recorder()
+    with serving(handler, "tls://127.0.0.1:0", tls_cert=str(pki.server)) as engine:
+        context = client_context(pki)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+        try:
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
+        except ssl.SSLError:
+            pass
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            tls_connect(engine.urls[0], context).close()
+        errors = handler.wait_closed(1)
+        assert isinstance(errors[0], TLSHandshakeError)
+        context = client_context(pki)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        with tls_connect(engine.urls[0], context) as sock:
+            assert sock.version() == "TLSv1.2"
+            assert round_trip(sock, b"1.2") == b"1.2"
+
+
+@pytest.mark.parametrize("tickets", [True, False])
+def test_session_resumption(pki: PKI, tickets: bool) -> None:
+    handler = Recorder()
+    with serving(
+        handler,
+        "tls://127.0.0.1:0",
+        tls_cert=str(pki.server),
+        tls_session_tickets=tickets,
+    ) as engine:
+        context = client_context(pki)
+        with tls_connect(engine.urls[0], context) as first:
+            assert round_trip(first, b"one") == b"one"  # the tickets arrive
+            session = first.session
+        with tls_connect(engine.urls[0], context, session=session) as second:
+            assert round_trip(second, b"two") == b"two"
+            assert second.session_reused is tickets
+    assert [t.session_reused for t in handler.opened] == [False, tickets]
+
+
+# ---------------------------------------------------------------- output path
+
+
+class Flood(EventHandler):
+    """Writes `size` bytes on open, in chunks, to a peer that reads slowly."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pauses: list[bool] = []
+        self.closed: list[BaseException | None] = []
+        self.done = threading.Event()
+
+    def on_open(self, conn: Conn) -> tuple[bytes | None, Action]:
+        block = bytes(range(256)) * 256  # 64 KiB
+        for offset in range(0, self.size, len(block)):
+            conn.write(block)
+        return None, Action.CLOSE  # graceful: everything flushed, close_notify
+
+    def on_write_pause(self, conn: Conn, paused: bool) -> None:
+        self.pauses.append(paused)
+
+    def on_close(self, conn: Conn, err: BaseException | None) -> Action:
+        self.closed.append(err)
+        self.done.set()
+        return Action.NONE
+
+
+def test_slow_reader_gets_everything_then_close_notify(pki: PKI) -> None:
+    size = 4 << 20
+    handler = Flood(size)
+    with serving(
+        handler,
+        "tls://127.0.0.1:0",
+        tls_cert=str(pki.server),
+        socket_send_buffer=32 * 1024,
+        drain_timeout=60.0,
+    ) as engine:
+        # suppress_ragged_eofs=False: a TCP end without close_notify would raise.
+        with tls_connect(
+            engine.urls[0], client_context(pki), suppress_ragged_eofs=False
+        ) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+            time.sleep(0.3)  # the server's queue fills up meanwhile
+            got = bytearray()
+            while True:
+                chunk = sock.recv(16 * 1024)
+                if not chunk:
+                    break  # close_notify
+                got += chunk
+                if len(got) < size // 8:
+                    time.sleep(0.001)  # slow at first
+        assert len(got) == size
+        assert got == (bytes(range(256)) * 256) * (size // 65536)
+        assert handler.done.wait(TIMEOUT)
+    assert handler.closed == [None]
+    assert handler.pauses[:1] == [True]  # backpressure over TLS
+
+
+def test_runtime_client_verifies_and_opens_after_the_handshake(pki: PKI) -> None:
+    server = Recorder()
+    with serving(server, "tls://127.0.0.1:0", tls_cert=str(pki.server)) as engine:
+        url = engine.urls[0]
+        # Without the test CA: refused, on_open never runs.
+        refused = Counter(1)
+        with Client(refused) as client:
+            client.dial(url)
+            assert refused.done.wait(TIMEOUT)
+        assert not refused.tls_at_open and not refused.echoed
+        assert isinstance(refused.errors[0], TLSHandshakeError)
+        assert "certificate verify failed" in str(refused.errors[0])
+        # With it (a ready ssl_context per dial too); server_hostname checked.
+        trusted = Counter(2)
+        with Client(trusted, tls_ca=str(pki.ca)) as client:
+            client.dial(url)
+            client.dial(
+                url, ssl_context=client_context(pki), server_hostname="localhost"
+            )
+            assert trusted.done.wait(TIMEOUT)
+            assert trusted.echoed == 2
+        assert [t.server_name for t in trusted.tls_at_open] == [
+            "127.0.0.1",
+            "localhost",
+        ]
+        wrong = Counter(1)
+        with Client(wrong, tls_ca=str(pki.ca)) as client:
+            client.dial(url, server_hostname="wrong.test")
+            assert wrong.done.wait(TIMEOUT)
+        assert isinstance(wrong.errors[0], TLSHandshakeError)
+
+
+def test_tls_listener_needs_a_certificate() -> None:
+    from protogen.runtime.address import parse_address
+    from protogen.runtime.options import Options
+    from protogen.runtime.tls import check_tls_options
+
+    with pytest.raises(ValueError, match="tls_cert"):
+        check_tls_options([parse_address("tls://127.0.0.1:0")], Options())
+    check_tls_options([parse_address("tcp://127.0.0.1:0")], Options())
+    with pytest.raises(ValueError, match="tls_alpn"):
+        Options.from_kwargs(tls_alpn=["h2", ""])
+    with pytest.raises(ValueError, match="tls_handshake_timeout"):
+        Options.from_kwargs(tls_handshake_timeout=0)
