@@ -8,10 +8,12 @@ import os
 import resource
 import select
 import shutil
+import signal
 import socket
 import ssl
 import struct
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -69,6 +71,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
 @pytest.fixture(scope="module")
 def echo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleType]:
     return build_example("echo.proto.dsl", tmp_path_factory.mktemp("tls_echo"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def host_port(url: str) -> tuple[str, int]:
@@ -553,3 +561,103 @@ def test_tls_listener_needs_a_certificate() -> None:
         Options.from_kwargs(tls_alpn=["h2", ""])
     with pytest.raises(ValueError, match="tls_handshake_timeout"):
         Options.from_kwargs(tls_handshake_timeout=0)
+
+
+# ---------------------------------------------------------------- command line
+
+ECHO_SPEC = Path(__file__).resolve().parents[2] / "examples" / "echo.proto.dsl"
+
+
+def protogen_serve(
+    tmp_path: Path, *args: str
+) -> tuple[subprocess.Popen[str], list[str]]:
+    env = dict(os.environ, PROTOGEN_CACHE_DIR=str(tmp_path / "cache"))
+    command = [sys.executable, "-m", "protogen", "serve", str(ECHO_SPEC), *args]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return process, command
+
+
+def wait_serving(process: subprocess.Popen[str]) -> str:
+    assert process.stderr is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            raise AssertionError(f"exited with {process.wait()}")
+        if "serving" in line:
+            return line
+    raise AssertionError("never served")
+
+
+def stop(process: subprocess.Popen[str]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+    return process.returncode
+
+
+def test_protogen_serve_tls_reloads_its_certificate_on_sighup(
+    pki: PKI, tmp_path: Path
+) -> None:
+    cert_file = tmp_path / "live.pem"
+    shutil.copy(pki.server, cert_file)
+    port = free_port()
+    process, _ = protogen_serve(
+        tmp_path, "--listen", f"tls://127.0.0.1:{port}", "--tls-cert", str(cert_file)
+    )
+    try:
+        line = wait_serving(process)
+        assert f"tls://127.0.0.1:{port}" in line
+        url = f"tls://127.0.0.1:{port}"
+        before = tls_connect(url, client_context(pki))
+        try:
+            assert round_trip(before, b"before") == b"before"
+            new_ca = trustme.CA()
+            new_ca_file = tmp_path / "new_ca.pem"
+            new_ca.cert_pem.write_to_path(str(new_ca_file))
+            new_ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+                str(cert_file)
+            )
+            process.send_signal(signal.SIGHUP)
+            new_context = ssl.create_default_context(cafile=str(new_ca_file))
+            deadline = time.monotonic() + TIMEOUT
+            while True:  # the signal is handled between two of the loop's steps
+                try:
+                    with tls_connect(url, new_context) as after:
+                        assert round_trip(after, b"after") == b"after"
+                    break
+                except ssl.SSLCertVerificationError:
+                    assert time.monotonic() < deadline, "never reloaded"
+                    time.sleep(0.05)
+            with pytest.raises(ssl.SSLCertVerificationError):
+                tls_connect(url, client_context(pki))
+            # The connection made before the reload was not dropped.
+            assert round_trip(before, b"still here") == b"still here"
+        finally:
+            before.close()
+    finally:
+        assert stop(process) == 0
+
+
+def test_protogen_serve_tls_without_a_certificate_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    process, _ = protogen_serve(tmp_path, "--listen", "tls://127.0.0.1:0")
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 2
+    assert "--tls-cert" in stderr
