@@ -492,10 +492,16 @@ def client_context(options: "Options") -> ssl.SSLContext:
 
 def check_tls_options(addresses: Iterable["Address"], options: "Options") -> None:
     """ValueError naming what a tls:// listener lacks (before anything binds)."""
+    addresses = list(addresses)
     if any(address.tls for address in addresses):
         if options.ssl_context is None and options.tls_cert is None:
             raise ValueError(
                 "tls:// listeners need tls_cert and tls_key (or ssl_context)"
+            )
+        several = options.loops > 1 or options.multicore
+        if several and options.load_balancing != "reuseport":
+            raise ValueError(
+                "tls:// listeners with several loops need load_balancing reuseport"
             )
 
 
