@@ -218,13 +218,19 @@ class TLSTransport:
 
     def _decrypt(self, view: memoryview, got: int, size: int) -> int:
         """Records received so far into view[got:size]; the new `got`."""
-        read = self.ssl.read
+        sslobj = self.ssl
+        incoming = self.incoming
+        if not incoming.pending and not sslobj.pending():
+            return got  # (no call that can only raise SSLWantReadError)
+        read = sslobj.read
         try:
             while got < size:
                 n = read(size - got, view[got:])
                 if not n:
                     break
                 got += n
+                if not incoming.pending and not sslobj.pending():
+                    break  # every record received so far is decrypted
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:

@@ -220,10 +220,18 @@ def test_generated_client_over_tls(pki: PKI, echo: dict[str, ModuleType]) -> Non
             )
 
 
-def test_8_mib_payloads_both_ways(pki: PKI, echo: dict[str, ModuleType]) -> None:
+@pytest.mark.parametrize("edge", [True, False], ids=["edge", "level"])
+def test_8_mib_payloads_both_ways(
+    pki: PKI, echo: dict[str, ModuleType], edge: bool
+) -> None:
     handler = echo["handler"].EchoEchoHandler()
     payloads = [bytes(range(256)) * (32 * 1024), b"\x5a" * (8 << 20)]
-    with serving(handler, "tls://127.0.0.1:0", tls_cert=str(pki.server)) as engine:
+    with serving(
+        handler,
+        "tls://127.0.0.1:0",
+        tls_cert=str(pki.server),
+        edge_triggered=edge,
+    ) as engine:
         with tls_connect(engine.urls[0], client_context(pki)) as sock:
             wire = b"".join(HEADER.pack(len(p)) + p for p in payloads)
             sender = threading.Thread(target=sock.sendall, args=(wire,))
@@ -237,6 +245,73 @@ def test_8_mib_payloads_both_ways(pki: PKI, echo: dict[str, ModuleType]) -> None
                     assert recv_exact(sock, size) == payload
             finally:
                 sender.join(TIMEOUT)
+
+
+class BlockingEcho(Recorder):
+    """Echo; a plain connection's byte blocks the loop for a moment, so the TLS
+    peer's bytes pile up in the kernel meanwhile."""
+
+    def on_traffic(self, conn: Conn) -> Action:
+        if conn.tls is None:
+            conn.next()
+            time.sleep(0.5)
+            return Action.NONE
+        return super().on_traffic(conn)
+
+
+def test_level_triggered_reads_what_tls_holds_decrypted(pki: PKI) -> None:
+    # 200 KiB of records read at once fill the loop's 64 KiB buffer three times;
+    # the last 8 KiB are decrypted but no longer in the socket, so the poller
+    # will not report them: the loop must come back for them by itself.
+    handler = BlockingEcho()
+    payload = bytes(range(256)) * 800  # 200 KiB
+    with serving(
+        handler,
+        "tls://127.0.0.1:0",
+        "tcp://127.0.0.1:0",
+        tls_cert=str(pki.server),
+        edge_triggered=False,
+        socket_recv_buffer=4 << 20,
+    ) as engine:
+        with tls_connect(engine.urls[0], client_context(pki)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            with socket.create_connection(host_port(engine.urls[1])) as blocker:
+                blocker.sendall(b"!")
+                time.sleep(0.1)  # the loop sleeps in on_traffic now
+                sock.sendall(payload)
+                assert recv_exact(sock, len(payload)) == payload
+
+
+def test_a_paused_connection_resumes_with_what_tls_holds_decrypted(
+    pki: PKI,
+) -> None:
+    # The last records are read (the socket drained) while the echo is paused by
+    # a peer that does not read yet: on resuming, the loop reads them again
+    # without a readiness event (there will be none: the socket is empty).
+    handler = BlockingEcho()
+    payload = bytes(range(256)) * 800  # 200 KiB
+    with serving(
+        handler,
+        "tls://127.0.0.1:0",
+        "tcp://127.0.0.1:0",
+        tls_cert=str(pki.server),
+        socket_recv_buffer=4 << 20,
+        socket_send_buffer=8 * 1024,
+        write_high_water=16 * 1024,
+        write_low_water=4 * 1024,
+    ) as engine:
+        raw = socket.socket()
+        raw.settimeout(TIMEOUT)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        raw.connect(host_port(engine.urls[0]))
+        with client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            with socket.create_connection(host_port(engine.urls[1])) as blocker:
+                blocker.sendall(b"!")
+                time.sleep(0.1)  # the loop sleeps in on_traffic now
+                sock.sendall(payload)
+                time.sleep(0.6)  # the echo pauses meanwhile
+                assert recv_exact(sock, len(payload)) == payload
 
 
 def test_unix_tls_round_trip(pki: PKI, tmp_path: Path) -> None:
