@@ -227,6 +227,7 @@ class TLSTransport:
             while got < size:
                 n = read(size - got, view[got:])
                 if not n:
+                    self.eof = True  # the peer's close_notify (CPython: b"")
                     break
                 got += n
                 if not incoming.pending and not sslobj.pending():

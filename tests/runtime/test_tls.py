@@ -736,3 +736,40 @@ def test_protogen_serve_tls_without_a_certificate_is_a_usage_error(
             process.kill()
     assert process.returncode == 2
     assert "--tls-cert" in stderr
+
+
+def test_generated_asyncio_client_over_tls(
+    pki: PKI, echo: dict[str, ModuleType]
+) -> None:
+    import asyncio
+
+    aio = echo["aio"]
+    message = echo["codec"].Message
+    handler = echo["handler"].EchoEchoHandler()
+    with serving(handler, "tls://127.0.0.1:0", tls_cert=str(pki.server)) as engine:
+        url = engine.urls[0]
+
+        async def main() -> None:
+            context = client_context(pki)
+            async with aio.connect(url, ssl_context=context) as client:
+                assert (await client.request(message(b"aio"))).payload == b"aio"
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await aio.connect(url)  # verified by default
+
+        asyncio.run(main())
+
+
+def test_a_peers_close_notify_is_the_end_of_stream_answered_in_kind(
+    pki: PKI,
+) -> None:
+    handler = Recorder()
+    with serving(handler, "tls://127.0.0.1:0", tls_cert=str(pki.server)) as engine:
+        sock = tls_connect(engine.urls[0], client_context(pki))
+        try:
+            assert round_trip(sock, b"bye") == b"bye"
+            sock.settimeout(5)
+            plain = sock.unwrap()  # sends close_notify, waits for the server's
+        finally:
+            sock.close()
+        plain.close()
+        assert handler.wait_closed(1) == [None]  # on_eof: close once answered
