@@ -441,6 +441,8 @@ def _new_server_context(
 ) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # A client renegotiating TLS 1.2 at will costs the server a handshake each time.
+    context.options |= ssl.OP_NO_RENEGOTIATION
     context.load_cert_chain(cert, key)
     if options.tls_ca is not None:
         context.load_verify_locations(options.tls_ca)
