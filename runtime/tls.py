@@ -225,7 +225,7 @@ class TLSTransport:
         read = sslobj.read
         try:
             while got < size:
-                n = read(size - got, view[got:])
+                n: int = read(size - got, view[got:])  # type: ignore[assignment]
                 if not n:
                     self.eof = True  # the peer's close_notify (CPython: b"")
                     break
@@ -385,7 +385,7 @@ def _info(sslobj: ssl.SSLObject) -> TLSInfo:
         cipher=cipher[0] if cipher else None,
         alpn_protocol=sslobj.selected_alpn_protocol(),
         server_name=server_name,
-        peer_cert=peer,  # type: ignore[arg-type]
+        peer_cert=peer,
         peer_cert_der=der,
         session_reused=sslobj.session_reused,
     )

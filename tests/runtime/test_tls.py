@@ -772,3 +772,51 @@ def test_a_peers_close_notify_is_the_end_of_stream_answered_in_kind(
             sock.close()
         plain.close()
         assert handler.wait_closed(1) == [None]  # on_eof: close once answered
+
+
+def test_tls6_and_a_callable_sni_choice(pki: PKI) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    other = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    other.load_cert_chain(str(pki.other))
+    asked: list[str] = []
+
+    def choose(name: str) -> ssl.SSLContext | None:
+        asked.append(name)
+        return other if name == "other.test" else None
+
+    handler = Recorder()
+    try:
+        engine_cm = serving(
+            handler, "tls6://[::1]:0", tls_cert=str(pki.server), tls_sni=choose
+        )
+        engine = engine_cm.__enter__()
+    except OSError:
+        pytest.skip("cannot bind ::1")
+    try:
+        assert engine.urls[0].startswith("tls6://[::1]:")
+        with tls_connect(engine.urls[0], client_context(pki), "other.test") as sock:
+            assert [v for k, v in sock.getpeercert()["subjectAltName"]] == [
+                "other.test"
+            ]
+            assert round_trip(sock, b"v6") == b"v6"
+        with tls_connect(engine.urls[0], client_context(pki), "example.test") as sock:
+            assert round_trip(sock, b"default") == b"default"
+    finally:
+        engine_cm.__exit__(None, None, None)
+    assert asked == ["other.test", "example.test"]
+
+
+def test_a_reload_from_broken_files_keeps_the_old_certificate(
+    pki: PKI, tmp_path: Path
+) -> None:
+    cert_file = tmp_path / "live.pem"
+    shutil.copy(pki.server, cert_file)
+    handler = Recorder()
+    with serving(handler, "tls://127.0.0.1:0", tls_cert=str(cert_file)) as engine:
+        cert_file.write_text("not a certificate")
+        assert engine.reload_tls() is False
+        with tls_connect(engine.urls[0], client_context(pki)) as sock:
+            assert round_trip(sock, b"old cert") == b"old cert"
+        shutil.copy(pki.server, cert_file)
+        assert engine.reload_tls() is True
