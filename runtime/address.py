@@ -5,6 +5,7 @@ Accepted forms (gnet's protoAddr style)::
     tcp://127.0.0.1:9000   tcp://[::1]:9000   tcp://localhost:0   tcp://:9000
     tcp4://host:port       tcp6://[::]:port   udp://, udp4://, udp6:// likewise
     unix:///abs/path.sock  unix://relative.sock   unix://@abstract (Linux only)
+    tls://host:port  tls4://  tls6://  unix+tls:///path  (TLS over tcp or unix)
 
 Every parse failure raises AddressError whose message names the URL and says
 what is wrong, e.g. ``'tcp://host': missing port (expected host:port)``.
@@ -18,6 +19,7 @@ import os
 import socket
 import stat
 import sys
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,6 +27,10 @@ Network = Literal["tcp", "udp", "unix"]
 
 # scheme -> (network, forced family or None to derive it from the host)
 _SCHEMES: dict[str, tuple[Network, int | None]] = {
+    "tls": ("tcp", None),
+    "tls4": ("tcp", socket.AF_INET),
+    "tls6": ("tcp", socket.AF_INET6),
+    "unix+tls": ("unix", None),
     "tcp": ("tcp", None),
     "tcp4": ("tcp", socket.AF_INET),
     "tcp6": ("tcp", socket.AF_INET6),
@@ -33,6 +39,8 @@ _SCHEMES: dict[str, tuple[Network, int | None]] = {
     "udp6": ("udp", socket.AF_INET6),
     "unix": ("unix", None),
 }
+# Schemes whose byte stream is TLS (see protogen.runtime.tls).
+_TLS_SCHEMES = frozenset({"tls", "tls4", "tls6", "unix+tls"})
 
 # sockaddr_un.sun_path holds 108 bytes on Linux, 104 on the BSDs/macOS,
 # including the terminating NUL of a filesystem path.
@@ -55,6 +63,7 @@ class Address:
     host: str | None
     port: int | None
     path: str | None
+    tls: bool = False  # TLS over the stream (tls://, unix+tls://)
 
     @property
     def sockaddr(self) -> tuple[str, int] | tuple[str, int, int, int] | str:
@@ -104,8 +113,12 @@ def parse_address(url: str) -> Address:
         )
     network, forced_family = _SCHEMES[scheme_key]
     if network == "unix":
-        return _parse_unix(url, rest)
-    return _parse_inet(url, network, forced_family, rest)
+        address = _parse_unix(url, rest)
+    else:
+        address = _parse_inet(url, network, forced_family, rest)
+    if scheme_key in _TLS_SCHEMES:
+        return dataclasses.replace(address, tls=True)
+    return address
 
 
 def _parse_unix(url: str, path: str) -> Address:

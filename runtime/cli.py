@@ -261,6 +261,8 @@ def runtime_flags() -> list[RuntimeFlag]:
 
 
 def _metavar(flag: RuntimeFlag) -> str | None:
+    if flag.metavar and flag.kind == "str":
+        return flag.metavar
     return {
         "size": "SIZE",
         "duration": "SECONDS",
@@ -383,7 +385,8 @@ def add_listen_flag(
         default=from_env or None,
         metavar="URL",
         help="address to serve, repeatable: tcp://HOST:PORT, tcp6://[::1]:PORT, "
-        f"udp://..., unix:///PATH (default: {shown}; env {LISTEN_ENV})",
+        "udp://..., unix:///PATH, tls://HOST:PORT (with --tls-cert, --tls-key), "
+        f"unix+tls:///PATH (default: {shown}; env {LISTEN_ENV})",
     )
 
 
@@ -553,8 +556,11 @@ def serve_command(
         )
     try:
         opts = Options.from_kwargs(**options)
-        for url in urls:
-            parse_address(url)
+        addresses = [parse_address(url) for url in urls]
+        if any(address.tls for address in addresses):
+            from .tls import check_tls_options
+
+            check_tls_options(addresses, opts)
     except (TypeError, ValueError) as error:  # AddressError is a ValueError
         print(f"{prog}: error: {_flag_names_in(str(error))}", file=sys.stderr)
         return EXIT_USAGE

@@ -320,6 +320,12 @@ class Conn:
     def closed(self) -> bool:
         return self.state == CLOSED
 
+    @property
+    def tls(self) -> Any:
+        """A `protogen.runtime.tls.TLSInfo` (version, cipher, ALPN protocol, SNI
+        name, peer certificate) once a TLS handshake finished; else None."""
+        return getattr(self.transport, "tls", None)
+
     # -------------------------------------------------------- socket options
     def set_no_delay(self, on: bool = True) -> None:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if on else 0)

@@ -81,6 +81,8 @@ class Engine:
         self.stopped = threading.Event()
         self._stop_requested = False
         self._unix_paths: list[str] = []
+        # The tls:// listeners' TLS layer (made by listen(); SIGHUP reloads it).
+        self.tls: Any = None
 
     # ------------------------------------------------------------ public API
     def stop(self) -> None:
@@ -122,6 +124,12 @@ class Engine:
             urls.append(f"{scheme}://{host}:{port}")
         return urls
 
+    def reload_tls(self) -> bool:
+        """Load the TLS certificate files again (SIGHUP does this): connections
+        from now on use them, open ones are not touched. False when there are no
+        tls:// listeners or the files do not load (the old ones stay)."""
+        return self.tls is not None and bool(self.tls.reload())
+
     def wait_started(self, timeout: float | None = None) -> bool:
         return self.started.wait(timeout)
 
@@ -148,6 +156,12 @@ class Engine:
                     )
                 else:
                     listener = Acceptor(self.loop, sock, address)
+                    if address.tls:
+                        if self.tls is None:
+                            from .tls import TLSServer  # lazy: most servers are plain
+
+                            self.tls = TLSServer(options)
+                        listener.transport = self.tls
                     if (
                         address.network == "unix"
                         and not address.is_abstract
@@ -238,6 +252,12 @@ class Engine:
         previous = {}
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda _s, _f: self.stop())
+        if any(a.tls for a in self.addresses) and hasattr(signal, "SIGHUP"):
+            # Between two bytecodes of the loop thread: new connections get the
+            # new context, a handshake in progress keeps the one it began with.
+            previous[signal.SIGHUP] = signal.signal(
+                signal.SIGHUP, lambda _s, _f: self.reload_tls()
+            )
         return previous
 
     @staticmethod

@@ -215,6 +215,13 @@ class MulticoreServer:
             in_parent = address.network == "unix" or (
                 address.network == "tcp" and self.mode != REUSEPORT
             )
+            if in_parent and address.tls:
+                # Workers adopt the parent's accepted sockets without knowing their
+                # listener; each binding its own does know.
+                raise ValueError(
+                    f"{address.url}: TLS listeners with several loops need "
+                    "load_balancing='reuseport' (--lb reuseport)"
+                )
             if in_parent:
                 sock = bind_listener(
                     address,

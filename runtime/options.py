@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import resource
+import ssl
 import warnings
 from dataclasses import InitVar, dataclass, field, fields
 from typing import Any
@@ -232,6 +234,73 @@ class Options:
         },
     )
 
+    # -- TLS -- (tls://, tls4://, tls6://, unix+tls:// listeners and dials; see docs/tls.md)
+    tls_cert: str | None = field(
+        default=None,
+        metadata={
+            "help": "TLS: certificate chain file (PEM) of tls:// listeners; of a client, its client certificate",
+            "cli": True,
+            "metavar": "FILE",
+        },
+    )
+    tls_key: str | None = field(
+        default=None,
+        metadata={
+            "help": "TLS: private key file (PEM) of --tls-cert (none = in the certificate file)",
+            "cli": True,
+            "metavar": "FILE",
+        },
+    )
+    tls_ca: str | None = field(
+        default=None,
+        metadata={
+            "help": "TLS: CA file (PEM); a listener then requires client certificates signed by it (mTLS); a client verifies servers with it",
+            "cli": True,
+            "metavar": "FILE",
+        },
+    )
+    tls_ciphers: str | None = field(
+        default=None,
+        metadata={
+            "help": "TLS: OpenSSL cipher list for TLS 1.2 (none = OpenSSL's defaults; TLS 1.3 suites are always on)",
+            "cli": True,
+            "metavar": "LIST",
+        },
+    )
+    tls_alpn: str | list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "TLS: ALPN protocols offered, comma-separated in preference order, e.g. h2,http/1.1 (a list in Python)",
+            "cli": True,
+            "metavar": "LIST",
+        },
+    )
+    tls_handshake_timeout: float | None = field(
+        default=10.0,
+        metadata={
+            "help": "TLS: close a connection whose handshake has not finished after this many seconds (none = never)",
+            "cli": True,
+        },
+    )
+    tls_session_tickets: bool = field(
+        default=True,
+        metadata={
+            "help": "TLS: issue session tickets (resumption without a full handshake)",
+            "cli": True,
+        },
+    )
+    # A ready context instead of the files above (listeners: PROTOCOL_TLS_SERVER).
+    ssl_context: ssl.SSLContext | None = field(
+        default=None,
+        metadata={"help": "TLS: a ready ssl.SSLContext", "cli": False},
+    )
+    # SNI: {name: (cert, key)} or a callable name -> SSLContext | None (None: the
+    # default certificate). "*.example.com" matches one label.
+    tls_sni: Any = field(
+        default=None,
+        metadata={"help": "TLS: certificate per SNI server name", "cli": False},
+    )
+
     # The former name of max_buffered_per_conn, still accepted (with a warning).
     read_buffer_cap: InitVar[int | None] = None
 
@@ -358,12 +427,63 @@ class Options:
             raise ValueError(
                 f"option logger must be a logging.Logger, got {self.logger!r}"
             )
+        self._validate_tls()
         if self.unix_mode is not None and (
             not isinstance(self.unix_mode, int) or not 0 <= self.unix_mode <= 0o7777
         ):
             raise ValueError(
                 f"option unix_mode must be a file mode like 0o600, got {self.unix_mode!r}"
             )
+
+    def _validate_tls(self) -> None:
+        for name in ("tls_cert", "tls_key", "tls_ca", "tls_ciphers"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise ValueError(f"option {name} must be a path or None, got {value!r}")
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("option tls_key needs tls_cert (the certificate it signs)")
+        if self.tls_alpn is not None:
+            alpn = self.tls_alpn
+            names = alpn.split(",") if isinstance(alpn, str) else alpn
+            if not isinstance(names, (list, tuple)) or not all(
+                isinstance(n, str) and 0 < len(n.strip()) < 256 for n in names
+            ):
+                raise ValueError(
+                    f"option tls_alpn must be protocol names like h2,http/1.1, got {alpn!r}"
+                )
+        timeout = self.tls_handshake_timeout
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or timeout <= 0
+        ):
+            raise ValueError(
+                f"option tls_handshake_timeout must be a positive number or None, got {timeout!r}"
+            )
+        if not isinstance(self.tls_session_tickets, bool):
+            raise ValueError(
+                f"option tls_session_tickets must be a bool, got {self.tls_session_tickets!r}"
+            )
+        if self.ssl_context is not None and not isinstance(
+            self.ssl_context, ssl.SSLContext
+        ):
+            raise ValueError(
+                f"option ssl_context must be an ssl.SSLContext, got {self.ssl_context!r}"
+            )
+        sni = self.tls_sni
+        if sni is not None and not callable(sni) and not isinstance(sni, dict):
+            raise ValueError(
+                "option tls_sni must map server names to (cert, key) files or be a "
+                f"callable name -> SSLContext | None, got {sni!r}"
+            )
+
+    def alpn_protocols(self) -> list[str]:
+        """tls_alpn as a list (the command line gives it comma-separated)."""
+        alpn = self.tls_alpn
+        if alpn is None:
+            return []
+        names = alpn.split(",") if isinstance(alpn, str) else alpn
+        return [name.strip() for name in names]
 
     def connection_limit(self) -> int:
         """Connections one event loop accepts (0 = unlimited).
