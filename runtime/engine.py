@@ -81,6 +81,16 @@ class Engine:
         self.stopped = threading.Event()
         self._stop_requested = False
         self._unix_paths: list[str] = []
+        # The PROXY protocol stage accepted sockets pass first (proxy_protocol).
+        self.proxy_gate: Any = None
+        if self.options.proxy_protocol:
+            from .proxygate import ProxyGate
+
+            self.proxy_gate = ProxyGate(self.loop, self.options)
+        if self.options.access_log:
+            from .accesslog import AccessLog
+
+            AccessLog(self.loop)
 
     # ------------------------------------------------------------ public API
     def stop(self) -> None:
@@ -148,6 +158,8 @@ class Engine:
                     )
                 else:
                     listener = Acceptor(self.loop, sock, address)
+                    if self.proxy_gate is not None:
+                        listener.open_conn = self.proxy_gate.begin
                     if (
                         address.network == "unix"
                         and not address.is_abstract
@@ -187,6 +199,8 @@ class Engine:
                 self.loop.logger.exception("protogen: on_shutdown raised")
         finally:
             loop_thread.__exit__()
+            if self.proxy_gate is not None:
+                self.proxy_gate.close()
             self._close_listeners()
             self.loop.close()
             self._restore_signals(previous)

@@ -400,7 +400,10 @@ def _serve_worker(
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
                 loop.configure_socket(sock)
-            loop.enroll(sock)  # on the loop thread: on_open runs right here
+            if engine.proxy_gate is not None:
+                engine.proxy_gate.begin(sock, sock.getpeername())
+            else:
+                loop.enroll(sock)  # on the loop thread: on_open runs right here
         except Exception:
             log.exception("worker %d: cannot adopt a connection", index)
             sock.close()

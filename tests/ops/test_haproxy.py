@@ -1,0 +1,125 @@
+"""Behind a real HAProxy in TCP mode: send-proxy (v1) and send-proxy-v2 reach
+the server, which sees the client's real address (access log), and health
+checks take a stopped instance out of rotation."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+
+from ops_harness import (
+    free_port,
+    frame,
+    haproxy,
+    haproxy_config,
+    protogen_serve,
+    recv_exact,
+    stop,
+    wait_until,
+)
+
+pytestmark = pytest.mark.skipif(
+    not Path("/usr/sbin/haproxy").exists(), reason="needs haproxy (Debian package)"
+)
+
+
+def access_entries(lines: list[str]) -> list[dict[str, object]]:
+    entries = []
+    for line in lines:
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("logger") == "protogen.access":
+                entries.append(entry)
+    return entries
+
+
+def test_two_instances_behind_haproxy_see_the_real_client(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    a_port, b_port, fe_port = free_port(), free_port(), free_port()
+    common = ("--proxy-protocol", "--access-log", "--log-format", "json")
+    with protogen_serve(
+        cache, "--listen", f"tcp://127.0.0.1:{a_port}", *common
+    ) as a, protogen_serve(
+        cache, "--listen", f"tcp://127.0.0.1:{b_port}", *common,
+        "--proxy-from", "127.0.0.0/8",
+    ) as b:
+        config = haproxy_config(
+            fe_port,
+            [
+                f"server a 127.0.0.1:{a_port} send-proxy-v2 check inter 200ms",
+                f"server b 127.0.0.1:{b_port} send-proxy check inter 200ms",
+            ],
+        )
+        with haproxy(tmp_path, config, fe_port):
+            clients = []
+            for i in range(4):  # round robin: two on each instance
+                sock = socket.create_connection(("127.0.0.1", fe_port), timeout=10)
+                clients.append(sock)
+                payload = frame(b"hello %d" % i)
+                sock.sendall(payload)
+                assert recv_exact(sock, len(payload)) == payload
+            ports = {f"127.0.0.1:{s.getsockname()[1]}" for s in clients}
+            for sock in clients:
+                sock.close()
+
+            def logged() -> set[str]:
+                seen = access_entries(a.lines) + access_entries(b.lines)
+                return {str(e["remote"]) for e in seen if e["proxied"]}
+
+            wait_until(lambda: ports <= logged(), 10, "access log lines")
+            # Both instances served, each with its own header version.
+            for process in (a, b):
+                remotes = {str(e["remote"]) for e in access_entries(process.lines)}
+                assert remotes & ports, process.text()
+            # The line counts the client's bytes (not the header) both ways.
+            for entry in access_entries(a.lines) + access_entries(b.lines):
+                if entry["remote"] in ports:
+                    assert entry["bytes_in"] == entry["bytes_out"] == 11
+                    assert entry["reason"] == "closed"
+
+
+def test_haproxy_check_marks_a_stopped_instance_down(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    a_port, b_port, fe_port = free_port(), free_port(), free_port()
+    stats = tmp_path / "haproxy.sock"
+    with protogen_serve(
+        cache, "--listen", f"tcp://127.0.0.1:{a_port}", "--proxy-protocol"
+    ) as a, protogen_serve(
+        cache, "--listen", f"tcp://127.0.0.1:{b_port}", "--proxy-protocol"
+    ):
+        config = haproxy_config(
+            fe_port,
+            [
+                f"server a 127.0.0.1:{a_port} send-proxy-v2 check inter 100ms fall 2 rise 1",
+                f"server b 127.0.0.1:{b_port} send-proxy-v2 check inter 100ms fall 2 rise 1",
+            ],
+            stats_socket=stats,
+        )
+        with haproxy(tmp_path, config, fe_port):
+            assert stop(a, signal.SIGTERM) == 0
+
+            def a_down() -> bool:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.settimeout(5)
+                    s.connect(str(stats))
+                    s.sendall(b"show servers state be\n")
+                    text = b""
+                    while chunk := s.recv(65536):
+                        text += chunk
+                for line in text.decode().splitlines():
+                    fields = line.split()
+                    if len(fields) > 5 and fields[3] == "a":
+                        return fields[5] == "0"  # srv_op_state 0: stopped/down
+                return False
+
+            wait_until(a_down, 10, "haproxy marking the stopped instance down")
+            # Every new connection now lands on b and is answered.
+            for i in range(20):
+                with socket.create_connection(("127.0.0.1", fe_port), timeout=10) as s:
+                    payload = frame(b"after %d" % i)
+                    s.sendall(payload)
+                    assert recv_exact(s, len(payload)) == payload
