@@ -91,6 +91,20 @@ class Engine:
             from .accesslog import AccessLog
 
             AccessLog(self.loop)
+        # Prometheus metrics: this loop's counts (the metrics option; a worker
+        # process sets them up itself and its parent serves them).
+        self.metrics: Any = None
+        self._metrics_server: Any = None
+        if self.options.metrics is not None:
+            self.count_metrics()
+
+    def count_metrics(self) -> Any:
+        from .metrics import LoopMetrics
+
+        self.metrics = LoopMetrics(self.loop, self.handler)
+        if self.proxy_gate is not None:
+            self.proxy_gate.refusal_watchers.append(self.metrics.count_error)
+        return self.metrics
 
     # ------------------------------------------------------------ public API
     def stop(self) -> None:
@@ -168,6 +182,19 @@ class Engine:
                         self._unix_paths.append(address.path)
                 self.listeners.append(listener)
                 self.loop.add_listener(listener)
+            if options.metrics is not None:
+                from .metrics import MetricsServer
+
+                loop = self.loop
+                metrics = self.metrics
+                self._metrics_server = MetricsServer(
+                    options.metrics,
+                    lambda: [("0", metrics.snapshot())],
+                    lambda: not loop.stopping,
+                    loop.add_reader,
+                    loop.remove_reader,
+                    loop.logger,
+                )
         except BaseException:
             self._close_listeners()
             raise
@@ -226,7 +253,16 @@ class Engine:
             max(0.0, float(delay if delay is not None else 1.0)), self._tick
         )
 
+    @property
+    def metrics_url(self) -> str | None:
+        """Where /metrics and /healthz are served (real port), if they are."""
+        server = self._metrics_server
+        return server.url if server is not None else None
+
     def _close_listeners(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
         for listener in self.listeners:
             try:
                 self.loop.remove_reader(listener.fileno())

@@ -140,6 +140,9 @@ class MulticoreServer:
         self._stop_requested = False
         self._fatal = False
         self._ready = threading.Event()
+        # The metrics option: workers' snapshot files, served by the parent.
+        self._metrics_dir: str | None = None
+        self.metrics_server: Any = None
 
     # -- public ------------------------------------------------------------------------
 
@@ -166,6 +169,8 @@ class MulticoreServer:
                 final_exit_codes=(0, EXIT_FATAL),
                 on_exit_status=self._on_exit_status,
             )
+            if self.options.metrics is not None:
+                self._serve_metrics(self._supervisor)
             if self._stop_requested:
                 self._supervisor.stop()
             self._ready.set()
@@ -174,6 +179,7 @@ class MulticoreServer:
             self._ready.set()
             self._close_listeners()
             self.counters.close()
+            self._close_metrics()
         if self._fatal:
             raise FatalWorkerError(
                 "a worker stopped on a fatal handler error (see the log)"
@@ -212,8 +218,12 @@ class MulticoreServer:
     def _bind(self) -> None:
         options = self.options
         for address in self.addresses:
-            in_parent = address.network == "unix" or (
-                address.network == "tcp" and self.mode != REUSEPORT
+            if address.fd is not None and address.network == "udp":
+                raise OSError(f"cannot serve {address.url} with several workers: UDP")
+            in_parent = (
+                address.fd is not None  # inherited: one socket, the parent's
+                or address.network == "unix"
+                or (address.network == "tcp" and self.mode != REUSEPORT)
             )
             if in_parent:
                 sock = bind_listener(
@@ -226,8 +236,8 @@ class MulticoreServer:
                     unix_mode=options.unix_mode,
                 )
                 self._listeners.append(sock)
-                if address.network == "unix" and not address.is_abstract:
-                    self._unix_paths.append(address.path)  # type: ignore[arg-type]
+                if address.path and not address.is_abstract:
+                    self._unix_paths.append(address.path)
             else:
                 self._worker_urls.append(self._fix_port(address))
 
@@ -267,6 +277,42 @@ class MulticoreServer:
                 pass
         self._unix_paths.clear()
 
+    def _serve_metrics(self, supervisor: Supervisor) -> None:
+        """/metrics and /healthz in the parent, from the workers' snapshot files."""
+        import tempfile
+
+        from .metrics import MetricsServer, SnapshotFiles
+
+        self._metrics_dir = tempfile.mkdtemp(prefix="protogen-metrics-")
+        files = SnapshotFiles(self._metrics_dir)
+        url = self.options.metrics
+        assert url is not None
+
+        def start(sup: Supervisor) -> None:
+            self.metrics_server = MetricsServer(
+                url,
+                files.read,
+                lambda: not sup.stopping,
+                sup.add_reader,
+                sup.remove_reader,
+                self.logger,
+            )
+
+        supervisor.on_run.append(start)
+        supervisor.parent_fds.append(
+            lambda: self.metrics_server.fds() if self.metrics_server else []
+        )
+
+    def _close_metrics(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
+        if self._metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+            self._metrics_dir = None
+
     def _on_exit_status(self, code: int) -> None:
         if code == EXIT_FATAL:
             self._fatal = True
@@ -277,8 +323,14 @@ class MulticoreServer:
         """Runs in the forked child; returns its exit status."""
         self._listeners = []  # the supervisor closed these fds in the child
         self._unix_paths = []  # files belong to the parent
+        self.metrics_server = None  # the parent's (its fds are closed here)
         return _serve_worker(
-            self.handler, self._worker_urls, self.options, link, self._urls
+            self.handler,
+            self._worker_urls,
+            self.options,
+            link,
+            self._urls,
+            self._metrics_dir,
         )
 
 
@@ -371,6 +423,7 @@ def _serve_worker(
     options: Options,
     link: WorkerLink,
     cluster_urls: list[str],
+    metrics_dir: str | None = None,
 ) -> int:
     """Run one event loop in this (worker) process until it stops.
 
@@ -379,8 +432,16 @@ def _serve_worker(
     """
     from . import engine as engine_module  # deferred: engine imports this module
 
-    worker_options = options.replace(loops=1, multicore=False, reuse_port=True)
+    worker_options = options.replace(
+        loops=1, multicore=False, reuse_port=True, metrics=None
+    )
     engine = engine_module.Engine(handler, urls, worker_options)
+    snapshots: Any = None
+    if metrics_dir is not None:
+        from .metrics import SnapshotFiles
+
+        engine.count_metrics()
+        snapshots = SnapshotFiles(metrics_dir)
     engine.facade = ClusterEngine(engine, link, cluster_urls or urls)
     loop = engine.loop
     tally = _Tally(link)
@@ -423,12 +484,16 @@ def _serve_worker(
         counters.set(index, counters.CLOSED, loop.closed)
         counters.set(index, counters.BYTES_IN, loop.bytes_in)
         counters.set(index, counters.BYTES_OUT, loop.bytes_out)
+        if snapshots is not None:
+            snapshots.write(str(index), engine.metrics.snapshot())
         loop.call_later(STATS_INTERVAL, publish_stats)
 
     loop.add_reader(link.channel.fileno(), on_channel)
     loop.call_later(STATS_INTERVAL, publish_stats)
     try:
         engine.run()
+        if snapshots is not None:
+            snapshots.write(str(index), engine.metrics.snapshot())  # the last counts
     except BaseException:
         log.exception("worker %d (pid %d) failed", index, os.getpid())
         return EXIT_FATAL if loop.fatal_error is not None else 1

@@ -92,6 +92,26 @@ class Supervisor(Dispatcher):
         self._started = threading.Event()
         self._accept_paused_until: float | None = None
         self.restarts = 0
+        # Run once the selector exists (the metrics endpoint registers there),
+        # and descriptors of such parent-side servers, closed in each worker.
+        self.on_run: list[Callable[["Supervisor"], None]] = []
+        self.parent_fds: list[Callable[[], list[int]]] = []
+
+    def add_reader(self, fd: int, callback: Callable[[int], object]) -> None:
+        """In the parent's poller: callback(events) when fd is readable."""
+        assert self._selector is not None
+        self._selector.register(fd, selectors.EVENT_READ, lambda _k, ev: callback(ev))
+
+    def remove_reader(self, fd: int) -> None:
+        if self._selector is not None:
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     # -- public ------------------------------------------------------------------
 
@@ -121,6 +141,8 @@ class Supervisor(Dispatcher):
             for listener in self._listeners:
                 listener.setblocking(False)
                 self._selector.register(listener, selectors.EVENT_READ, self._on_accept)
+            for hook in self.on_run:
+                hook(self)
             for slot in self._slots:
                 self._spawn(slot)
             self._started.set()
@@ -246,6 +268,8 @@ class Supervisor(Dispatcher):
         objects are detached first so nothing closes a reused fd number later.
         """
         fds = [self._wake_r, self._wake_w]
+        for parent_fds in self.parent_fds:
+            fds.extend(parent_fds())
         for sock in self._listeners:
             fds.append(sock.detach())
         for slot in self._slots:
