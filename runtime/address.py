@@ -12,6 +12,7 @@ what is wrong, e.g. ``'tcp://host': missing port (expected host:port)``.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -247,6 +248,12 @@ def bind_listener(
     message. For unix sockets a stale socket file (one nobody accepts on) is
     removed first; a live socket or a non-socket file is never removed.
     """
+    if address.fd is None:
+        from .reload import inherited_fd
+
+        fd = inherited_fd(address.url)  # passed by a reload's re-exec
+        if fd is not None:
+            address = dataclasses.replace(address, fd=fd)
     if address.fd is not None:
         from .activation import adopt_listener
 

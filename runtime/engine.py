@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -95,6 +96,10 @@ class Engine:
         # process sets them up itself and its parent serves them).
         self.metrics: Any = None
         self._metrics_server: Any = None
+        # SIGHUP reloads (reload.py); a multi-process worker leaves that to
+        # its supervisor.
+        self.reload_on_hup = True
+        self.retiring = False
         if self.options.metrics is not None:
             self.count_metrics()
 
@@ -207,6 +212,10 @@ class Engine:
         try:
             self.listen()
             self.loop.thread_id = threading.get_ident()
+            if self.reload_on_hup:
+                from .reload import reap_on, retired_pids
+
+                reap_on(self.loop, retired_pids())  # the image before a reload
             try:
                 action = self.handler.on_boot(self.facade)
             except Exception as exc:  # the server must not run half-booted
@@ -288,7 +297,53 @@ class Engine:
         previous = {}
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda _s, _f: self.stop())
+        if self.reload_on_hup:
+            previous[signal.SIGHUP] = signal.signal(
+                signal.SIGHUP, lambda _s, _f: self.loop.call_from_signal(self.reload)
+            )
         return previous
+
+    # ------------------------------------------------------------ reload
+    def reload(self) -> None:
+        """Loop thread (SIGHUP): re-execute this program on the same listening
+        sockets; a fork of this process keeps serving the open connections
+        until they close or reload_grace ends (reload.py)."""
+        from .reload import reexec, retire
+
+        if self.retiring or self.loop.stopping:
+            return
+        sockets = [(listener.address.url, listener.sock) for listener in self.listeners]
+        if self._metrics_server is not None:
+            sockets.append((self.options.metrics, self._metrics_server.sock))
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:  # the retiring copy: it owns the open connections now
+            self.retiring = True
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            retire(self, self.options.reload_grace)
+            return
+        try:
+            reexec(sockets, retired=(pid,))
+        except OSError:
+            self.loop.logger.exception("protogen: reload failed; serving on")
+            os.kill(pid, signal.SIGTERM)
+
+    def release_listeners(self) -> None:
+        """Stop serving the listeners and close this process's copies, leaving
+        unix socket files in place (a reload's new process serves them)."""
+        for listener in self.listeners:
+            self.loop.remove_listener(listener)
+        self._unix_paths.clear()
+        if self._metrics_server is not None:
+            self._metrics_server.close(unlink=False)
+            self._metrics_server = None
+        for listener in self.listeners:
+            try:
+                listener.close()
+            except OSError:
+                pass
+        self.listeners.clear()
 
     @staticmethod
     def _restore_signals(previous: dict[int, Any] | None) -> None:

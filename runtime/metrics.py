@@ -325,13 +325,13 @@ class MetricsServer:
         host = f"[{host}]" if ":" in host else host
         return f"tcp://{host}:{port}"
 
-    def close(self) -> None:
+    def close(self, unlink: bool = True) -> None:
         for fd in list(self._clients):
             self._drop(fd)
         if self.sock.fileno() >= 0:
             self._remove_reader(self.sock.fileno())
             self.sock.close()
-        if self.address.network == "unix" and self.address.path:
+        if unlink and self.address.network == "unix" and self.address.path:
             try:
                 os.unlink(self.address.path)
             except OSError:

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 from typing import Any, Iterable, Sequence
@@ -133,6 +134,7 @@ class MulticoreServer:
             raise ValueError("run() needs at least one address to listen on")
         self.counters = ConnectionCounters(self.workers)
         self._listeners: list[socket.socket] = []
+        self._listener_urls: list[str] = []  # the URL each was bound for
         self._unix_paths: list[str] = []
         self._worker_urls: list[str] = []
         self._urls: list[str] = []
@@ -171,6 +173,8 @@ class MulticoreServer:
             )
             if self.options.metrics is not None:
                 self._serve_metrics(self._supervisor)
+            if self.options.install_signal_handlers:
+                self._supervisor.on_reload = self._reexec
             if self._stop_requested:
                 self._supervisor.stop()
             self._ready.set()
@@ -236,6 +240,7 @@ class MulticoreServer:
                     unix_mode=options.unix_mode,
                 )
                 self._listeners.append(sock)
+                self._listener_urls.append(address.url)
                 if address.path and not address.is_abstract:
                     self._unix_paths.append(address.path)
             else:
@@ -302,6 +307,19 @@ class MulticoreServer:
         supervisor.parent_fds.append(
             lambda: self.metrics_server.fds() if self.metrics_server else []
         )
+
+    def _reexec(self, retiring: list[int]) -> None:
+        """SIGHUP: the same program again on these listening sockets (reload.py)."""
+        from .reload import reexec
+
+        sockets = list(zip(self._listener_urls, self._listeners))
+        if self.metrics_server is not None:
+            sockets.append((str(self.options.metrics), self.metrics_server.sock))
+        try:
+            reexec(sockets, retired=retiring)
+        except OSError:
+            self.logger.exception("reload failed: stopping")
+            self.stop()
 
     def _close_metrics(self) -> None:
         if self.metrics_server is not None:
@@ -436,6 +454,8 @@ def _serve_worker(
         loops=1, multicore=False, reuse_port=True, metrics=None
     )
     engine = engine_module.Engine(handler, urls, worker_options)
+    engine.reload_on_hup = False  # the supervisor reloads
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     snapshots: Any = None
     if metrics_dir is not None:
         from .metrics import SnapshotFiles
@@ -474,9 +494,14 @@ def _serve_worker(
         fds, quit_requested, parent_gone = link.receive()
         for fd in fds:
             adopt(fd)
+        if link.retire_requested and not engine.retiring:
+            from .reload import retire
+
+            engine.retiring = True
+            retire(engine, options.reload_grace)  # a reload: new workers start
         if parent_gone:
             loop.remove_reader(link.channel.fileno())
-        if quit_requested or parent_gone:
+        if (quit_requested or parent_gone) and not engine.retiring:
             engine.stop()
 
     def publish_stats() -> None:

@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Sequence
 
 from .balancer import Balancer, ConnectionCounters, LeastConnections
 from .dispatch import Dispatcher, WorkerSlot
-from .handoff import MSG_QUIT, WorkerLink, new_channel
+from .handoff import MSG_QUIT, MSG_RELOAD, WorkerLink, new_channel
 
 __all__ = ["Supervisor", "WorkerLink"]
 
@@ -96,6 +96,10 @@ class Supervisor(Dispatcher):
         # and descriptors of such parent-side servers, closed in each worker.
         self.on_run: list[Callable[["Supervisor"], None]] = []
         self.parent_fds: list[Callable[[], list[int]]] = []
+        # SIGHUP: on_reload(pids of the retiring workers) re-executes (reload.py).
+        self.on_reload: Callable[[list[int]], None] | None = None
+        self._reload_requested = False
+        self._retired: list[int] = []
 
     def add_reader(self, fd: int, callback: Callable[[int], object]) -> None:
         """In the parent's poller: callback(events) when fd is readable."""
@@ -141,6 +145,10 @@ class Supervisor(Dispatcher):
             for listener in self._listeners:
                 listener.setblocking(False)
                 self._selector.register(listener, selectors.EVENT_READ, self._on_accept)
+            if self.on_reload is not None:
+                from .reload import retired_pids
+
+                self._retired = retired_pids()  # the image before a reload
             for hook in self.on_run:
                 hook(self)
             for slot in self._slots:
@@ -167,7 +175,37 @@ class Supervisor(Dispatcher):
             return previous
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: self.stop())
+        if self.on_reload is not None:
+            previous[signal.SIGHUP] = signal.signal(
+                signal.SIGHUP, lambda *_: self.request_reload()
+            )
         return previous
+
+    def request_reload(self) -> None:
+        """Retire the workers and re-execute (safe from a signal handler)."""
+        self._reload_requested = True
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _reload(self) -> None:
+        from .reload import reap
+
+        self._reload_requested = False
+        assert self.on_reload is not None
+        retiring = []
+        for slot in self._slots:
+            if slot.usable and slot.pending:
+                self._flush_blocking(slot)  # every accepted connection is served
+            if slot.alive and slot.channel is not None:
+                try:
+                    slot.channel.send(MSG_RELOAD)
+                    retiring.append(slot.pid)
+                except OSError:
+                    pass
+        self._log.info("reload: retiring workers %s", retiring)
+        self.on_reload(retiring + reap(self._retired))
 
     @staticmethod
     def _restore_signal_handlers(previous: dict[int, object]) -> None:
@@ -185,6 +223,12 @@ class Supervisor(Dispatcher):
                 key.data(key, events)
                 if self._stopping:
                     return
+            if self._reload_requested:
+                self._reload()
+            if self._retired:
+                from .reload import reap
+
+                self._retired = reap(self._retired)
             self._reap_without_pidfd()
             self._restart_due()
             self._resume_accepting()
