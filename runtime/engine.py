@@ -195,7 +195,7 @@ class Engine:
                 self._metrics_server = MetricsServer(
                     options.metrics,
                     lambda: [("0", metrics.snapshot())],
-                    lambda: not loop.stopping,
+                    lambda: not loop.stopping and not self.retiring,
                     loop.add_reader,
                     loop.remove_reader,
                     loop.logger,
@@ -296,12 +296,24 @@ class Engine:
             return None
         previous = {}
         for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda _s, _f: self.stop())
+            previous[signum] = signal.signal(signum, lambda _s, _f: self._signalled())
         if self.reload_on_hup:
             previous[signal.SIGHUP] = signal.signal(
                 signal.SIGHUP, lambda _s, _f: self.loop.call_from_signal(self.reload)
             )
         return previous
+
+    def _signalled(self) -> None:
+        """SIGINT/SIGTERM: stop, after stop_grace if one is set (once; a
+        second signal stops at once)."""
+        if self.options.stop_grace and not self.retiring:
+            from .reload import retire
+
+            grace = self.options.stop_grace
+            self.loop.call_from_signal(lambda: retire(self, grace, handover=False))
+            self.retiring = True  # (retire sets it too, on the loop)
+            return
+        self.stop()
 
     # ------------------------------------------------------------ reload
     def reload(self) -> None:
@@ -329,13 +341,22 @@ class Engine:
             self.loop.logger.exception("protogen: reload failed; serving on")
             os.kill(pid, signal.SIGTERM)
 
-    def release_listeners(self) -> None:
+    def accept_backlog(self) -> None:
+        """Accept the connections waiting in the stream listeners' queues (an
+        accept batch ends early once the queue is empty)."""
+        for listener in self.listeners:
+            if listener.stream:
+                for _ in range(16):
+                    listener.on_event(0)
+
+    def release_listeners(self, metrics: bool = True) -> None:
         """Stop serving the listeners and close this process's copies, leaving
-        unix socket files in place (a reload's new process serves them)."""
+        unix socket files in place (a reload's new process serves them);
+        `metrics`: the metrics endpoint too."""
         for listener in self.listeners:
             self.loop.remove_listener(listener)
         self._unix_paths.clear()
-        if self._metrics_server is not None:
+        if metrics and self._metrics_server is not None:
             self._metrics_server.close(unlink=False)
             self._metrics_server = None
         for listener in self.listeners:

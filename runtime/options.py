@@ -271,6 +271,13 @@ class Options:
             "cli": True,
         },
     )
+    stop_grace: float = field(
+        default=0.0,
+        metadata={
+            "help": "on SIGTERM/SIGINT: seconds to keep serving open connections (not accepting, /healthz 503) before draining; 0 = drain at once",
+            "cli": True,
+        },
+    )
     access_log: bool = field(
         default=False,
         metadata={
@@ -458,6 +465,9 @@ def _validate_operations(options: Options) -> None:
             raise ValueError(
                 f"option proxy_from: {network!r} is not a network like 10.0.0.0/8"
             ) from None
+    grace = options.stop_grace
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+        raise ValueError(f"option stop_grace must be a number >= 0, got {grace!r}")
     for name in ("proxy_header_timeout", "reload_grace"):
         value = getattr(options, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

@@ -127,11 +127,20 @@ def reexec(sockets: Iterable[tuple[str, Any]], retired: Iterable[int] = ()) -> N
     os.execve(sys.executable, argv, env)
 
 
-def retire(engine: Any, grace: float) -> None:
+def retire(engine: Any, grace: float, *, handover: bool = True) -> None:
     """Loop thread: stop accepting; serve the open connections until they
-    close or `grace` seconds pass; then shut down gracefully."""
+    close or `grace` seconds pass; then shut down gracefully.
+
+    `handover`: a reload (the new process has the listeners and the metrics
+    endpoint); else a stop (stop_grace): connections already waiting in the
+    accept queue are taken first (closing the listener would reset them) and
+    /healthz answers 503 until the end.
+    """
     loop = engine.loop
-    engine.release_listeners()
+    engine.retiring = True
+    if not handover:
+        engine.accept_backlog()
+    engine.release_listeners(metrics=handover)
     deadline = time.monotonic() + grace
 
     def check() -> None:

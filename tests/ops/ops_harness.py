@@ -137,12 +137,13 @@ def protogen_serve_argv(spec: Path, *args: str) -> list[str]:
 
 @contextlib.contextmanager
 def protogen_serve(
-    cache_dir: Path, *args: str, spec: Path = ECHO_SPEC, env: dict[str, str] | None = None
+    cache_dir: Path,
+    *args: str,
+    spec: Path = ECHO_SPEC,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Process]:
     """`protogen serve SPEC ARGS...`; yields once it says it is serving."""
-    process = Process(
-        protogen_serve_argv(spec, *args), env=env or serve_env(cache_dir)
-    )
+    process = Process(protogen_serve_argv(spec, *args), env=env or serve_env(cache_dir))
     try:
         process.wait_line("serving")
         yield process

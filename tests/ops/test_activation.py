@@ -32,7 +32,11 @@ def echo_once(port: int) -> None:
 
 
 def test_systemd_environment_is_read_for_this_process_only() -> None:
-    env = {"LISTEN_FDS": "2", "LISTEN_PID": str(os.getpid()), "LISTEN_FDNAMES": "web:admin"}
+    env = {
+        "LISTEN_FDS": "2",
+        "LISTEN_PID": str(os.getpid()),
+        "LISTEN_FDNAMES": "web:admin",
+    }
     assert systemd_fds(env) == {"3": 3, "web": 3, "4": 4, "admin": 4}
     assert systemd_urls(env) == ["fd://3", "fd://4"]
     env["LISTEN_PID"] = str(os.getpid() + 1)  # meant for another process
@@ -59,8 +63,11 @@ def test_listen_fd_serves_an_inherited_socket(tmp_path: Path) -> None:
     port = listener.getsockname()[1]
     fd = listener.fileno()
     process = Process(
-        protogen_serve_argv(Path(__file__).parents[2] / "examples" / "echo.proto.dsl",
-                            "--listen", f"fd://{fd}"),
+        protogen_serve_argv(
+            Path(__file__).parents[2] / "examples" / "echo.proto.dsl",
+            "--listen",
+            f"fd://{fd}",
+        ),
         env=serve_env(tmp_path / "cache"),
         pass_fds=(fd,),
     )
@@ -82,7 +89,8 @@ def test_systemd_socket_activate_starts_the_server(tmp_path: Path) -> None:
     spec = Path(__file__).parents[2] / "examples" / "echo.proto.dsl"
     argv = [
         "systemd-socket-activate",
-        "-l", f"127.0.0.1:{port}",
+        "-l",
+        f"127.0.0.1:{port}",
         "--fdname=echo",
         *protogen_serve_argv(spec, "--listen", "fd://echo"),
     ]

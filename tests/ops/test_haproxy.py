@@ -7,6 +7,10 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -41,12 +45,17 @@ def test_two_instances_behind_haproxy_see_the_real_client(tmp_path: Path) -> Non
     cache = tmp_path / "cache"
     a_port, b_port, fe_port = free_port(), free_port(), free_port()
     common = ("--proxy-protocol", "--access-log", "--log-format", "json")
-    with protogen_serve(
-        cache, "--listen", f"tcp://127.0.0.1:{a_port}", *common
-    ) as a, protogen_serve(
-        cache, "--listen", f"tcp://127.0.0.1:{b_port}", *common,
-        "--proxy-from", "127.0.0.0/8",
-    ) as b:
+    with (
+        protogen_serve(cache, "--listen", f"tcp://127.0.0.1:{a_port}", *common) as a,
+        protogen_serve(
+            cache,
+            "--listen",
+            f"tcp://127.0.0.1:{b_port}",
+            *common,
+            "--proxy-from",
+            "127.0.0.0/8",
+        ) as b,
+    ):
         config = haproxy_config(
             fe_port,
             [
@@ -86,10 +95,13 @@ def test_haproxy_check_marks_a_stopped_instance_down(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     a_port, b_port, fe_port = free_port(), free_port(), free_port()
     stats = tmp_path / "haproxy.sock"
-    with protogen_serve(
-        cache, "--listen", f"tcp://127.0.0.1:{a_port}", "--proxy-protocol"
-    ) as a, protogen_serve(
-        cache, "--listen", f"tcp://127.0.0.1:{b_port}", "--proxy-protocol"
+    with (
+        protogen_serve(
+            cache, "--listen", f"tcp://127.0.0.1:{a_port}", "--proxy-protocol"
+        ) as a,
+        protogen_serve(
+            cache, "--listen", f"tcp://127.0.0.1:{b_port}", "--proxy-protocol"
+        ),
     ):
         config = haproxy_config(
             fe_port,
@@ -123,3 +135,128 @@ def test_haproxy_check_marks_a_stopped_instance_down(tmp_path: Path) -> None:
                     payload = frame(b"after %d" % i)
                     s.sendall(payload)
                     assert recv_exact(s, len(payload)) == payload
+
+
+class Clients:
+    """Through HAProxy: closed-loop short connections (one request each) and
+    long connections sending a request every few milliseconds."""
+
+    def __init__(self, port: int, short: int = 3, long: int = 4) -> None:
+        self.port = port
+        self.short_done = 0
+        self.long_done = 0
+        self.errors: list[str] = []
+        self.stopping = threading.Event()
+        self.long_socks = [
+            socket.create_connection(("127.0.0.1", port), timeout=10)
+            for _ in range(long)
+        ]
+        self.threads = [
+            threading.Thread(target=self._short, args=(i,), daemon=True)
+            for i in range(short)
+        ] + [
+            threading.Thread(target=self._long, args=(sock,), daemon=True)
+            for sock in self.long_socks
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _short(self, i: int) -> None:
+        n = 0
+        while not self.stopping.is_set():
+            payload = frame(b"s%d-%d" % (i, n))
+            try:
+                with socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=10
+                ) as s:
+                    s.sendall(payload)
+                    if recv_exact(s, len(payload)) != payload:
+                        self.errors.append("wrong echo")
+                self.short_done += 1
+            except OSError as error:
+                self.errors.append(f"short: {type(error).__name__}: {error}")
+            n += 1
+
+    def _long(self, sock: socket.socket) -> None:
+        n = 0
+        while not self.stopping.is_set():
+            payload = frame(b"long-%d" % n)
+            try:
+                sock.sendall(payload)
+                if recv_exact(sock, len(payload)) != payload:
+                    self.errors.append("wrong echo")
+            except OSError as error:
+                self.errors.append(f"long: {type(error).__name__}: {error}")
+                return
+            self.long_done += 1
+            n += 1
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(20)
+        for sock in self.long_socks:
+            sock.close()
+
+
+def health(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except urllib.error.URLError:
+        return 0  # not listening
+
+
+def test_sigterm_behind_haproxy_loses_nothing(tmp_path: Path) -> None:
+    """kill -TERM of one instance under load: /healthz turns 503, HAProxy's
+    check takes it out, its open connections are served until they close."""
+    cache = tmp_path / "cache"
+    ports = {name: (free_port(), free_port()) for name in "ab"}
+    fe_port = free_port()
+    servers = []
+    checks = []
+    for name, (port, metrics) in ports.items():
+        servers.append(
+            protogen_serve(
+                cache,
+                "--listen",
+                f"tcp://127.0.0.1:{port}",
+                "--metrics",
+                f"tcp://127.0.0.1:{metrics}",
+                "--proxy-protocol",
+                "--stop-grace",
+                "20",
+            )
+        )
+        checks.append(
+            f"server {name} 127.0.0.1:{port} send-proxy-v2 check port {metrics}"
+            " inter 100ms fall 1 rise 1"
+        )
+    with servers[0] as a, servers[1]:
+        config = haproxy_config(
+            fe_port, checks, extra_backend="    option httpchk GET /healthz\n"
+        )
+        with haproxy(tmp_path, config, fe_port):
+            clients = Clients(fe_port)
+            try:
+                wait_until(lambda: clients.short_done > 40, 20, "load running")
+                long_before = clients.long_done
+                a.signal(signal.SIGTERM)
+                a_metrics = ports["a"][1]
+                wait_until(lambda: health(a_metrics) in (503, 0), 5, "a unready")
+                assert health(a_metrics) == 503, a.text()
+                done = clients.short_done
+                wait_until(lambda: clients.short_done > done + 100, 30, "more load")
+                # The long connections on a are still answered (not cut).
+                wait_until(
+                    lambda: clients.long_done > long_before + 100, 20, "long requests"
+                )
+                assert a.process.poll() is None  # still serving its connections
+            finally:
+                clients.stop()
+            assert clients.errors == []
+            # Its connections closed, a exits within its grace, status 0.
+            assert a.wait(20) == 0

@@ -46,7 +46,9 @@ def total(samples: dict, name: str, **labels: str) -> float:
 
 def health(port: int) -> int:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/healthz", timeout=10
+        ) as r:
             return int(r.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
@@ -73,9 +75,12 @@ def test_metrics_match_the_traffic(tmp_path: Path, loops: int) -> None:
     port, metrics = free_port(), free_port()
     with protogen_serve(
         tmp_path / "cache",
-        "--listen", f"tcp://127.0.0.1:{port}",
-        "--metrics", f"tcp://127.0.0.1:{metrics}",
-        "--loops", str(loops),
+        "--listen",
+        f"tcp://127.0.0.1:{port}",
+        "--metrics",
+        f"tcp://127.0.0.1:{metrics}",
+        "--loops",
+        str(loops),
     ):
         assert health(metrics) == 200
         sent, still_open = send_known_traffic(port)
@@ -96,9 +101,9 @@ def test_metrics_match_the_traffic(tmp_path: Path, loops: int) -> None:
         assert total(samples, "protogen_connections_open") == 1
         assert total(samples, "protogen_bytes_received_total") == sent + 4
         assert total(samples, "protogen_bytes_sent_total") == sent
-        assert total(
-            samples, "protogen_protocol_errors_total", kind="FrameTooLarge"
-        ) == 1
+        assert (
+            total(samples, "protogen_protocol_errors_total", kind="FrameTooLarge") == 1
+        )
         assert total(samples, "protogen_outbound_queued_bytes") == 0
         assert total(samples, "protogen_loop_lag_seconds_count") > 0
         workers = {
@@ -115,9 +120,12 @@ def test_healthz_is_503_while_draining(tmp_path: Path) -> None:
     port, metrics = free_port(), free_port()
     with protogen_serve(
         tmp_path / "cache",
-        "--listen", f"tcp://127.0.0.1:{port}",
-        "--metrics", f"tcp://127.0.0.1:{metrics}",
-        "--drain-timeout", "3",
+        "--listen",
+        f"tcp://127.0.0.1:{port}",
+        "--metrics",
+        f"tcp://127.0.0.1:{metrics}",
+        "--drain-timeout",
+        "3",
     ) as server:
         assert health(metrics) == 200
         # A client that does not read its answers holds the drain open.

@@ -27,7 +27,7 @@ from ops_harness import (
     wait_until,
 )
 
-HANDLER = '''
+HANDLER = """
 import os
 
 from echo_handler import EchoEchoHandler
@@ -42,7 +42,7 @@ class Tracing(EchoEchoHandler):
 
     def on_shutdown(self, engine):
         os.write(2, f"SHUTDOWN {{VERSION}} pid={{os.getpid()}}\\n".encode())
-'''
+"""
 
 
 class Load:
@@ -65,7 +65,9 @@ class Load:
         while not self._stop.is_set():
             payload = frame(b"c%d-%d" % (client, n))
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                with socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=10
+                ) as s:
                     s.sendall(payload)
                     if recv_exact(s, len(payload)) != payload:
                         self.errors.append(f"wrong echo for {payload!r}")
@@ -94,10 +96,14 @@ def test_sighup_reloads_under_load_without_loss(tmp_path: Path, loops: int) -> N
     port = free_port()
     argv = protogen_serve_argv(
         ECHO_SPEC,
-        "--handler", "tracing:Tracing",
-        "--listen", f"tcp://127.0.0.1:{port}",
-        "--loops", str(loops),
-        "--reload-grace", "10",
+        "--handler",
+        "tracing:Tracing",
+        "--listen",
+        f"tcp://127.0.0.1:{port}",
+        "--loops",
+        str(loops),
+        "--reload-grace",
+        "10",
     )
     server = Process(argv, env=serve_env(tmp_path / "cache"), cwd=tmp_path)
     try:
