@@ -60,15 +60,15 @@ class CountingTransport:
 class AccessLog:
     """Watches `loop`'s connections and logs each one's close."""
 
-    def __init__(self, loop: "EventLoop", logger: logging.Logger | None = None) -> None:
+    def __init__(self, loop: EventLoop, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger(LOGGER)
         loop.watch(opened=self.opened, closed=self.closed)
 
-    def opened(self, conn: "Conn") -> None:
+    def opened(self, conn: Conn) -> None:
         if not conn.datagram:
             conn.transport = CountingTransport(conn.transport)
 
-    def closed(self, conn: "Conn", err: BaseException | None) -> None:
+    def closed(self, conn: Conn, err: BaseException | None) -> None:
         counter = conn.transport
         if type(counter) is not CountingTransport or not self.logger.isEnabledFor(
             logging.INFO

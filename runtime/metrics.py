@@ -28,7 +28,8 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from protogen.errors import ProtocolError
 
@@ -68,7 +69,7 @@ Snapshot = dict[str, Any]
 class LoopMetrics:
     """What one loop counts beyond its own counters; read with `snapshot()`."""
 
-    def __init__(self, loop: "EventLoop", handler: Any) -> None:
+    def __init__(self, loop: EventLoop, handler: Any) -> None:
         self.loop = loop
         self.frames: dict[str, list[int]] = {}  # name -> [count] (a cell)
         self.errors: dict[str, int] = {}

@@ -30,13 +30,13 @@ from typing import Any
 from protogen.errors import ProtocolError
 
 __all__ = [
+    "TLV",
     "V1_MAX_LENGTH",
     "V2_SIGNATURE",
     "ProxyHeader",
     "ProxyHeaderError",
     "ProxyHeaderParser",
     "ProxySSL",
-    "TLV",
     "parse_proxy_header",
 ]
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .conn import Conn
 from .proxy import ProxyHeader, ProxyHeaderError, ProxyHeaderParser
@@ -51,7 +52,7 @@ class ProxySourceRefused(ProxyHeaderError):
 class _Waiting:
     """An accepted socket whose header is still arriving."""
 
-    __slots__ = ("sock", "remote_addr", "transport", "parser", "timer")
+    __slots__ = ("parser", "remote_addr", "sock", "timer", "transport")
 
     def __init__(self, sock: socket.socket, remote_addr: Any, transport: Any) -> None:
         self.sock = sock
@@ -71,7 +72,7 @@ class ProxyGate:
     acceptor calls it instead (`Acceptor.open_conn`). Loop thread only.
     """
 
-    def __init__(self, loop: "EventLoop", options: "Options") -> None:
+    def __init__(self, loop: EventLoop, options: Options) -> None:
         self.loop = loop
         self.timeout = options.proxy_header_timeout
         self.networks = [

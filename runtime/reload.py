@@ -29,7 +29,8 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "ENV_LISTEN_FDS",

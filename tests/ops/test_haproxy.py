@@ -260,3 +260,60 @@ def test_sigterm_behind_haproxy_loses_nothing(tmp_path: Path) -> None:
             assert clients.errors == []
             # Its connections closed, a exits within its grace, status 0.
             assert a.wait(20) == 0
+
+
+def test_http_example_behind_haproxy_sees_the_client(tmp_path: Path) -> None:
+    """The HTTP example behind send-proxy-v2: curl through HAProxy gets its
+    answers, and the server's access log names curl's own address."""
+    import subprocess
+    import sys
+
+    from ops_harness import ROOT, Process, serve_env
+
+    port, fe_port = free_port(), free_port()
+    server = Process(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "http" / "serve.py"),
+            "--listen",
+            f"tcp://127.0.0.1:{port}",
+            "--proxy-protocol",
+            "--access-log",
+            "--log-format",
+            "json",
+        ],
+        env=serve_env(tmp_path / "cache"),
+    )
+    try:
+        server.wait_line("serving")
+        config = haproxy_config(
+            fe_port, [f"server h 127.0.0.1:{port} send-proxy-v2 check inter 200ms"]
+        )
+        with haproxy(tmp_path, config, fe_port):
+            local = free_port()
+            result = subprocess.run(
+                [
+                    "curl",
+                    "-fsS",
+                    "--local-port",
+                    str(local),
+                    f"http://127.0.0.1:{fe_port}/plaintext",
+                    f"http://127.0.0.1:{fe_port}/plaintext",
+                ],
+                capture_output=True,
+                timeout=30,
+            )
+            assert result.returncode == 0, result.stderr
+            assert result.stdout == b"Hello, World!" * 2
+
+            def logged() -> list[dict[str, object]]:
+                return [
+                    e
+                    for e in access_entries(server.lines)
+                    if e["remote"] == f"127.0.0.1:{local}"
+                ]
+
+            (entry,) = wait_until(logged, 10, "curl's access line")
+            assert entry["proxied"] is True and entry["bytes_out"] > 26
+    finally:
+        server.kill()

@@ -176,3 +176,24 @@ def test_unix_listener_with_proxy_header(tmp_path: Any) -> None:
             sock.sendall(V1 + frame(b"u"))
             assert recv_exact(sock, 5) == frame(b"u")
     assert handler.opened[0][0] == ("198.51.100.9", 40000)
+
+
+def test_refused_headers_are_counted_in_metrics() -> None:
+    handler = RecordingEcho()
+    with serving(
+        handler,
+        "tcp://127.0.0.1:0",
+        proxy_protocol=True,
+        metrics="tcp://127.0.0.1:0",
+        proxy_header_timeout=0.2,
+    ) as engine:
+        with connect(engine.urls[0]) as bad:
+            bad.sendall(b"HELLO\r\n")
+            assert_closed_by_server(bad)
+        with connect(engine.urls[0]) as late:
+            assert_closed_by_server(late)  # says nothing: the header times out
+        wait_for(lambda: sum(engine.metrics.errors.values()) == 2)
+        assert engine.metrics.errors == {
+            "ProxyHeaderError": 1,
+            "ProxyHeaderTimeout": 1,
+        }
