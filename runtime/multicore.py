@@ -165,7 +165,7 @@ class MulticoreServer:
                 listeners=self._listeners,
                 balancer=balancer,
                 logger=self.logger,
-                stop_timeout=self.options.drain_timeout + 5.0,
+                stop_timeout=self.options.drain_timeout + self.options.stop_grace + 5.0,
                 install_signal_handlers=self.options.install_signal_handlers,
                 max_connections=self.options.connection_limit(),
                 final_exit_codes=(0, EXIT_FATAL),
@@ -175,6 +175,7 @@ class MulticoreServer:
                 self._serve_metrics(self._supervisor)
             if self.options.install_signal_handlers:
                 self._supervisor.on_reload = self._reexec
+            self._supervisor.stop_grace = self.options.stop_grace
             if self._stop_requested:
                 self._supervisor.stop()
             self._ready.set()
@@ -494,11 +495,14 @@ def _serve_worker(
         fds, quit_requested, parent_gone = link.receive()
         for fd in fds:
             adopt(fd)
-        if link.retire_requested and not engine.retiring:
+        kind = link.retire_requested
+        if kind is not None and not engine.retiring:
             from .reload import retire
 
-            engine.retiring = True
-            retire(engine, options.reload_grace)  # a reload: new workers start
+            if kind == "reload":  # new workers start meanwhile
+                retire(engine, options.reload_grace)
+            else:  # the server stops: serve the open connections, then exit
+                retire(engine, options.stop_grace, handover=False)
         if parent_gone:
             loop.remove_reader(link.channel.fileno())
         if (quit_requested or parent_gone) and not engine.retiring:

@@ -210,7 +210,8 @@ def health(port: int) -> int:
         return 0  # not listening
 
 
-def test_sigterm_behind_haproxy_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loops", [1, 2])
+def test_sigterm_behind_haproxy_loses_nothing(tmp_path: Path, loops: int) -> None:
     """kill -TERM of one instance under load: /healthz turns 503, HAProxy's
     check takes it out, its open connections are served until they close."""
     cache = tmp_path / "cache"
@@ -229,6 +230,8 @@ def test_sigterm_behind_haproxy_loses_nothing(tmp_path: Path) -> None:
                 "--proxy-protocol",
                 "--stop-grace",
                 "20",
+                "--loops",
+                str(loops),
             )
         )
         checks.append(
