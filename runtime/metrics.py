@@ -180,9 +180,12 @@ class SnapshotFiles:
     def write(self, worker: str, snapshot: Snapshot) -> None:
         path = os.path.join(self.directory, f"worker-{worker}.json")
         tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as out:
-            json.dump(snapshot, out)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w") as out:
+                json.dump(snapshot, out)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # the directory is gone: a retiring worker after a reload
 
     def read(self) -> list[tuple[str, Snapshot]]:
         found = []

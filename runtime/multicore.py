@@ -316,6 +316,11 @@ class MulticoreServer:
         sockets = list(zip(self._listener_urls, self._listeners))
         if self.metrics_server is not None:
             sockets.append((str(self.options.metrics), self.metrics_server.sock))
+        if self._metrics_dir is not None:
+            # The new image has its own; retiring workers stop publishing.
+            import shutil
+
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
         try:
             reexec(sockets, retired=retiring)
         except OSError:

@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,7 @@ def boots(process: Process, version: str) -> set[int]:
 @pytest.mark.parametrize("loops", [1, 2])
 def test_sighup_reloads_under_load_without_loss(tmp_path: Path, loops: int) -> None:
     (tmp_path / "tracing.py").write_text(HANDLER.format(version="v1"))
-    port = free_port()
+    port, metrics = free_port(), free_port()
     argv = protogen_serve_argv(
         ECHO_SPEC,
         "--handler",
@@ -102,6 +103,8 @@ def test_sighup_reloads_under_load_without_loss(tmp_path: Path, loops: int) -> N
         f"tcp://127.0.0.1:{port}",
         "--loops",
         str(loops),
+        "--metrics",
+        f"tcp://127.0.0.1:{metrics}",
         "--reload-grace",
         "10",
     )
@@ -125,6 +128,17 @@ def test_sighup_reloads_under_load_without_loss(tmp_path: Path, loops: int) -> N
         finally:
             load.stop()
         assert load.errors == []
+        # The metrics endpoint moved to the new process with the listeners.
+        url = f"http://127.0.0.1:{metrics}"
+        with urllib.request.urlopen(url + "/healthz", timeout=10) as reply:
+            assert reply.status == 200
+
+        def new_workers() -> bool:
+            with urllib.request.urlopen(url + "/metrics", timeout=10) as reply:
+                text = reply.read().decode()
+            return text.count("protogen_connections_open{") == loops
+
+        wait_until(new_workers, 10, "the new workers' metrics")
         new_pids = boots(server, "v2")
         assert not new_pids & old_pids or loops == 1
         long.sendall(frame(b"after"))
