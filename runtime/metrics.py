@@ -61,7 +61,7 @@ _ERROR_KINDS = (
     ReadTimeout,
 )
 MAX_REQUEST = 8192
-MAX_SCRAPES = 64  # scrape connections open at once; more are closed
+MAX_SCRAPES = 64  # scrape connections open at once; the oldest makes room
 
 Snapshot = dict[str, Any]
 
@@ -350,8 +350,9 @@ class MetricsServer:
             except OSError:
                 return
             if len(self._clients) >= MAX_SCRAPES:
-                sock.close()
-                continue
+                # Idle or slow clients cannot lock scrapes out: the one that
+                # has waited longest goes.
+                self._drop(next(iter(self._clients)))
             sock.setblocking(False)
             fd = sock.fileno()
             self._clients[fd] = (sock, bytearray())

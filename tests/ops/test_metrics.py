@@ -143,3 +143,26 @@ def test_healthz_is_503_while_draining(tmp_path: Path) -> None:
         wait_until(lambda: health(metrics) == 503, 5, "/healthz turning 503")
         holder.close()
         assert server.wait() == 0
+
+
+def test_idle_clients_do_not_lock_scrapes_out(tmp_path: Path) -> None:
+    from protogen.runtime.metrics import MAX_SCRAPES
+
+    port, metrics = free_port(), free_port()
+    with protogen_serve(
+        tmp_path / "cache",
+        "--listen",
+        f"tcp://127.0.0.1:{port}",
+        "--metrics",
+        f"tcp://127.0.0.1:{metrics}",
+    ):
+        idle = [
+            socket.create_connection(("127.0.0.1", metrics), timeout=10)
+            for _ in range(MAX_SCRAPES + 5)
+        ]
+        try:
+            assert health(metrics) == 200
+            assert total(scrape(metrics), "protogen_connections_open") == 0
+        finally:
+            for sock in idle:
+                sock.close()
