@@ -13,6 +13,7 @@ what is wrong, e.g. ``'tcp://host': missing port (expected host:port)``.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -64,6 +65,9 @@ class Address:
     port: int | None
     path: str | None
     tls: bool = False  # TLS over the stream (tls://, unix+tls://)
+    # fd://N: an inherited listening socket (systemd socket activation, a
+    # reload's re-exec); bind_listener adopts it instead of binding.
+    fd: int | None = None
 
     @property
     def sockaddr(self) -> tuple[str, int] | tuple[str, int, int, int] | str:
@@ -106,11 +110,15 @@ def parse_address(url: str) -> Address:
             url, "missing scheme (expected e.g. tcp://host:port or unix:///path)"
         )
     scheme_key = scheme.lower()
-    if scheme_key not in _SCHEMES:
+    if scheme_key not in _SCHEMES and scheme_key != "fd":
         raise _fail(
             url,
-            f"unknown scheme {scheme!r} (expected one of {', '.join(_SCHEMES)})",
+            f"unknown scheme {scheme!r} (expected one of {', '.join(_SCHEMES)}, fd)",
         )
+    if scheme_key == "fd":
+        from .activation import parse_fd_address
+
+        return parse_fd_address(url, rest)
     network, forced_family = _SCHEMES[scheme_key]
     if network == "unix":
         address = _parse_unix(url, rest)
@@ -253,6 +261,16 @@ def bind_listener(
     message. For unix sockets a stale socket file (one nobody accepts on) is
     removed first; a live socket or a non-socket file is never removed.
     """
+    if address.fd is None:
+        from .reload import inherited_fd
+
+        fd = inherited_fd(address.url)  # passed by a reload's re-exec
+        if fd is not None:
+            address = dataclasses.replace(address, fd=fd)
+    if address.fd is not None:
+        from .activation import adopt_listener
+
+        return adopt_listener(address)
     if address.network == "unix" and not address.is_abstract:
         _remove_stale_unix_socket(address)
     sock = socket.socket(address.family, address.socktype)

@@ -56,12 +56,15 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_OK",
     "EXIT_USAGE",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "RuntimeFlag",
     "add_listen_flag",
     "add_runtime_flags",
     "configure_logging",
     "format_size",
+    "log_format",
+    "log_level",
     "parse_duration",
     "parse_size",
     "runtime_flags",
@@ -76,6 +79,7 @@ EXIT_USAGE = 2
 
 ENV_PREFIX = "PROTOGEN_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 DEFAULT_LOG_LEVEL = "info"
 
 _SIZE_NAME = re.compile(r"(_cap|_buffer|_water)$|bytes|buffered|size|memory")
@@ -173,6 +177,8 @@ class RuntimeFlag:
                 raise ValueError(
                     f"{text!r} is not an octal file mode like 600"
                 ) from None
+        if self.kind == "list":
+            return tuple(item.strip() for item in text.split(",") if item.strip())
         if self.kind == "choice":
             key = word.replace("-", "_")
             key = self.aliases.get(key, key)
@@ -191,7 +197,7 @@ class RuntimeFlag:
 
     def describe_default(self) -> str:
         value = self.default
-        if value is None:
+        if value is None or value == ():
             return "auto" if self.kind == "bool" else "none"
         if self.kind == "bool":
             return self.flag if value else "--no-" + self.flag[2:]
@@ -201,6 +207,8 @@ class RuntimeFlag:
             return _format_duration(value)
         if self.kind == "mode":
             return oct(value)[2:]
+        if self.kind == "list":
+            return ",".join(value)
         if self.kind == "choice":
             return self.show(value)
         return str(value)
@@ -208,6 +216,8 @@ class RuntimeFlag:
 
 def _field_kind(field: dataclasses.Field[Any], hint: Any) -> tuple[str, bool]:
     """(kind, optional) of an Options field from its annotation and metadata."""
+    if typing.get_origin(hint) is tuple:
+        return "list", False  # repeatable flag, or commas: a,b
     args = typing.get_args(hint)
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if args else hint
@@ -268,7 +278,8 @@ def _metavar(flag: RuntimeFlag) -> str | None:
         "duration": "SECONDS",
         "int": "N",
         "mode": "MODE",
-        "str": "TEXT",
+        "str": flag.metavar or "TEXT",
+        "list": flag.metavar or "ITEM",
         "choice": flag.metavar or flag.field.rsplit("_", 1)[-1].upper(),
     }.get(flag.kind)
 
@@ -311,6 +322,15 @@ def add_runtime_flags(
         help=f"log level; one of {', '.join(LOG_LEVELS)} (default: "
         f"{DEFAULT_LOG_LEVEL}) [env {ENV_PREFIX}LOG_LEVEL]",
     )
+    group.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=LOG_FORMATS,
+        metavar="FORMAT",
+        default=argparse.SUPPRESS,
+        help=f"log line format; one of {', '.join(LOG_FORMATS)} (default: text)"
+        f" [env {ENV_PREFIX}LOG_FORMAT]",
+    )
     skipped = set(skip)
     shown = dict(defaults or {})
     for flag in runtime_flags():
@@ -340,6 +360,7 @@ def add_runtime_flags(
         group.add_argument(
             *flag.flags,
             dest=flag.field,
+            action="extend" if flag.kind == "list" else "store",
             type=_argparse_type(flag),
             metavar=_metavar(flag),
             default=argparse.SUPPRESS,
@@ -452,14 +473,39 @@ def log_level(
     return level
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr at `level` (a server's entry point owns the root logger)."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger().setLevel(getattr(logging, level.upper()))
+def log_format(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> str:
+    """`--log-format`, else `PROTOGEN_LOG_FORMAT`, else text."""
+    env = os.environ if environ is None else environ
+    chosen = getattr(args, "log_format", None) or env.get(ENV_PREFIX + "LOG_FORMAT")
+    chosen = (chosen or "text").lower()
+    if chosen not in LOG_FORMATS:
+        raise ValueError(
+            f"{ENV_PREFIX}LOG_FORMAT: {chosen!r} is not one of {', '.join(LOG_FORMATS)}"
+        )
+    return chosen
+
+
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """Log to stderr at `level`, as text lines or one JSON object per line
+    (a server's entry point owns the root logger)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        from .logjson import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(handler)
+    elif fmt == "json":
+        for existing in root.handlers:
+            existing.setFormatter(handler.formatter)
+    root.setLevel(getattr(logging, level.upper()))
 
 
 # --- serving --------------------------------------------------------------------------

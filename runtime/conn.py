@@ -94,6 +94,9 @@ class Conn:
 
     # A dialed UDP socket sends each write as its own datagram.
     datagram = False
+    # The PROXY protocol header the connection began with (proxy_protocol
+    # option; a ProxiedConn holds it), else None.
+    proxy: Any = None
 
     def __init__(
         self, loop: "EventLoop", sock: socket.socket, remote_addr: Any

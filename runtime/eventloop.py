@@ -1143,6 +1143,19 @@ class EventLoop:
         self._listeners.append(listener)
         self.add_reader(listener.fileno(), listener.on_event)
 
+    def remove_listener(self, listener: Any) -> None:
+        """Stop serving a listener (a reload hands it to the new process)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+            self.remove_reader(listener.fileno())
+
+    def call_from_signal(self, fn: Callable[..., Any], *args: Any) -> None:
+        """From a signal handler (it runs on the loop thread while poll blocks):
+        run fn(*args) on the loop, waking it."""
+        self._tasks.append((fn, args))
+        self._wake_pending = True
+        self._waker.wake()
+
     def pause_accepting(self, retry_after: float | None = None) -> None:
         """Stop accepting stream connections: until a connection closes, or for
         `retry_after` seconds (out of descriptors)."""

@@ -7,6 +7,7 @@ naming the option. Nothing is silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 import resource
@@ -300,6 +301,58 @@ class Options:
         default=None,
         metadata={"help": "TLS: certificate per SNI server name", "cli": False},
     )
+    # -- operations: PROXY protocol, metrics, reload, access log --
+    proxy_protocol: bool = field(
+        default=False,
+        metadata={
+            "help": "every stream connection starts with a PROXY protocol header (v1 or v2, detected) naming the real client; a connection without a valid one is closed",
+            "cli": True,
+        },
+    )
+    proxy_from: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "with --proxy-protocol: networks (CIDR) allowed to send PROXY headers, repeatable; other peers are closed (none: any peer)",
+            "cli": True,
+            "metavar": "CIDR",
+        },
+    )
+    proxy_header_timeout: float = field(
+        default=5.0,
+        metadata={
+            "help": "with --proxy-protocol: seconds a connection has to send its PROXY header",
+            "cli": True,
+        },
+    )
+    metrics: str | None = field(
+        default=None,
+        metadata={
+            "help": "serve Prometheus /metrics and /healthz on this address, e.g. tcp://127.0.0.1:9100 (none = off)",
+            "cli": True,
+            "metavar": "URL",
+        },
+    )
+    reload_grace: float = field(
+        default=30.0,
+        metadata={
+            "help": "on SIGHUP (reload): seconds old workers keep serving their open connections before they drain",
+            "cli": True,
+        },
+    )
+    stop_grace: float = field(
+        default=0.0,
+        metadata={
+            "help": "on SIGTERM/SIGINT: seconds to keep serving open connections (not accepting, /healthz 503) before draining; 0 = drain at once",
+            "cli": True,
+        },
+    )
+    access_log: bool = field(
+        default=False,
+        metadata={
+            "help": "log each connection's close at INFO: remote address (the real one behind PROXY), duration, bytes, reason",
+            "cli": True,
+        },
+    )
 
     # The former name of max_buffered_per_conn, still accepted (with a warning).
     read_buffer_cap: InitVar[int | None] = None
@@ -434,6 +487,7 @@ class Options:
             raise ValueError(
                 f"option unix_mode must be a file mode like 0o600, got {self.unix_mode!r}"
             )
+        _validate_operations(self)
 
     def _validate_tls(self) -> None:
         for name in ("tls_cert", "tls_key", "tls_ca", "tls_ciphers"):
@@ -504,6 +558,50 @@ class Options:
 
     def get_logger(self) -> logging.Logger:
         return self.logger or logging.getLogger("protogen.runtime")
+
+
+def _validate_operations(options: Options) -> None:
+    """The operations block: PROXY protocol networks, metrics address, timeouts."""
+    for name in ("proxy_protocol", "access_log"):
+        if not isinstance(getattr(options, name), bool):
+            raise ValueError(
+                f"option {name} must be a bool, got {getattr(options, name)!r}"
+            )
+    networks = options.proxy_from
+    if isinstance(networks, str):
+        networks = options.proxy_from = tuple(
+            n.strip() for n in networks.split(",") if n.strip()
+        )
+    if not isinstance(networks, (tuple, list)):
+        raise ValueError(
+            f"option proxy_from must be a list of networks, got {networks!r}"
+        )
+    options.proxy_from = tuple(networks)
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"option proxy_from: {network!r} is not a network like 10.0.0.0/8"
+            ) from None
+    grace = options.stop_grace
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+        raise ValueError(f"option stop_grace must be a number >= 0, got {grace!r}")
+    for name in ("proxy_header_timeout", "reload_grace"):
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"option {name} must be a positive number, got {value!r}")
+    if options.metrics is not None:
+        from .address import AddressError, parse_address
+
+        try:
+            address = parse_address(options.metrics)
+        except AddressError as error:
+            raise ValueError(f"option metrics: {error}") from None
+        if address.network == "udp":
+            raise ValueError(
+                f"option metrics must be a stream address (tcp:// or unix://), got {options.metrics!r}"
+            )
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(Options))
