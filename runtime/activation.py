@@ -84,11 +84,11 @@ def parse_fd_address(url: str, rest: str) -> Address:
     finally:
         probe.close()
     if family == socket.AF_UNIX:
-        return Address(url, "unix", family, None, None, None, fd)
+        return Address(url, "unix", family, None, None, None, fd=fd)
     if family not in (socket.AF_INET, socket.AF_INET6):
         raise AddressError(f"{url!r}: descriptor {fd} is not a TCP, UDP or unix socket")
     network = "udp" if kind == socket.SOCK_DGRAM else "tcp"
-    return Address(url, network, family, name[0], name[1], None, fd)
+    return Address(url, network, family, name[0], name[1], None, fd=fd)
 
 
 def adopt_listener(address: Address) -> socket.socket:
