@@ -39,6 +39,8 @@ _RESERVED_LOCALS = frozenset(
         "length_value header trailer value limit match struct zlib wire enum "
         "re exc size declared region count varint available content_end scan_from "
         "head body "
+        # the generated handler's decode loop, which expands the codec's framing
+        "pos budget handle dispatch unknown action conn err unpack_length max_length "
     ).split()
 )
 
