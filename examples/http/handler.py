@@ -185,7 +185,8 @@ class HttpExampleHandler(HttpHandler):
         action = super().on_traffic(conn)
         if action is Action.YIELD and conn in self._chunked:
             # The loop stopped at a chunked head (and consumed it).
-            method, target, _, _, expect_continue, _ = self._chunked[conn][0]
+            # (A request refused anyway was answered at once: on_http_request.)
+            expect_continue = self._chunked[conn][0][4]
             if expect_continue and not conn.inbound_buffered():
                 self._out.append(CONTINUE)
             if not self._read_chunked(conn) or not conn.inbound_buffered():
