@@ -239,8 +239,10 @@ MAX_CHUNK_LINE = 4 * 1024
 MAX_TRAILERS = 8 * 1024
 
 # chunk-ext-val = token / quoted-string. In a quoted string a backslash starts a
-# quoted-pair and is no qdtext, so each step of the run has one way to match.
-_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]++|\\[\t\x20-\x7e\x80-\xff])*+"'
+# quoted-pair and is no qdtext: a run of qdtext, then (quoted-pair, run of
+# qdtext) repeated, each step with one way to match.
+_QDTEXT = rb"[\t !#-\[\]-~\x80-\xff]*+"
+_QUOTED = rb'"' + _QDTEXT + rb"(?:\\[\t\x20-\x7e\x80-\xff]" + _QDTEXT + rb')*+"'
 _CHUNK_EXT = (
     rb"[ \t]*+;[ \t]*+"
     + _TOKEN
@@ -285,10 +287,15 @@ class ChunkedBody:
     MAX_TRAILERS is 431. The encoded body stays in the caller's buffer until it
     is complete (the runtime's read timeout then covers the whole body, as for
     a Content-Length one), so `limit` also bounds the memory a body holds.
+
+    `scanned_bytes` counts the bytes searched for line ends and matched as lines
+    (as the generated decoders' `scanned_bytes` does): at most twice the body's
+    size, however it was cut into reads.
     """
 
     __slots__ = (
         "body",
+        "scanned_bytes",
         "trailers",
         "_data_size",
         "_end",
@@ -300,6 +307,7 @@ class ChunkedBody:
 
     def __init__(self, limit: int) -> None:
         self.body = bytearray()
+        self.scanned_bytes = 0
         self.trailers: bytes | None = None  # None: the trailer section is not read yet
         self._limit = limit
         # Where decoding stands: the start of the next chunk line, or of the
@@ -348,6 +356,7 @@ class ChunkedBody:
             elif _TRAILER_LINE.fullmatch(buffered, pos, lf + 1) is None:
                 raise _line_error(bytes(buffered[pos : lf + 1]), "trailer field")
             else:
+                self.scanned_bytes += lf + 1 - pos
                 pos = lf + 1
         self._pos = pos
         return None
@@ -361,9 +370,12 @@ class ChunkedBody:
         else:
             cap = self._trailers_at + MAX_TRAILERS + 2
         stop = min(size, cap, self._limit)
-        found = _LF.search(buffered, max(pos, self._scan), stop)
+        start = max(pos, self._scan)
+        found = _LF.search(buffered, start, stop)
         if found is not None:
+            self.scanned_bytes += found.end() - start
             return found.start()
+        self.scanned_bytes += max(0, stop - start)
         self._scan = stop
         if stop == cap or stop == self._limit:
             # No LF within the limits: the line would end past them.
@@ -383,6 +395,7 @@ class ChunkedBody:
         line = _CHUNK_LINE.fullmatch(buffered, pos, lf + 1)
         if line is None:
             raise _line_error(bytes(buffered[pos : lf + 1]), "chunk")
+        self.scanned_bytes += lf + 1 - pos
         digits = line.end(1) - pos
         if digits > MAX_CHUNK_SIZE_DIGITS:
             raise BodyError(
