@@ -489,13 +489,13 @@ def test_an_unfinished_body_waits() -> None:
 
 
 def _body_cost(wire: bytes, step: int) -> float:
-    """The best of 5 times of reading `wire` (fed `step` bytes more each call)
-    5 times: long enough a sample that a busy machine's noise averages out."""
+    """The best of 3 times of reading `wire` (fed `step` bytes more each call)
+    3 times: long enough a sample that a busy machine's noise averages out."""
     views = [memoryview(wire)[:cut] for cut in range(step, len(wire) + step, step)]
     spent = float("inf")
-    for _ in range(5):
+    for _ in range(3):
         start = time.perf_counter()
-        for _ in range(5):
+        for _ in range(3):
             reader = ChunkedBody(len(wire) + 16)
             for view in views:
                 if reader.feed(view) is not None:
