@@ -520,6 +520,22 @@ class _ToAst(Transformer):
         name, python_type, target = children
         return ast.ExternDecl(name, python_type, target, self._span(meta))
 
+    # Phases.
+    def phase_def(self, meta: Any, children: list[Any]) -> ast.PhaseDecl:
+        start, name, *arms = children
+        return ast.PhaseDecl(name, start is not None, tuple(arms), self._span(meta))
+
+    def phase_arm(self, meta: Any, children: list[Any]) -> ast.PhaseArmDecl:
+        label, frame, then = children
+        prefix = label if isinstance(label, ast.StrLit) else None
+        return ast.PhaseArmDecl(prefix, frame, then, self._span(meta))
+
+    def phase_label(self, meta: Any, children: list[Any]) -> Any:
+        return children[0]
+
+    def then_clause(self, meta: Any, children: list[Any]) -> ast.Ident:
+        return children[0]
+
     def where_stmt(self, meta: Any, children: list[Any]) -> ast.WhereStmt:
         return ast.WhereStmt(children[0], self._span(meta))
 

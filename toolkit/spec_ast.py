@@ -437,6 +437,26 @@ class ExternDecl:
     span: Span
 
 
+@dataclass(frozen=True)
+class PhaseArmDecl:
+    """`"*" => RespArray then Session`: a frame a phase accepts."""
+
+    prefix: StrLit | None  # None: the default frame (`default =>` or no label)
+    frame: Ident
+    then: Ident | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class PhaseDecl:
+    """`[start] phase NAME { ARMS }`: a state of a connection."""
+
+    name: Ident
+    start: bool
+    arms: tuple[PhaseArmDecl, ...]
+    span: Span
+
+
 TopItem = Union[
     ProtocolStmt,
     TransportStmt,
@@ -447,6 +467,7 @@ TopItem = Union[
     FrameDecl,
     StructDecl,
     ExternDecl,
+    PhaseDecl,
 ]
 
 
