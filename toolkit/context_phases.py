@@ -48,10 +48,16 @@ class PhasedFrame:
 @dataclass
 class PhasedArm:
     frame: PhasedFrame
-    prefix: bytes | None
-    prefix_const: str  # module constant holding the prefix ("" for the default)
-    prefix_literal: str
+    prefixes: tuple[bytes, ...]  # none: the phase's default frame
     then: str | None  # Phase member the frame moves the connection to
+    const: str = ""  # module constant the choice tests, when it needs one
+    const_value: str = ""  # its Python literal
+    test: str = ""  # the condition choosing this arm
+    shown: str = ""  # the first bytes, for the docstring
+
+    @property
+    def tuple_literal(self) -> str:
+        return py_literal(self.prefixes)
 
 
 @dataclass
@@ -61,8 +67,11 @@ class PhaseView:
     arms: list[PhasedArm]
     default: PhasedArm | None
     prefixed: list[PhasedArm]
-    # Every prefix is one byte: the choice is an integer comparison.
+    # Every prefix is one byte: the choice compares the byte as an integer.
     single_bytes: bool
+    longest: int = 0  # the longest prefix (multi-byte choices read this many bytes)
+    all_const: str = ""  # the constant with every prefix (to tell "too few bytes yet")
+    all_value: str = ""
 
 
 def phase_views(spec: ir.ProtocolSpec) -> dict[str, object] | None:
@@ -77,35 +86,7 @@ def phase_views(spec: ir.ProtocolSpec) -> dict[str, object] | None:
     taken = set(RESERVED_METHODS) | {f.callback for f in frames.values()}
     for view in frames.values():
         _name_dispatch_methods(spec, view, taken)
-    phases = []
-    for phase in spec.phases:
-        arms = []
-        for arm in phase.arms:
-            const = (
-                f"_{upper_snake(phase.name)}_{upper_snake(arm.frame)}_FIRST_BYTES"
-                if arm.prefix is not None
-                else ""
-            )
-            arms.append(
-                PhasedArm(
-                    frames[arm.frame],
-                    arm.prefix,
-                    const,
-                    py_literal(arm.prefix) if arm.prefix is not None else "",
-                    arm.then,
-                )
-            )
-        prefixed = [arm for arm in arms if arm.prefix is not None]
-        phases.append(
-            PhaseView(
-                phase.name,
-                f"_decode_{snake_case(phase.name)}",
-                arms,
-                next((arm for arm in arms if arm.prefix is None), None),
-                prefixed,
-                all(len(arm.prefix or b"") == 1 for arm in prefixed),
-            )
-        )
+    phases = [_phase_view(phase, frames) for phase in spec.phases]
     return {
         "phases": phases,
         "start": phases[0],
@@ -113,6 +94,43 @@ def phase_views(spec: ir.ProtocolSpec) -> dict[str, object] | None:
         "per_conn": [f for f in frames.values() if f.per_conn],
         "max_frame": max(spec.frame(name).max_frame for name in frames),
     }
+
+
+def _phase_view(phase: ir.Phase, frames: dict[str, PhasedFrame]) -> PhaseView:
+    arms = [PhasedArm(frames[arm.frame], arm.prefixes, arm.then) for arm in phase.arms]
+    prefixed = [arm for arm in arms if arm.prefixes]
+    every = [prefix for arm in prefixed for prefix in arm.prefixes]
+    single = all(len(prefix) == 1 for prefix in every)
+    view = PhaseView(
+        phase.name,
+        f"_decode_{snake_case(phase.name)}",
+        arms,
+        next((arm for arm in arms if not arm.prefixes), None),
+        prefixed,
+        single,
+        max(map(len, every), default=0),
+    )
+    upper = upper_snake(phase.name)
+    for arm in prefixed:
+        arm.shown = " or ".join(py_literal(prefix) for prefix in arm.prefixes)
+        arm.const = f"_{upper}_{upper_snake(arm.frame.name)}_FIRST_BYTES"
+        if single and len(arm.prefixes) == 1:
+            arm.const = ""
+            arm.test = f"first == {arm.prefixes[0][0]}"
+        elif single:
+            arm.const_value = f"frozenset({py_literal(b''.join(arm.prefixes))})"
+            arm.test = f"first in {arm.const}"
+        else:
+            arm.const_value = (
+                py_literal(arm.prefixes[0])
+                if len(arm.prefixes) == 1
+                else py_literal(arm.prefixes)
+            )
+            arm.test = f"head.startswith({arm.const})"
+    if every and not single:
+        view.all_const = f"_{upper}_FIRST_BYTES"
+        view.all_value = py_literal(tuple(every))
+    return view
 
 
 def _phased_frame(frame: ir.FrameDef) -> PhasedFrame:

@@ -686,11 +686,12 @@ class FrameDef:
 
 @dataclass(frozen=True)
 class PhaseArm:
-    """A frame a phase accepts: chosen when the unread bytes start with `prefix`
-    (None: the phase's default frame), then the connection moves to `then`."""
+    """A frame a phase accepts: chosen when the unread bytes start with one of
+    `prefixes` (none: the phase's default frame); then the connection moves to
+    `then`."""
 
     frame: str
-    prefix: bytes | None = None
+    prefixes: tuple[bytes, ...] = ()
     then: str | None = None
 
 
@@ -704,11 +705,11 @@ class Phase:
 
     @property
     def default(self) -> PhaseArm | None:
-        return next((arm for arm in self.arms if arm.prefix is None), None)
+        return next((arm for arm in self.arms if not arm.prefixes), None)
 
     @property
     def prefixed(self) -> tuple[PhaseArm, ...]:
-        return tuple(arm for arm in self.arms if arm.prefix is not None)
+        return tuple(arm for arm in self.arms if arm.prefixes)
 
 
 Transport = Literal["tcp", "udp"]

@@ -526,9 +526,9 @@ class _ToAst(Transformer):
         return ast.PhaseDecl(name, start is not None, tuple(arms), self._span(meta))
 
     def phase_arm(self, meta: Any, children: list[Any]) -> ast.PhaseArmDecl:
-        label, frame, then = children
-        prefix = label if isinstance(label, ast.StrLit) else None
-        return ast.PhaseArmDecl(prefix, frame, then, self._span(meta))
+        *labels, frame, then = children
+        prefixes = tuple(label for label in labels if isinstance(label, ast.StrLit))
+        return ast.PhaseArmDecl(prefixes, frame, then, self._span(meta))
 
     def phase_label(self, meta: Any, children: list[Any]) -> Any:
         return children[0]

@@ -441,7 +441,7 @@ class ExternDecl:
 class PhaseArmDecl:
     """`"*" => RespArray then Session`: a frame a phase accepts."""
 
-    prefix: StrLit | None  # None: the default frame (`default =>` or no label)
+    prefixes: tuple[StrLit, ...]  # none: the default frame (`default =>` or no label)
     frame: Ident
     then: Ident | None
     span: Span

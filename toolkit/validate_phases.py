@@ -68,7 +68,7 @@ def _phase(
     arms: list[PhaseArm] = []
     defaults: list[ast.PhaseArmDecl] = []
     frames: dict[str, ast.PhaseArmDecl] = {}
-    prefixes: dict[bytes, ast.PhaseArmDecl] = {}
+    prefixes: dict[bytes, ast.Span] = {}
     for arm in decl.arms:
         if arm.frame.text not in frame_names:
             checker.error(
@@ -89,23 +89,28 @@ def _phase(
                 f"unknown phase '{arm.then.text}'"
                 + suggestion(arm.then.text, phase_names),
             )
-        prefix = arm.prefix.value if arm.prefix is not None else None
-        if prefix is None:
+        if not arm.prefixes:
             defaults.append(arm)
-        elif not prefix:
-            checker.error(arm.prefix.span, "a frame's first bytes cannot be empty")  # type: ignore[union-attr]
-        else:
-            for other, other_arm in prefixes.items():
+        for literal in arm.prefixes:
+            prefix = literal.value
+            if not prefix:
+                checker.error(literal.span, "a frame's first bytes cannot be empty")
+                continue
+            for other, other_span in prefixes.items():
                 if prefix.startswith(other) or other.startswith(prefix):
                     checker.error(
-                        arm.span,
+                        literal.span,
                         f"first bytes {prefix!r} overlap {other!r} (at"
-                        f" {checker.where(other_arm.span)}): a stream starting"
+                        f" {checker.where(other_span)}): a stream starting"
                         " with both would fit two frames",
                     )
-            prefixes[prefix] = arm
+            prefixes[prefix] = literal.span
         then = arm.then.text if arm.then is not None else None
-        arms.append(PhaseArm(arm.frame.text, prefix, then))
+        arms.append(
+            PhaseArm(
+                arm.frame.text, tuple(literal.value for literal in arm.prefixes), then
+            )
+        )
     for extra in defaults[1:]:
         checker.error(
             extra.span,
@@ -114,5 +119,7 @@ def _phase(
             ' (`"*" => Frame`)',
         )
     # Prefixed arms are tried first, the longest first; the default comes last.
-    arms.sort(key=lambda arm: (arm.prefix is None, -len(arm.prefix or b"")))
+    arms.sort(
+        key=lambda arm: (not arm.prefixes, -max(map(len, arm.prefixes), default=0))
+    )
     return Phase(decl.name.text, tuple(arms), decl.span.location)

@@ -141,7 +141,7 @@ def test_a_byte_no_frame_of_the_phase_starts_with_is_a_protocol_error(modules) -
     assert handler.on_traffic(conn) is modules["handler"].Action.CLOSE
     (err,) = handler.errors
     assert isinstance(err, MalformedFrame)
-    assert "phase Binary: no frame starts with b'\\x07junk'" in str(err)
+    assert "phase Binary: no frame starts with b'\\x07j'" in str(err)
     assert [name for _, name, _ in handler.seen] == ["Hello", "Control"]
 
 

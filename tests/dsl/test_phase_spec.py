@@ -42,12 +42,17 @@ def test_phases_parse_start_first_prefixed_arms_longest_first() -> None:
     assert [phase.name for phase in spec.phases] == ["Main", "Open"]
     main = spec.phases[0]
     assert main.arms == (
-        PhaseArm("C", b"++", "Open"),
-        PhaseArm("B", b"*", None),
-        PhaseArm("A", None, None),
+        PhaseArm("C", (b"++",), "Open"),
+        PhaseArm("B", (b"*",), None),
+        PhaseArm("A", (), None),
     )
     assert main.default == PhaseArm("A")
-    assert spec.phases[1].arms == (PhaseArm("A", None, "Main"),)
+    assert spec.phases[1].arms == (PhaseArm("A", (), "Main"),)
+
+
+def test_an_arm_may_list_several_first_bytes() -> None:
+    spec = spec_with('phase P { "*", "+" => B  default => A }')
+    assert spec.phases[0].arms[0] == PhaseArm("B", (b"*", b"+"))
 
 
 def test_without_start_the_first_phase_is_where_connections_start() -> None:
@@ -70,6 +75,7 @@ def test_a_spec_without_phases_has_none() -> None:
         ("phase P { A  B }", "phase 'P' has a default frame already"),
         ('phase P { "*" => B  "*" => C  default => A }', "overlap"),
         ('phase P { "+" => B  "++" => C }', "overlap"),
+        ('phase P { "+", "+" => B }', "overlap"),
         ('phase P { "" => B }', "first bytes cannot be empty"),
         ('phase P { "*" => A  "+" => A }', "frame 'A' is accepted twice"),
         ("phase class { A }", "phase name 'class'"),

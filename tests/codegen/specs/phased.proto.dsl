@@ -11,7 +11,7 @@ start phase Greeting {
 }
 phase Commands {
     "*" => Counted,
-    "!" => Control                  # its handler may switch to Binary
+    "!", "?" => Control             # its handler may switch to Binary
     default => Command
 }
 phase Binary {
@@ -24,7 +24,7 @@ frame Command { framing delimited "\n" max_frame 4 KiB body { line: bytes[rest] 
 frame Counted { framing length(length) header { mark: u8 = 0x2A  length: u16 } }
 frame Control {
     framing fixed
-    header { mark: u8 in {0x21, 0x03}  kind: Kind }
+    header { mark: u8 in {0x21, 0x3F, 0x03}  kind: Kind }
     dispatch on kind
 }
 frame Packet { framing length(length) header { magic: u16 = 0x0102  length: u8 } }
