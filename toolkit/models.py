@@ -594,6 +594,7 @@ class DecimalFraming:
     kind: Literal["decimal"] = dataclasses.field(default="decimal", init=False)
     separator: bytes = b":"
     terminator: bytes = b","
+    marker: bytes = b""  # before the length (RESP's `$`)
 
 
 @dataclass(frozen=True)

@@ -339,8 +339,8 @@ class _ToAst(Transformer):
         return ast.VarintFramingDecl(children[0], self._span(meta))
 
     def decimal_framing(self, meta: Any, children: list[Any]) -> ast.DecimalFramingDecl:
-        separator, terminator = children
-        return ast.DecimalFramingDecl(separator, terminator, self._span(meta))
+        separator, terminator, marker = children
+        return ast.DecimalFramingDecl(separator, terminator, self._span(meta), marker)
 
     def delimited_framing(
         self, meta: Any, children: list[Any]

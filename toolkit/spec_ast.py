@@ -296,6 +296,7 @@ class DecimalFramingDecl:
     separator: StrLit | None
     terminator: StrLit | None
     span: Span
+    marker: StrLit | None = None
 
 
 @dataclass(frozen=True)
