@@ -205,3 +205,57 @@ def test_generated_property_tests_of_the_phases_pass(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+
+
+class Delegate:
+    """Another protocol's handler: records what the connection hands it."""
+
+    def __init__(self, modules) -> None:
+        self.Action = modules["handler"].Action
+        self.received: list[bytes] = []
+        self.events: list[str] = []
+
+    def on_open(self, conn):
+        self.events.append("open")
+        return b"welcome", self.Action.NONE
+
+    def on_traffic(self, conn):
+        self.received.append(bytes(conn.peek()))
+        conn.discard(len(conn.inbound))
+        return None
+
+    def on_eof(self, conn):
+        self.events.append("eof")
+        return self.Action.CLOSE
+
+    def on_close(self, conn, err):
+        self.events.append("close")
+        return self.Action.NONE
+
+
+def test_a_hand_over_gives_the_bytes_after_the_frame_to_the_other_handler(
+    modules,
+) -> None:
+    delegate = Delegate(modules)
+    handler_module = modules["handler"]
+
+    class Upgrading(handler_module.PhasedHandler):
+        def on_command(self, conn, frame):
+            if bytes(frame.line) == b"upgrade":
+                conn.write(b"ok\n")
+                return self.hand_over(conn, delegate)
+            return None
+
+    handler = Upgrading()
+    conn = FakeConn(HELLO + b"upgrade\n" + b"\x00raw bytes\n")
+    assert handler.on_traffic(conn) is None
+    assert conn.written == [b"ok\n", b"welcome"]
+    assert delegate.received == [b"\x00raw bytes\n"]
+    assert handler.phase(conn) is None
+    conn.feed(b"*more")  # would be a Counted frame in phase Commands
+    handler.on_traffic(conn)
+    assert delegate.received[-1] == b"*more"
+    assert handler.on_eof(conn) is delegate.Action.CLOSE
+    handler.on_close(conn, None)
+    assert delegate.events == ["open", "eof", "close"]
+    assert handler.phase(conn) is handler_module.Phase.Greeting  # forgotten
