@@ -259,3 +259,29 @@ def test_a_hand_over_gives_the_bytes_after_the_frame_to_the_other_handler(
     handler.on_close(conn, None)
     assert delegate.events == ["open", "eof", "close"]
     assert handler.phase(conn) is handler_module.Phase.Greeting  # forgotten
+
+
+def test_a_switch_between_reads_forgets_the_old_phases_unfinished_scan(modules) -> None:
+    """A line partly scanned in Commands, then decoded as a Packet in Binary: back
+    in Commands, the next line is scanned from its own start."""
+    Phase = modules["handler"].Phase
+    handler = recorder(modules)
+    conn = FakeConn(HELLO + b"\x01\x02\x05abcde")  # in Commands: an unfinished line
+    handler.on_traffic(conn)
+    handler.switch(conn, Phase.Binary)  # from outside a callback (a timer, say)
+    handler.on_traffic(conn)
+    handler.switch(conn, Phase.Commands)
+    conn.feed(b"x\ny\n")
+    handler.on_traffic(conn)
+    assert [name for _, name, _ in handler.seen] == [
+        "Hello",
+        "Packet",
+        "Command",
+        "Command",
+    ]
+    assert [
+        bytes(frame.line) for _, name, frame in handler.seen if name == "Command"
+    ] == [
+        b"x",
+        b"y",
+    ]
