@@ -90,12 +90,13 @@ class RedisExample(RedisHandler):
     # -- errors ------------------------------------------------------------------------
 
     def on_protocol_error(self, conn: Conn, err: ProtocolError) -> Action:
-        if isinstance(err, FrameTooLarge):
-            inline = self.phase(conn) is Phase.Commands
-            return self._protocol_error(
-                conn, "too big inline request" if inline else "invalid bulk length"
-            )
         data = conn.peek()
+        if isinstance(err, FrameTooLarge):
+            if self.phase(conn) is Phase.Arguments:
+                return self._protocol_error(conn, "invalid bulk length")
+            if len(data) and data[0] == ord("*"):  # an array head without its end
+                return self._protocol_error(conn, "invalid multibulk length")
+            return self._protocol_error(conn, "too big inline request")
         if self.phase(conn) is Phase.Arguments and isinstance(err, MalformedFrame):
             if len(data) and data[0] != ord("$"):
                 got = chr(data[0]) if 32 < data[0] < 127 else f"\\x{data[0]:02x}"

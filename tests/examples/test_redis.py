@@ -202,6 +202,12 @@ def test_bad_counts_and_lengths_get_redis_errors(server: ExampleServer) -> None:
             recv_until_closed(sock) == b"-ERR Protocol error: invalid bulk length\r\n"
         )
     with server.connect() as sock:
+        sock.sendall(b"*" + b"9" * 40)
+        assert (
+            recv_until_closed(sock)
+            == b"-ERR Protocol error: invalid multibulk length\r\n"
+        )
+    with server.connect() as sock:
         sock.sendall(b"x" * (70 * 1024))
         assert (
             recv_until_closed(sock)
