@@ -28,6 +28,7 @@ from .context_fields import (
     extern_const,
     scalar_format,
 )
+from .context_phases import phase_views
 from .context_strategies import StrategyBuilder
 from .render import camel_case, py_literal, snake_case
 
@@ -1037,4 +1038,5 @@ def build_context(
             for f in frames
         ),
         "camel": camel_case,
+        "phased": phase_views(spec),
     }

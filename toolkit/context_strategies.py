@@ -56,6 +56,9 @@ class StrategyView:
     assumes: list[str] = field(default_factory=list)  # after every field
 
 
+_NEGATED = {"==": "!=", "!=": "==", "<": ">=", ">=": "<", ">": "<=", "<=": ">"}
+
+
 class StrategyBuilder:
     def __init__(
         self,
@@ -488,8 +491,15 @@ class StrategyBuilder:
                 return var(ref)
 
             until = ex.python(extent.until, item)
+            # `it.code != 0`, not `not (it.code == 0)` (which linters flag).
+            flipped = _NEGATED.get(extent.until.op) if isinstance(extent.until, ir.Binary) else None
+            others = (
+                ex.python(ir.Binary(flipped, extent.until.left, extent.until.right), item)
+                if flipped is not None and isinstance(extent.until, ir.Binary)
+                else f"not ({until})"
+            )
             return (
-                f"st.tuples(st.lists({element}.filter(lambda item: not ({until})), "
+                f"st.tuples(st.lists({element}.filter(lambda item: {others}), "
                 f"max_size={MAX_ELEMENTS}), {element}.filter(lambda item: bool({until})))"
                 ".map(lambda parts: [*parts[0], parts[1]])"
             )

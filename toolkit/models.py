@@ -594,6 +594,7 @@ class DecimalFraming:
     kind: Literal["decimal"] = dataclasses.field(default="decimal", init=False)
     separator: bytes = b":"
     terminator: bytes = b","
+    marker: bytes = b""  # before the length (RESP's `$`)
 
 
 @dataclass(frozen=True)
@@ -684,6 +685,34 @@ class FrameDef:
         return self.field(self.dispatch) or self.bit_field(self.dispatch)
 
 
+@dataclass(frozen=True)
+class PhaseArm:
+    """A frame a phase accepts: chosen when the unread bytes start with one of
+    `prefixes` (none: the phase's default frame); then the connection moves to
+    `then`."""
+
+    frame: str
+    prefixes: tuple[bytes, ...] = ()
+    then: str | None = None
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A state of a connection: the frames it accepts, prefixed ones first."""
+
+    name: str
+    arms: tuple[PhaseArm, ...]
+    location: Location
+
+    @property
+    def default(self) -> PhaseArm | None:
+        return next((arm for arm in self.arms if not arm.prefixes), None)
+
+    @property
+    def prefixed(self) -> tuple[PhaseArm, ...]:
+        return tuple(arm for arm in self.arms if arm.prefixes)
+
+
 Transport = Literal["tcp", "udp"]
 
 
@@ -703,6 +732,9 @@ class ProtocolSpec:
     server_encodes: str = ""  # frame name the server encodes (responses)
     handler_base: str | None = None  # "module:Class" or None for the default
     frame_base: str | None = None
+    # The phases of a connection, the one it starts in first; none: every
+    # connection decodes `server_decodes` from start to end.
+    phases: tuple[Phase, ...] = ()
 
     def frame(self, name: str) -> FrameDef:
         for frame in self.frames:

@@ -339,8 +339,8 @@ class _ToAst(Transformer):
         return ast.VarintFramingDecl(children[0], self._span(meta))
 
     def decimal_framing(self, meta: Any, children: list[Any]) -> ast.DecimalFramingDecl:
-        separator, terminator = children
-        return ast.DecimalFramingDecl(separator, terminator, self._span(meta))
+        separator, terminator, marker = children
+        return ast.DecimalFramingDecl(separator, terminator, self._span(meta), marker)
 
     def delimited_framing(
         self, meta: Any, children: list[Any]
@@ -519,6 +519,22 @@ class _ToAst(Transformer):
     def extern_def(self, meta: Any, children: list[Any]) -> ast.ExternDecl:
         name, python_type, target = children
         return ast.ExternDecl(name, python_type, target, self._span(meta))
+
+    # Phases.
+    def phase_def(self, meta: Any, children: list[Any]) -> ast.PhaseDecl:
+        start, name, *arms = children
+        return ast.PhaseDecl(name, start is not None, tuple(arms), self._span(meta))
+
+    def phase_arm(self, meta: Any, children: list[Any]) -> ast.PhaseArmDecl:
+        *labels, frame, then = children
+        prefixes = tuple(label for label in labels if isinstance(label, ast.StrLit))
+        return ast.PhaseArmDecl(prefixes, frame, then, self._span(meta))
+
+    def phase_label(self, meta: Any, children: list[Any]) -> Any:
+        return children[0]
+
+    def then_clause(self, meta: Any, children: list[Any]) -> ast.Ident:
+        return children[0]
 
     def where_stmt(self, meta: Any, children: list[Any]) -> ast.WhereStmt:
         return ast.WhereStmt(children[0], self._span(meta))

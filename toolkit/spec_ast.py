@@ -296,6 +296,7 @@ class DecimalFramingDecl:
     separator: StrLit | None
     terminator: StrLit | None
     span: Span
+    marker: StrLit | None = None
 
 
 @dataclass(frozen=True)
@@ -437,6 +438,26 @@ class ExternDecl:
     span: Span
 
 
+@dataclass(frozen=True)
+class PhaseArmDecl:
+    """`"*" => RespArray then Session`: a frame a phase accepts."""
+
+    prefixes: tuple[StrLit, ...]  # none: the default frame (`default =>` or no label)
+    frame: Ident
+    then: Ident | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class PhaseDecl:
+    """`[start] phase NAME { ARMS }`: a state of a connection."""
+
+    name: Ident
+    start: bool
+    arms: tuple[PhaseArmDecl, ...]
+    span: Span
+
+
 TopItem = Union[
     ProtocolStmt,
     TransportStmt,
@@ -447,6 +468,7 @@ TopItem = Union[
     FrameDecl,
     StructDecl,
     ExternDecl,
+    PhaseDecl,
 ]
 
 

@@ -224,6 +224,7 @@ class SpecBuilder(Checker):
         # circular imports: these use the helpers of this module
         from .validate_fields import SpecTypes
         from .validate_frame import FrameBuilder
+        from .validate_phases import build_phases
         from .validate_struct import StructBuilder, check_spec_types
 
         items = self.tree.items
@@ -271,6 +272,12 @@ class SpecBuilder(Checker):
             span = protocol.span if protocol else ast.Span(self.bag.location(1, 1))
             self.error(span, "spec defines no frames")
         decodes, encodes = self._server([decl.name.text for decl in frame_decls])
+        phases = build_phases(
+            self,
+            [item for item in items if isinstance(item, ast.PhaseDecl)],
+            [decl.name.text for decl in frame_decls],
+            transports,
+        )
         handler_base = self._base("handler_base")
         frame_base = self._base("frame_base")
         if self.bag:
@@ -289,6 +296,7 @@ class SpecBuilder(Checker):
             server_encodes=encodes,
             handler_base=handler_base,
             frame_base=frame_base,
+            phases=phases,
         )
 
     # Statements that may appear once.

@@ -272,8 +272,16 @@ class FramingRules(Checker):
         return field
 
     def _decimal_framing(self, decl: ast.DecimalFramingDecl) -> DecimalFraming | None:
+        marker = decl.marker.value if decl.marker is not None else b""
+        if decl.marker is not None and not marker:
+            self.error(decl.marker.span, "empty marker")
+            return None
+        if any(char in b"0123456789" for char in marker):
+            assert decl.marker is not None
+            self.error(decl.marker.span, "the marker must not contain digits")
+            return None
         if decl.separator is None or decl.terminator is None:
-            return DecimalFraming()
+            return DecimalFraming(marker=marker)
         if not decl.separator.value:
             self.error(decl.separator.span, "empty separator")
             return None
@@ -281,7 +289,9 @@ class FramingRules(Checker):
             self.error(decl.separator.span, "the separator must not contain digits")
             return None
         return DecimalFraming(
-            separator=decl.separator.value, terminator=decl.terminator.value
+            separator=decl.separator.value,
+            terminator=decl.terminator.value,
+            marker=marker,
         )
 
     def _delimiters(self, literals: tuple[ast.StrLit, ...]) -> tuple[bytes, ...]:

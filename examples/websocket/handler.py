@@ -8,10 +8,11 @@ unfragmented and at most 125 bytes. The generated codec decodes a
 (every length form chosen from the payload); the generated handler calls one
 method per opcode. This subclass adds what lies beyond one frame:
 
-- the opening handshake (section 4.2): a GET with `Upgrade: websocket`,
-  `Sec-WebSocket-Version: 13` and a key, answered `101 Switching Protocols`
-  with its `Sec-WebSocket-Accept` (else `400` and close). Until protogen has
-  connection phases, `on_traffic` reads that request itself;
+- the opening handshake (section 4.2), the spec's `Opening` phase: a GET with
+  `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a key, answered
+  `101 Switching Protocols` with its `Sec-WebSocket-Accept`, then a switch to
+  the `Frames` phase (else `400` and close: a frame sent before the upgrade is
+  no request head);
 - messages: text and binary frames, fragmented with continuation frames, are
   reassembled (at most MAX_MESSAGE bytes, else close 1009) and echoed as one
   frame; a text message must be UTF-8 (else close 1007);
@@ -29,8 +30,8 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from websocket_codec import ClientFrame, ClosePayload, Opcode, ServerFrame
-from websocket_handler import WebsocketHandler
+from websocket_codec import ClientFrame, ClosePayload, Handshake, Opcode, ServerFrame
+from websocket_handler import Phase, WebsocketHandler
 
 from protogen.errors import FrameTooLarge, ProtocolError
 from protogen.runtime import Action, Conn
@@ -38,7 +39,6 @@ from protogen.runtime import Action, Conn
 __all__ = ["EchoServer", "Session", "accept_key", "handshake_response"]
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
-MAX_HEAD = 8 * 1024  # the opening handshake's request head
 MAX_MESSAGE = 16 * 1024 * 1024
 # Status codes (section 7.4.1).
 NORMAL, PROTOCOL_ERROR, INVALID_DATA, TOO_BIG = 1000, 1002, 1007, 1009
@@ -65,7 +65,9 @@ def handshake_response(head: bytes) -> bytes | None:
         if not colon:
             return None
         fields[name.strip().lower()] = value.strip()
-    connection = {token.strip().lower() for token in fields.get(b"connection", b"").split(b",")}
+    connection = {
+        token.strip().lower() for token in fields.get(b"connection", b"").split(b",")
+    }
     key = fields.get(b"sec-websocket-key", b"")
     try:
         valid_key = len(base64.b64decode(key, validate=True)) == 16
@@ -103,25 +105,17 @@ class Session:
 class EchoServer(WebsocketHandler):
     """Echoes every text and binary message; answers pings and the close handshake."""
 
-    def on_traffic(self, conn: Conn) -> Action | None:
-        if conn.context is None:
-            data = conn.peek()
-            head_end = bytes(data[:MAX_HEAD]).find(b"\r\n\r\n")
-            if head_end < 0:
-                if len(data) >= MAX_HEAD:
-                    conn.write(BAD_REQUEST)
-                    return Action.CLOSE
-                return None  # the rest of the request is on its way
-            response = handshake_response(bytes(data[:head_end]))
-            conn.discard(head_end + 4)
-            if response is None:
-                conn.write(BAD_REQUEST)
-                return Action.CLOSE
-            conn.write(response)
-            conn.context = Session()
-            if not len(conn.peek()):
-                return None
-        return super().on_traffic(conn)
+    # The opening handshake --------------------------------------------------------
+
+    def on_handshake(self, conn: Conn, frame: Handshake) -> Action | None:
+        response = handshake_response(bytes(frame.head))
+        if response is None:
+            conn.write(BAD_REQUEST)
+            return Action.CLOSE
+        conn.write(response)
+        conn.context = Session()
+        self.switch(conn, Phase.Frames)  # the bytes after the head are frames
+        return None
 
     # Messages ------------------------------------------------------------------------
 
@@ -140,7 +134,9 @@ class EchoServer(WebsocketHandler):
     def _start(self, conn: Conn, frame: ClientFrame) -> Action | None:
         session: Session = conn.context
         if session.opcode is not None:
-            return self._fail(conn, PROTOCOL_ERROR, "new message inside a fragmented one")
+            return self._fail(
+                conn, PROTOCOL_ERROR, "new message inside a fragmented one"
+            )
         session.opcode = frame.opcode
         return self._add(conn, session, frame)
 
@@ -152,7 +148,9 @@ class EchoServer(WebsocketHandler):
         if not frame.fin:
             return None
         opcode = session.opcode
-        message = b"".join(session.parts) if len(session.parts) > 1 else session.parts[0]
+        message = (
+            b"".join(session.parts) if len(session.parts) > 1 else session.parts[0]
+        )
         session.opcode, session.parts, session.size = None, [], 0
         assert opcode is not None
         if opcode == Opcode.text:
@@ -182,7 +180,9 @@ class EchoServer(WebsocketHandler):
             status = ClosePayload.decode(frame.payload)
         except ProtocolError as err:
             bad_text = "UTF-8" in str(err)
-            return self._fail(conn, INVALID_DATA if bad_text else PROTOCOL_ERROR, str(err))
+            return self._fail(
+                conn, INVALID_DATA if bad_text else PROTOCOL_ERROR, str(err)
+            )
         self.send(conn, close_frame(status.code, status.reason))
         return Action.CLOSE
 
@@ -190,10 +190,15 @@ class EchoServer(WebsocketHandler):
         return self._fail(conn, PROTOCOL_ERROR, "unknown opcode")
 
     def on_protocol_error(self, conn: Conn, err: ProtocolError) -> Action:
+        if self.phase(conn) is Phase.Opening:  # a request head over 8 KiB
+            conn.write(BAD_REQUEST)
+            return Action.CLOSE
         code = TOO_BIG if isinstance(err, FrameTooLarge) else PROTOCOL_ERROR
         return self._fail(conn, code, str(err))
 
     def _fail(self, conn: Conn, code: int, reason: str) -> Action:
         """Close with a status code (the reason is cut to fit a control frame)."""
-        self.send(conn, close_frame(code, reason.encode()[:100].decode("utf-8", "ignore")))
+        self.send(
+            conn, close_frame(code, reason.encode()[:100].decode("utf-8", "ignore"))
+        )
         return Action.CLOSE

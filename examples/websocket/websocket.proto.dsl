@@ -7,10 +7,27 @@
 # frame exactly: the shortest length form only (section 5.2), control frames
 # unfragmented and at most 125 bytes (section 5.5), reserved bits 0 (no extension
 # is negotiated). Clients always mask (section 5.3); servers never do.
+#
+# Before the frames comes the opening handshake (section 4): an HTTP/1.1 GET
+# asking for the upgrade. The handler answers it and switches the connection to
+# Frames; frames the client sends right behind its request are decoded there.
 protocol websocket
 transport tcp
 max_frame 4 MiB
 server decodes ClientFrame encodes ServerFrame
+
+start phase Opening {
+    Handshake                         # the handler switches to Frames after its 101
+}
+phase Frames {
+    ClientFrame
+}
+
+frame Handshake {                     # the request head, up to its empty line
+    framing delimited "\r\n\r\n"
+    max_frame 8 KiB
+    body { head: bytes[rest] }
+}
 
 enum Opcode : u8 {
     continuation = 0x0, text = 0x1, binary = 0x2,

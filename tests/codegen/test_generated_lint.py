@@ -1,7 +1,8 @@
 """Generated code is clean: `ruff check` and `mypy --strict` find nothing.
 
-Every example spec (examples/*.proto.dsl, examples/*/*.proto.dsl) and every
-bench spec (bench/specs/*.proto.dsl) is built with its property tests into a
+Every example spec (examples/*.proto.dsl, examples/*/*.proto.dsl), every
+bench spec (bench/specs/*.proto.dsl) and the test specs of generator features no
+example shows (tests/codegen/specs/*.proto.dsl: phases) is built with its property tests into a
 package of its own; ruff and mypy each run once over all of them, together
 with a typed user handler subclass. Any finding fails the test and is shown.
 """
@@ -22,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 SPECS = sorted(
     [*REPO.glob("examples/*.proto.dsl"), *REPO.glob("examples/*/*.proto.dsl")]
     + list(REPO.glob("bench/specs/*.proto.dsl"))
+    + list(REPO.glob("tests/codegen/specs/*.proto.dsl"))
 )
 PLUGINS = REPO / "bench" / "specs"  # plug-in field types the bench specs name
 
@@ -79,6 +81,7 @@ def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
 def test_every_spec_is_covered(generated: Path) -> None:
     names = {path.name for path in SPECS}
     assert {"mqtt.proto.dsl", "dns.proto.dsl", "websocket.proto.dsl"} <= names
+    assert "phased.proto.dsl" in names
     assert len(list(generated.glob("gen*/*_codec.py"))) == len(SPECS)
 
 

@@ -168,3 +168,37 @@ def test_a_broken_client_does_not_disturb_another(server: ExampleServer) -> None
         ws.socket.sendall(b"\x82\xff" + b"\x7f" + b"\xff" * 7)  # 2**63 - 1 bytes
         ws.recv(timeout=10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+def test_frames_in_the_handshake_segment_are_decoded_as_frames(server: ExampleServer) -> None:
+    """The switch from the opening handshake to frames happens at the byte after
+    the request head, also when the frames arrive in the same segment."""
+    for cut in (len(HANDSHAKE) - 1, len(HANDSHAKE), len(HANDSHAKE) + 1, None):
+        stream = HANDSHAKE + _masked(0x1, b"one") + _masked(0x2, b"two")
+        with server.connect() as sock:
+            if cut is None:
+                sock.sendall(stream)
+            else:
+                sock.sendall(stream[:cut])
+                sock.sendall(stream[cut:])
+            sock.settimeout(5)
+            data = b""
+            while not data.endswith(b"\x82\x03two"):
+                chunk = sock.recv(4096)
+                assert chunk, data
+                data += chunk
+        head, _, frames = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert frames == b"\x81\x03one\x82\x03two", cut
+
+
+def test_a_frame_before_the_upgrade_gets_400(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(_masked(0x1, b"early") + b"\r\n\r\n")
+        assert recv_until_closed(sock).startswith(b"HTTP/1.1 400 ")
+
+
+def test_a_request_head_over_8_kib_gets_400(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nX: " + b"a" * 9000)
+        assert recv_until_closed(sock).startswith(b"HTTP/1.1 400 ")
