@@ -30,7 +30,7 @@ A `<!-- doc-test: ... -->` comment on the line before a fence overrides:
 the content of NAME in the workspace, e.g. the `shout.py` of the README).
 
 Ports: `127.0.0.1:PORT`, `localhost:PORT`, `[::1]:PORT`, `--port PORT` and
-`-p PORT`, `("127.0.0.1", PORT)` and `127.0.0.1 PORT` in commands and snippets are replaced, consistently within the
+`-p PORT`, `-P PORT`, `("127.0.0.1", PORT)` and `127.0.0.1 PORT` in commands and snippets are replaced, consistently within the
 document, by free ports; servers started without an address get
 `PROTOGEN_LISTEN` set to the session's port for 7000 (the documented default).
 """
@@ -66,6 +66,9 @@ PORT_PATTERNS = [
     re.compile(r"(?<=127\.0\.0\.1 )(\d{2,5})\b"),  # nc 127.0.0.1 PORT
     re.compile(r"(?<=--port )(\d{2,5})\b"),
     re.compile(r"(?<=-p )(\d{2,5})\b"),
+    re.compile(
+        r"(?<=-P )(\d{4,5})\b"
+    ),  # logger -P PORT (redis-benchmark -P 16: a depth)
 ]
 EXPECTED_PRINT = re.compile(r"print\(.*\)\s*#\s*(?P<value>.+?)\s*$")
 
@@ -317,7 +320,7 @@ class Session:
             return ""
         wanted = self.ports_of(command)
         holders = [server for server in self.servers if server.ports & wanted]
-        if process.returncode != 0 and holders:
+        if process.returncode != 0 and holders and "in use" in output:
             # A second server on a documented port: the reader stopped the
             # first one (Ctrl-C) before starting this one.
             for server in holders:
