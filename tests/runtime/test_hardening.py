@@ -405,6 +405,61 @@ def test_a_frame_announced_with_peek_is_held_in_a_buffer_close_to_its_size() -> 
             assert wait_for(lambda: engine.stats().inbound_held == 0)
 
 
+class Counting(Holds):
+    """Echo recording which connections reached on_traffic and how many bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: dict[Any, int] = {}
+
+    def on_traffic(self, conn: Any) -> Action:
+        self.received[conn] = conn.inbound_buffered()
+        return super().on_traffic(conn)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def test_announcing_a_huge_frame_pins_memory_in_proportion_to_the_bytes_sent() -> None:
+    # Slowloris with amplification: each peer announces a max_frame (16 MiB)
+    # frame and sends a few bytes of it. Sizing buffers by the announcement
+    # pinned 16 MiB per peer (the loop's 256 MiB budget was spent by the 16th,
+    # closing the rest); buffers must grow with what was received.
+    handler = Counting()
+    handler.max_frame = 16 * MIB
+    peers = 48
+    rss_before = rss_bytes()
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        socks = [connect(engine.urls[0]) for _ in range(peers)]
+        try:
+            for sock in socks:
+                sock.sendall(struct.pack(">I", 16 * MIB - 4) + b"hello")
+            assert wait_for(
+                lambda: len(handler.received) == peers or bool(handler.closes)
+            )
+            assert handler.closes == []
+            held = engine.stats().inbound_held
+            assert held <= peers * 4 * KIB, held  # one small pool class each
+            assert rss_bytes() - rss_before < 32 * MIB
+            # More of each frame arrives: the buffers grow with it, within
+            # a small factor of the bytes received (doubling, pool classes).
+            chunk = bytes(300 * KIB)
+            for sock in socks:
+                sock.sendall(chunk)
+            received = 4 + 5 + len(chunk)
+            assert wait_for(
+                lambda: all(n == received for n in handler.received.values())
+            ), sorted(set(handler.received.values()))
+            held = engine.stats().inbound_held
+            assert held <= peers * (2.5 * received + 4 * KIB), held
+            assert handler.closes == []
+        finally:
+            for sock in socks:
+                sock.close()
+
+
 # ----------------------------------------------------------------- fairness
 class Budgeted(EventHandler):
     """Echoes at most 4 bytes per call, then yields; records who ran when."""
