@@ -199,6 +199,4 @@ def _capacity(kept: int, want: int, cap: int) -> int:
     size = kept + kept
     if kept < want < size:
         size = want
-    if size < kept + MIN_READ:
-        size = kept + MIN_READ
-    return size if size < cap else cap
+    return min(max(size, kept + MIN_READ), cap)
