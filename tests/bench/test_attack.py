@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -183,3 +184,53 @@ def test_the_table() -> None:
     assert row == ["slowloris", "500/500", "40/41/41", "4.0", "ms", "0", "0", "0", "ok"]
     assert lines[3].split()[-1] == "MISS" and "200" in lines[3]
     assert "  data+FIN: MISSED: 200 sockets left in CLOSE_WAIT" in lines
+
+
+SPINNER = """
+import sys, time
+from protogen.runtime import EventHandler, run
+
+class Spinner(EventHandler):
+    def on_traffic(self, conn):
+        conn.discard()
+        started = time.thread_time()
+        while time.thread_time() - started < 0.02:  # 20 ms of CPU in one pass
+            pass
+        conn.write(b"done")
+
+run(Spinner(), sys.argv[1])
+"""
+
+
+def test_pass_cpu_logs_the_cpu_time_of_a_heavy_loop_pass(tmp_path: Path) -> None:
+    from benchlib.passcpu import worst_pass
+    from benchlib.servers import free_port
+
+    script = tmp_path / "spinner.py"
+    script.write_text(SPINNER)
+    log = tmp_path / "passes"
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(BENCH / "benchlib" / "passcpu.py"), str(log)]
+        + [str(script), f"tcp://127.0.0.1:{port}"]
+    )
+    try:
+        started = time.time()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        with client:
+            client.sendall(b"go")
+            assert Stream(client).exact(4) == b"done"
+        assert wait_for(lambda: worst_pass(str(log), started, time.time())[0] > 0)
+        cpu, events = worst_pass(str(log), started, time.time())
+        assert 0.02 <= cpu < 1.0 and events >= 1, (cpu, events)
+        assert worst_pass(str(log), 0, started - 1) == (0.0, 0)  # another window
+    finally:
+        server.terminate()
+        server.wait(10)
