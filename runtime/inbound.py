@@ -13,7 +13,7 @@ once: the hint only caps a step, so a frame that is all there fits without
 slack. A peer announcing a 16 MiB frame and sending five bytes pins one small
 buffer, not 16 MiB. While a frame arrives its buffer's capacity stays within
 about 2.5 times the bytes received (doubling, then pool classes up to 25 %
-apart), plus one small class; what the handler leaves of it moves back to the
+apart), plus one small class; a leftover of up to 8 KiB moves back to the
 shared buffer with the next read.
 
 `InboundMemory` is the loop's side: the shared buffer, the pool, and the
