@@ -506,3 +506,47 @@ def test_a_yielding_connection_lets_the_others_run_before_its_next_turn() -> Non
     bystander = handler.order.index(("bystander", 1))
     assert [n for who, n in handler.order if who == "hog"] == [4, 4, 4]
     assert bystander < hog_turns[1], handler.order  # served between the hog's turns
+
+
+class Nibbler(EventHandler):
+    """Echoes 256 bytes per call and yields while bytes remain (a generated
+    handler's frame budget, in miniature); records the most it had buffered."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self.closes: list[BaseException | None] = []
+
+    def on_traffic(self, conn: Any) -> Action | None:
+        self.peak = max(self.peak, conn.inbound_buffered())
+        conn.write(conn.next(256))
+        return Action.YIELD if conn.inbound_buffered() else None
+
+    def on_close(self, conn: Any, err: BaseException | None) -> None:
+        self.closes.append(err)
+
+
+@pytest.mark.parametrize("edge", [True, False], ids=["edge", "level"])
+def test_a_pipelining_peer_is_read_only_once_its_owed_frames_are_handled(
+    edge: bool,
+) -> None:
+    # Reading a connection whose yielded frames still wait piled its requests
+    # up in its buffer (to max_buffered_per_conn: 16 MiB for echo, copied at
+    # each doubling) instead of leaving them to TCP's window.
+    from protogen.runtime.inbound import SHARED_READ_SIZE
+
+    handler = Nibbler()
+    data = bytes(range(256)) * (1 * MIB // 256)
+    options = dict(max_buffered_per_conn=512 * KIB, edge_triggered=edge)
+    with serving(handler, "tcp://127.0.0.1:0", **options) as engine:
+        with connect(engine.urls[0]) as sock:
+            echoed: list[bytes] = []
+            reader = threading.Thread(
+                target=lambda: echoed.append(recv_exact(sock, len(data))),
+                daemon=True,
+            )
+            reader.start()
+            sock.sendall(data)
+            reader.join(30)
+            assert echoed == [data]
+    assert handler.peak <= SHARED_READ_SIZE, handler.peak
+    assert handler.closes == [None]
