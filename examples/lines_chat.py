@@ -26,6 +26,11 @@ Joins and leaves are announced together once per pass of the event loop: each
 member gets one write holding every `joined`/`left` notice of the pass. Told
 one by one, 500 clients arriving (or dropping) at once would cost 500 x 500
 writes in one pass and stall the room; together they cost one per member.
+
+A member that does not read what the room sends it is dropped (`left (too
+slow)`) once 1 MiB waits for it (an IRC server's "SendQ exceeded"): the lines
+of a busy room would otherwise pile up for it to the runtime's 64 MiB
+`write_buffer_cap`, for every such member.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from protogen.runtime.engine import BootError
 __all__ = ["ChatRoom", "NICK_RULE"]
 
 NICK_RULE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# Bytes that may wait for a member before it is dropped as too slow.
+SEND_QUEUE_LIMIT = 1024 * 1024
 
 
 class ChatRoom(LinesHandler):
@@ -194,19 +201,25 @@ class ChatRoom(LinesHandler):
             at = joined_at.get(member)
             data = everything if at is None else b"".join(lines[at + 1 :])
             if data and member not in self._leaving:
-                try:
-                    member.write(data)
-                except ConnectionClosed:
-                    pass  # closing already; its on_close will tidy up
+                self._deliver(member, data)
 
     def _send_all(self, data: bytes, exclude: Any = None) -> None:
+        deliver = self._deliver
+        leaving = self._leaving
         for member in self.members:
-            if member is exclude or member in self._leaving:
-                continue
-            try:
-                member.write(data)
-            except ConnectionClosed:
-                pass  # closing already; its on_close will tidy up
+            if member is not exclude and member not in leaving:
+                deliver(member, data)
+
+    def _deliver(self, member: Any, data: bytes) -> None:
+        try:
+            member.write(data)
+        except ConnectionClosed:
+            return  # closing already; its on_close will tidy up
+        if member.is_write_paused() and member.outbound_buffered() > SEND_QUEUE_LIMIT:
+            # It does not read: drop it rather than queue the room for it. (It is
+            # told nothing more; the room hears why it left.)
+            self._leaving[member] = "too slow"
+            member.close()
 
 
 def _address(addr: Any) -> str:

@@ -356,6 +356,41 @@ def test_a_crowd_joining_and_leaving_at_once_costs_each_member_one_write(
     assert not thread.is_alive()
 
 
+def test_a_member_that_never_reads_is_dropped_before_the_room_piles_up_for_it(
+    chat: Any, gen: Any
+) -> None:
+    # Without a limit the lines of a busy room queue for such a member up to
+    # the runtime's write_buffer_cap (64 MiB), for each of them.
+    talker, listener = chat.join(), chat.join()
+    deaf = socket.create_connection(listener.client.sock.getpeername())
+    deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        assert talker.read() == "* guest3 joined"
+        assert listener.read() == "* guest3 joined"
+        line = "x" * 8000
+        # The kernel's send buffer takes the first few MiB: 16 MiB in all is far
+        # below the cap and far above the room's limit.
+        notices: list[str] = []
+        for _ in range(16 * 2**20 // (64 * len(line))):
+            talker.client.send_many([chat.line(line)] * 64)
+            relayed = 0
+            while relayed < 64:
+                heard = listener.read()
+                if heard == f"guest1: {line}":
+                    relayed += 1
+                else:
+                    notices.append(heard)
+            if notices:
+                break
+        else:
+            notices.append(listener.read())  # it leaves once its close drained
+        assert notices == ["* guest3 left (too slow)"], notices
+        while (heard := talker.read()) != "* guest3 left (too slow)":
+            assert heard.startswith("* "), heard
+    finally:
+        deaf.close()
+
+
 def test_the_room_refuses_several_event_loops(gen: Any) -> None:
     class ClusterEngine:  # what a multi-process worker's on_boot receives
         workers = 2
