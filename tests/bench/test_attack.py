@@ -234,3 +234,33 @@ def test_pass_cpu_logs_the_cpu_time_of_a_heavy_loop_pass(tmp_path: Path) -> None
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_settling_waits_for_sockets_reset_by_their_clients(leaky: LeakyServer) -> None:
+    # A client closing with unread data resets its connection: the server's
+    # socket leaves ESTABLISHED at once (state CLOSE, not in the connection
+    # count) but stays open until the server closes it. Counting descriptors
+    # as soon as the connections were gone reported such sockets as leaked.
+    import attack
+
+    pid = os.getpid()
+    before = Holdings.of(leaky.port, pid)
+    clients = [socket.create_connection(("127.0.0.1", leaky.port)) for _ in range(5)]
+    for client in clients:
+        client.sendall(b"x\n")
+    assert wait_for(lambda: len(leaky.conns) == 5)
+    assert wait_for(lambda: all(Stream(c).exact(3) == b"ok\n" for c in clients))
+    for conn in leaky.conns:
+        conn.sendall(b"unread")  # the clients close with this unread: a reset
+    time.sleep(0.1)
+    for client in clients:
+        client.close()
+    assert wait_for(lambda: Holdings.of(leaky.port, None).connections == 0)
+    # The leaky server closes its sockets only a moment later.
+    closer = threading.Timer(0.5, lambda: [conn.close() for conn in leaky.conns])
+    closer.start()
+    try:
+        after = attack.settle(leaky.port, pid, before)
+    finally:
+        closer.join()
+    assert (after.connections, after.fds) == (before.connections, before.fds)
