@@ -21,6 +21,16 @@ room under the sender's address; there is no membership, so no commands.
 The room lives in this handler object, so every client must be on the same
 event loop: the room refuses to boot with `--loops` > 1 (worker processes
 would each hold a separate room).
+
+Joins and leaves are announced together once per pass of the event loop: each
+member gets one write holding every `joined`/`left` notice of the pass. Told
+one by one, 500 clients arriving (or dropping) at once would cost 500 x 500
+writes in one pass and stall the room; together they cost one per member.
+
+A member that does not read what the room sends it is dropped (`left (too
+slow)`) once 1 MiB waits for it (an IRC server's "SendQ exceeded"): the lines
+of a busy room would otherwise pile up for it to the runtime's 64 MiB
+`write_buffer_cap`, for every such member.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ from protogen.runtime.engine import BootError
 __all__ = ["ChatRoom", "NICK_RULE"]
 
 NICK_RULE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# Bytes that may wait for a member before it is dropped as too slow.
+SEND_QUEUE_LIMIT = 1024 * 1024
 
 
 class ChatRoom(LinesHandler):
@@ -49,6 +61,9 @@ class ChatRoom(LinesHandler):
         self.members: dict[Any, str] = {}  # conn -> nick, in order of arrival
         self._leaving: dict[Any, str] = {}  # conn -> why, once it is on its way out
         self._guests = 0
+        # Joins and leaves of this loop pass not yet announced: (who joined, or
+        # None for a leave; the encoded notice).
+        self._presence: list[tuple[Any, bytes]] = []
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -64,8 +79,8 @@ class ChatRoom(LinesHandler):
     def on_open(self, conn: Any) -> tuple[bytes | None, Action]:
         self._guests += 1
         nick = f"guest{self._guests}"
-        self._broadcast(f"* {nick} joined", exclude=conn)
         self.members[conn] = nick
+        self._announce(conn, f"* {nick} joined", joined=True)
         welcome = (
             f"* welcome, {nick}; {len(self.members)} here; /nick NAME, /who, /quit"
         )
@@ -79,7 +94,7 @@ class ChatRoom(LinesHandler):
                 # A reset or timeout says nothing to the room; a protocol error does.
                 lost = not isinstance(err, ProtocolError)
                 why = "connection lost" if lost else type(err).__name__
-            self._broadcast(f"* {nick} left" + (f" ({why})" if why else ""))
+            self._announce(conn, f"* {nick} left" + (f" ({why})" if why else ""))
         return super().on_close(conn, err)
 
     # -- lines -------------------------------------------------------------------
@@ -150,19 +165,61 @@ class ChatRoom(LinesHandler):
         return Line(line=line.encode()).encode()
 
     def _tell(self, conn: Any, text: str) -> None:
+        if self._presence:
+            self._announce_presence()  # (a /who answer comes after the joins)
         conn.write(self._encode(text))
 
     def _broadcast(self, text: str, exclude: Any = None) -> None:
         # Encoded once; the runtime queues it on each member and sends every
-        # member's queue in one system call when the current callback returns.
-        data = self._encode(text)
+        # member's queue in one system call at the end of the loop pass.
+        if self._presence:
+            self._announce_presence()  # in order: the joins and leaves first
+        self._send_all(self._encode(text), exclude)
+
+    def _announce(self, conn: Any, text: str, joined: bool = False) -> None:
+        """Queue a join or leave notice for the end of this loop pass."""
+        if not self._presence:
+            # A zero delay runs after the pass's events: every join and leave
+            # of the pass is in by then.
+            conn.loop.call_later(0, self._announce_presence)
+        self._presence.append((conn if joined else None, self._encode(text)))
+
+    def _announce_presence(self) -> None:
+        """Every queued join and leave, in one write per member."""
+        notices, self._presence = self._presence, []
+        if not notices:
+            return  # announced already, before a later line
+        lines = [line for _, line in notices]
+        everything = b"".join(lines)
+        # Who joined in this pass hears only of those after it: its welcome
+        # counted the ones before, and it is not told of its own arrival.
+        joined_at = {who: i for i, (who, _) in enumerate(notices) if who is not None}
+        if not joined_at:
+            self._send_all(everything)
+            return
         for member in self.members:
-            if member is exclude or member in self._leaving:
-                continue
-            try:
-                member.write(data)
-            except ConnectionClosed:
-                pass  # closing already; its on_close will tidy up
+            at = joined_at.get(member)
+            data = everything if at is None else b"".join(lines[at + 1 :])
+            if data and member not in self._leaving:
+                self._deliver(member, data)
+
+    def _send_all(self, data: bytes, exclude: Any = None) -> None:
+        deliver = self._deliver
+        leaving = self._leaving
+        for member in self.members:
+            if member is not exclude and member not in leaving:
+                deliver(member, data)
+
+    def _deliver(self, member: Any, data: bytes) -> None:
+        try:
+            member.write(data)
+        except ConnectionClosed:
+            return  # closing already; its on_close will tidy up
+        if member.is_write_paused() and member.outbound_buffered() > SEND_QUEUE_LIMIT:
+            # It does not read: drop it rather than queue the room for it. (It is
+            # told nothing more; the room hears why it left.)
+            self._leaving[member] = "too slow"
+            member.close()
 
 
 def _address(addr: Any) -> str:

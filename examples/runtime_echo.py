@@ -48,7 +48,7 @@ class LengthPrefixedEcho(EventHandler):
             conn.write(data[:end])
             conn.discard(end)
         if partial:
-            conn.peek(partial)  # size hint: the buffer grows once to fit the frame
+            conn.peek(partial)  # size hint: the buffer's growth stops at the frame
         return Action.NONE
 
 

@@ -135,7 +135,8 @@ class Conn:
     def peek(self, n: int = -1) -> memoryview:
         """Up to n buffered bytes (all for n < 0) without consuming them.
 
-        A short peek(n) is a sizing hint: the buffer is grown once to hold n.
+        A short peek(n) is a sizing hint: the buffer, growing with the bytes
+        received, stops at n for this frame (the hint alone allocates nothing).
         """
         inbound = self.inbound
         r = inbound.r

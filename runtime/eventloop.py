@@ -494,6 +494,11 @@ class EventLoop:
                     continue
                 if ev & RAW_HANGUP and not conn.eof:
                     conn.eof = EOF_SEEN  # the peer shut down: a short read is the end
+                if conn.pending and conn.pending & PENDING_TRAFFIC:
+                    # Frames it is owed are unhandled yet: read once they are, so a
+                    # pipelining peer meets TCP's window, not a growing buffer.
+                    conn.pending |= PENDING_READ
+                    continue
                 try:
                     if inbound.view is memory.view:
                         n = conn.transport.recv_into(memory.buffer)

@@ -3,9 +3,18 @@
 Every connection with nothing kept reads into its loop's one shared 64 KiB
 buffer (its `Inbound.view` *is* that buffer's view, with r == w, between reads), and
 the handler usually consumes all of it. Only what the handler leaves (an
-unfinished frame) moves into a pooled buffer of the connection's own, sized by
-the peek(n) hint, which goes back to the pool as soon as it is empty. An idle
-connection therefore holds no buffer at all.
+unfinished frame) moves into a pooled buffer of the connection's own, which goes
+back to the pool as soon as it is empty. An idle connection therefore holds no
+buffer at all.
+
+That buffer grows with the bytes actually received, doubling what the
+connection holds, never to the size a frame announces (the peek(n) hint) at
+once: the hint only caps a step, so a frame that is all there fits without
+slack. A peer announcing a 16 MiB frame and sending five bytes pins one small
+buffer, not 16 MiB. While a frame arrives its buffer's capacity stays within
+about 2.5 times the bytes received (doubling, then pool classes up to 25 %
+apart), plus one small class; a leftover of up to 8 KiB moves back to the
+shared buffer with the next read.
 
 `InboundMemory` is the loop's side: the shared buffer, the pool, and the
 limits on what unfinished frames may hold: per connection
@@ -99,7 +108,7 @@ class Inbound:
         view = self.view
         r = self.r
         kept = self.w - r
-        if kept <= SMALL_LEFTOVER and self.want <= SHARED_READ_SIZE:
+        if kept <= SMALL_LEFTOVER:
             # A small partial frame: read the rest into the shared buffer behind a
             # copy of it, so reads stay large while the connection keeps only a
             # small pooled buffer between reads. Its own copy stays valid until
@@ -114,7 +123,7 @@ class Inbound:
                 self.w = kept + n
             return n
         w = self.w
-        if len(view) - w < MIN_READ or self.want > len(view) - r:
+        if len(view) - w < MIN_READ:
             self._grow(memory)
             view = self.view
             w = self.w
@@ -144,7 +153,7 @@ class Inbound:
             raise FrameTooLarge(max(kept, want), cap)
         if self.view is memory.view:
             # Off the shared buffer, which the next read of any connection reuses.
-            view = memory.acquire(min(max(kept + MIN_READ, want), cap))
+            view = memory.acquire(_capacity(kept, want, cap))
             view[:kept] = memory.view[r:w]
             self.view = view
             self.r = 0
@@ -159,18 +168,16 @@ class Inbound:
         cap = memory.per_conn
         if kept >= cap:
             raise FrameTooLarge(kept, cap)
-        need = max(kept + MIN_READ, self.want)
-        if need <= len(old):
-            # Room enough once the consumed bytes are dropped: compact in place.
-            old[:kept] = bytes(old[r : r + kept])
-            self.r = 0
-            self.w = kept
+        size = _capacity(kept, self.want, cap)
+        if size <= len(old):
+            # Room enough once the consumed bytes are dropped (or as much as the
+            # cap allows): compact in place.
+            if r:
+                old[:kept] = bytes(old[r : r + kept])
+                self.r = 0
+                self.w = kept
             return
-        if not self.want:
-            # Frame size unknown: grow by half, so a frame pins at most about
-            # twice its size while it arrives (pool classes add <= 25 %).
-            need = max(need, len(old) + len(old) // 2)
-        view = memory.acquire(min(need, cap))
+        view = memory.acquire(size)
         view[:kept] = old[r : r + kept]
         memory.release(old)
         self.view = view
@@ -180,3 +187,18 @@ class Inbound:
     def drop(self, memory: InboundMemory) -> None:
         """Forget every buffered byte (the connection is closing)."""
         self.settle(memory, False)
+
+
+def _capacity(kept: int, want: int, cap: int) -> int:
+    """The buffer a connection holding `kept` bytes of an unfinished frame moves
+    to: room for MIN_READ more, else twice what it holds, but no more than the
+    announced frame (`want`, a peek(n) hint) or the per-connection cap.
+
+    Bytes received pay for the memory, never the announcement: sizing by `want`
+    alone would let each of many peers pin a max_frame buffer with five bytes.
+    Doubling keeps the copies of a large frame arriving to about its size.
+    """
+    size = kept + kept
+    if kept < want < size:
+        size = want
+    return min(max(size, kept + MIN_READ), cap)

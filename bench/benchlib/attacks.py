@@ -372,6 +372,10 @@ class AttackResult:
     fd_growth: int  # server fds then, minus before the attack
     alive: bool
     detail: str = ""
+    # The server loop's heaviest pass in CPU seconds and its event count
+    # (--pass-cpu; 0: not measured).
+    worst_pass: float = 0.0
+    worst_pass_events: int = 0
 
     def missed(self, goals: Goals) -> list[str]:
         misses = []
@@ -409,6 +413,7 @@ COLUMNS = (
     ("CLOSE_WAIT", 10),
     ("fds +", 5),
     ("goals", 5),
+    ("worst pass CPU", 14),
 )
 
 
@@ -428,6 +433,11 @@ def format_table(server: str, results: list[AttackResult], goals: Goals) -> str:
             str(result.close_wait),
             str(max(0, result.fd_growth)),
             "ok" if not misses else "MISS",
+            (
+                f"{result.worst_pass * 1e3:.1f} ms ({result.worst_pass_events} ev)"
+                if result.worst_pass
+                else ""
+            ),
         )
         lines.append(
             "  ".join(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -183,3 +184,83 @@ def test_the_table() -> None:
     assert row == ["slowloris", "500/500", "40/41/41", "4.0", "ms", "0", "0", "0", "ok"]
     assert lines[3].split()[-1] == "MISS" and "200" in lines[3]
     assert "  data+FIN: MISSED: 200 sockets left in CLOSE_WAIT" in lines
+
+
+SPINNER = """
+import sys, time
+from protogen.runtime import EventHandler, run
+
+class Spinner(EventHandler):
+    def on_traffic(self, conn):
+        conn.discard()
+        started = time.thread_time()
+        while time.thread_time() - started < 0.02:  # 20 ms of CPU in one pass
+            pass
+        conn.write(b"done")
+
+run(Spinner(), sys.argv[1])
+"""
+
+
+def test_pass_cpu_logs_the_cpu_time_of_a_heavy_loop_pass(tmp_path: Path) -> None:
+    from benchlib.passcpu import worst_pass
+    from benchlib.servers import free_port
+
+    script = tmp_path / "spinner.py"
+    script.write_text(SPINNER)
+    log = tmp_path / "passes"
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(BENCH / "benchlib" / "passcpu.py"), str(log)]
+        + [str(script), f"tcp://127.0.0.1:{port}"]
+    )
+    try:
+        started = time.time()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        with client:
+            client.sendall(b"go")
+            assert Stream(client).exact(4) == b"done"
+        assert wait_for(lambda: worst_pass(str(log), started, time.time())[0] > 0)
+        cpu, events = worst_pass(str(log), started, time.time())
+        assert 0.02 <= cpu < 1.0 and events >= 1, (cpu, events)
+        assert worst_pass(str(log), 0, started - 1) == (0.0, 0)  # another window
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_settling_waits_for_sockets_reset_by_their_clients(leaky: LeakyServer) -> None:
+    # A client closing with unread data resets its connection: the server's
+    # socket leaves ESTABLISHED at once (state CLOSE, not in the connection
+    # count) but stays open until the server closes it. Counting descriptors
+    # as soon as the connections were gone reported such sockets as leaked.
+    import attack
+
+    pid = os.getpid()
+    before = Holdings.of(leaky.port, pid)
+    clients = [socket.create_connection(("127.0.0.1", leaky.port)) for _ in range(5)]
+    for client in clients:
+        client.sendall(b"x\n")
+    assert wait_for(lambda: len(leaky.conns) == 5)
+    assert wait_for(lambda: all(Stream(c).exact(3) == b"ok\n" for c in clients))
+    for conn in leaky.conns:
+        conn.sendall(b"unread")  # the clients close with this unread: a reset
+    time.sleep(0.1)
+    for client in clients:
+        client.close()
+    assert wait_for(lambda: Holdings.of(leaky.port, None).connections == 0)
+    # The leaky server closes its sockets only a moment later.
+    closer = threading.Timer(0.5, lambda: [conn.close() for conn in leaky.conns])
+    closer.start()
+    try:
+        after = attack.settle(leaky.port, pid, before)
+    finally:
+        closer.join()
+    assert (after.connections, after.fds) == (before.connections, before.fds)

@@ -263,6 +263,134 @@ def test_a_udp_datagram_is_posted_to_the_room(gen: Any) -> None:
             member.close()
 
 
+class CountingTransport:
+    """A member's socket, counting the writes (chunks) the loop sends through it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.chunks = 0
+
+    def recv_into(self, buffer: Any) -> int:
+        return self.sock.recv_into(buffer)
+
+    def send(self, data: Any) -> int:
+        self.chunks += 1
+        return self.sock.send(data)
+
+    def sendmsg(self, chunks: Any) -> int:
+        self.chunks += len(chunks)
+        return self.sock.sendmsg(chunks)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc fds")
+def test_a_crowd_joining_and_leaving_at_once_costs_each_member_one_write(
+    gen: Any,
+) -> None:
+    # Slowloris on a chat room: 40 clients arrive in one loop pass, then drop
+    # in one pass. Announced one by one that is 40 writes per member per pass
+    # (500 clients: 250 000 writes, the room stalled for a tenth of a second);
+    # announced together, one.
+    crowd = 40
+    transports: list[CountingTransport] = []
+
+    def wrap(conn: Any) -> CountingTransport:
+        transports.append(CountingTransport(conn.sock))
+        return transports[-1]
+
+    room = gen.lines_chat.ChatRoom()
+    engine = Engine(room, ["tcp://127.0.0.1:0"], Options(install_signal_handlers=False))
+    engine.listen()
+    engine.listeners[0].transport = wrap
+    thread = threading.Thread(target=engine.run, daemon=True)
+    thread.start()
+    assert engine.wait_started(TIMEOUT)
+    gate = threading.Event()
+
+    def hold_the_loop() -> None:
+        """Blocks the loop until the test has acted: what it did meanwhile is
+        seen by the loop's next pass, all at once."""
+        engine.loop.call_soon_threadsafe(gate.wait, TIMEOUT)
+        time.sleep(0.1)  # (the loop is parked in gate.wait: nothing races it)
+
+    (url,) = engine.urls
+    bystander = Chatter(gen.lines_client, gen.lines_codec, url)
+    clients: list[socket.socket] = []
+    try:
+        fds_before = open_fds()
+        hold_the_loop()
+        port = int(url.rsplit(":", 1)[1])
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(crowd)]
+        transports[0].chunks = 0
+        gate.set()
+        joined = [bystander.read() for _ in range(crowd)]
+        assert joined == [f"* guest{n} joined" for n in range(2, crowd + 2)]
+        assert transports[0].chunks == 1, transports[0].chunks
+        bystander.say("/who")
+        assert bystander.read().startswith("* here: guest1, guest2, ")
+        gate.clear()
+        hold_the_loop()
+        transports[0].chunks = 0
+        for client in clients:
+            client.close()
+        gate.set()
+        left = [bystander.read() for _ in range(crowd)]
+        # (a reset, as the crowd never read: "left (connection lost)")
+        assert sorted(line.partition(" (")[0] for line in left) == sorted(
+            f"* guest{n} left" for n in range(2, crowd + 2)
+        ), left
+        assert transports[0].chunks == 1, transports[0].chunks
+        # Nothing of the crowd is left behind.
+        wait_for(lambda: engine.count_connections() == 1)
+        wait_for(lambda: open_fds() == fds_before)
+    finally:
+        gate.set()
+        bystander.close()
+        for client in clients:
+            client.close()
+        engine.stop()
+        thread.join(TIMEOUT)
+    assert not thread.is_alive()
+
+
+def test_a_member_that_never_reads_is_dropped_before_the_room_piles_up_for_it(
+    chat: Any, gen: Any
+) -> None:
+    # Without a limit the lines of a busy room queue for such a member up to
+    # the runtime's write_buffer_cap (64 MiB), for each of them.
+    talker, listener = chat.join(), chat.join()
+    deaf = socket.create_connection(listener.client.sock.getpeername())
+    deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        assert talker.read() == "* guest3 joined"
+        assert listener.read() == "* guest3 joined"
+        line = "x" * 8000
+        # The kernel's send buffer takes the first few MiB: 16 MiB in all is far
+        # below the cap and far above the room's limit.
+        notices: list[str] = []
+        for _ in range(16 * 2**20 // (64 * len(line))):
+            talker.client.send_many([chat.line(line)] * 64)
+            relayed = 0
+            while relayed < 64:
+                heard = listener.read()
+                if heard == f"guest1: {line}":
+                    relayed += 1
+                else:
+                    notices.append(heard)
+            if notices:
+                break
+        else:
+            notices.append(listener.read())  # it leaves once its close drained
+        assert notices == ["* guest3 left (too slow)"], notices
+        while (heard := talker.read()) != "* guest3 left (too slow)":
+            assert heard.startswith("* "), heard
+    finally:
+        deaf.close()
+
+
 def test_the_room_refuses_several_event_loops(gen: Any) -> None:
     class ClusterEngine:  # what a multi-process worker's on_boot receives
         workers = 2

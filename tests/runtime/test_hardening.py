@@ -405,6 +405,61 @@ def test_a_frame_announced_with_peek_is_held_in_a_buffer_close_to_its_size() -> 
             assert wait_for(lambda: engine.stats().inbound_held == 0)
 
 
+class Counting(Holds):
+    """Echo recording which connections reached on_traffic and how many bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: dict[Any, int] = {}
+
+    def on_traffic(self, conn: Any) -> Action:
+        self.received[conn] = conn.inbound_buffered()
+        return super().on_traffic(conn)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def test_announcing_a_huge_frame_pins_memory_in_proportion_to_the_bytes_sent() -> None:
+    # Slowloris with amplification: each peer announces a max_frame (16 MiB)
+    # frame and sends a few bytes of it. Sizing buffers by the announcement
+    # pinned 16 MiB per peer (the loop's 256 MiB budget was spent by the 16th,
+    # closing the rest); buffers must grow with what was received.
+    handler = Counting()
+    handler.max_frame = 16 * MIB
+    peers = 48
+    rss_before = rss_bytes()
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        socks = [connect(engine.urls[0]) for _ in range(peers)]
+        try:
+            for sock in socks:
+                sock.sendall(struct.pack(">I", 16 * MIB - 4) + b"hello")
+            assert wait_for(
+                lambda: len(handler.received) == peers or bool(handler.closes)
+            )
+            assert handler.closes == []
+            held = engine.stats().inbound_held
+            assert held <= peers * 4 * KIB, held  # one small pool class each
+            assert rss_bytes() - rss_before < 32 * MIB
+            # More of each frame arrives: the buffers grow with it, within
+            # a small factor of the bytes received (doubling, pool classes).
+            chunk = bytes(300 * KIB)
+            for sock in socks:
+                sock.sendall(chunk)
+            received = 4 + 5 + len(chunk)
+            assert wait_for(
+                lambda: all(n == received for n in handler.received.values())
+            ), sorted(set(handler.received.values()))
+            held = engine.stats().inbound_held
+            assert held <= peers * (2.5 * received + 4 * KIB), held
+            assert handler.closes == []
+        finally:
+            for sock in socks:
+                sock.close()
+
+
 # ----------------------------------------------------------------- fairness
 class Budgeted(EventHandler):
     """Echoes at most 4 bytes per call, then yields; records who ran when."""
@@ -451,3 +506,47 @@ def test_a_yielding_connection_lets_the_others_run_before_its_next_turn() -> Non
     bystander = handler.order.index(("bystander", 1))
     assert [n for who, n in handler.order if who == "hog"] == [4, 4, 4]
     assert bystander < hog_turns[1], handler.order  # served between the hog's turns
+
+
+class Nibbler(EventHandler):
+    """Echoes 256 bytes per call and yields while bytes remain (a generated
+    handler's frame budget, in miniature); records the most it had buffered."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self.closes: list[BaseException | None] = []
+
+    def on_traffic(self, conn: Any) -> Action | None:
+        self.peak = max(self.peak, conn.inbound_buffered())
+        conn.write(conn.next(256))
+        return Action.YIELD if conn.inbound_buffered() else None
+
+    def on_close(self, conn: Any, err: BaseException | None) -> None:
+        self.closes.append(err)
+
+
+@pytest.mark.parametrize("edge", [True, False], ids=["edge", "level"])
+def test_a_pipelining_peer_is_read_only_once_its_owed_frames_are_handled(
+    edge: bool,
+) -> None:
+    # Reading a connection whose yielded frames still wait piled its requests
+    # up in its buffer (to max_buffered_per_conn: 16 MiB for echo, copied at
+    # each doubling) instead of leaving them to TCP's window.
+    from protogen.runtime.inbound import SHARED_READ_SIZE
+
+    handler = Nibbler()
+    data = bytes(range(256)) * (1 * MIB // 256)
+    options = dict(max_buffered_per_conn=512 * KIB, edge_triggered=edge)
+    with serving(handler, "tcp://127.0.0.1:0", **options) as engine:
+        with connect(engine.urls[0]) as sock:
+            echoed: list[bytes] = []
+            reader = threading.Thread(
+                target=lambda: echoed.append(recv_exact(sock, len(data))),
+                daemon=True,
+            )
+            reader.start()
+            sock.sendall(data)
+            reader.join(30)
+            assert echoed == [data]
+    assert handler.peak <= SHARED_READ_SIZE, handler.peak
+    assert handler.closes == [None]
