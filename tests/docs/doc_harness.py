@@ -212,6 +212,9 @@ class Session:
     """One document's workspace, ports and background servers."""
 
     workspace: Path
+    # protogen serve's build cache; documents may share one (a spec built
+    # once serves every document that serves it).
+    cache: Path | None = None
     ports: dict[int, int] = field(default_factory=dict)
     servers: list[Server] = field(default_factory=list)
     ran: int = 0
@@ -226,7 +229,7 @@ class Session:
             k: v for k, v in os.environ.items() if not k.startswith("PROTOGEN_")
         }
         self.env["PATH"] = f"{VENV_BIN}{os.pathsep}{self.env.get('PATH', '')}"
-        self.env["PROTOGEN_CACHE_DIR"] = str(self.workspace / ".cache")
+        self.env["PROTOGEN_CACHE_DIR"] = str(self.cache or self.workspace / ".cache")
         self.env["PYTHONUNBUFFERED"] = "1"
         self.env.pop("PYTHONPATH", None)
 
@@ -536,9 +539,9 @@ def stop_server(server: Server) -> None:
         )
 
 
-def run_document(path: Path, workspace: Path) -> Session:
+def run_document(path: Path, workspace: Path, cache: Path | None = None) -> Session:
     """Run every block of `path`; raise DocTestFailure at the first that fails."""
-    session = Session(workspace)
+    session = Session(workspace, cache)
     try:
         for block in blocks_of(path):
             session.run_block(block)

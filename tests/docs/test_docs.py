@@ -20,11 +20,18 @@ DOCUMENTS = sorted(
 )
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("protogen-cache")
+
+
 @pytest.mark.parametrize(
     "document", DOCUMENTS, ids=[str(d.relative_to(REPO)) for d in DOCUMENTS]
 )
-def test_document_runs_as_written(document: Path, tmp_path: Path) -> None:
-    session = run_document(document, tmp_path)
+def test_document_runs_as_written(
+    document: Path, tmp_path: Path, shared_cache: Path
+) -> None:
+    session = run_document(document, tmp_path, shared_cache)
     runnable = [b for b in blocks_of(document) if b.kind not in ("read", "skip")]
     assert session.ran == len(runnable)
 
