@@ -16,6 +16,7 @@ The figures behind the choice of Cython (and not mypyc) are in docs/compiled.md.
 
 from __future__ import annotations
 
+import ast
 import filecmp
 import hashlib
 import json
@@ -98,11 +99,71 @@ def build_key(source: bytes, module_name: str) -> str:
     return digest.hexdigest()[:24]
 
 
-def compile_module(source: Path, module_name: str, out_dir: Path | None = None) -> Path:
+def slot_classes_pxd(text: str) -> str:
+    """A Cython augmenting `.pxd` making the module's slotted classes extension
+    types ("" when it has none).
+
+    A class qualifies when its `__slots__` is a literal tuple of names and its
+    bases (if any) qualify too: the frame classes, their `FrameBase`, the
+    decoders and readers of a generated codec. As extension types their fields
+    are C struct members: construction and attribute access skip the generic
+    attribute machinery. The `.py` stays the same plain Python.
+    """
+    tree = ast.parse(text)
+    declared: list[str] = []
+    lines: list[str] = []
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef) or node.decorator_list or node.keywords:
+            continue
+        bases = [base.id for base in node.bases if isinstance(base, ast.Name)]
+        if len(bases) != len(node.bases) or not all(b in declared for b in bases):
+            continue
+        slots = _literal_slots(node)
+        if slots is None:
+            continue
+        declared.append(node.name)
+        parents = f"({', '.join(bases)})" if bases else ""
+        lines.append(f"cdef class {node.name}{parents}:")
+        lines += [f"    cdef public object {name}" for name in slots] or ["    pass"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _literal_slots(node: ast.ClassDef) -> list[str] | None:
+    for statement in node.body:
+        if (
+            isinstance(statement, ast.Assign)
+            and len(statement.targets) == 1
+            and isinstance(statement.targets[0], ast.Name)
+            and statement.targets[0].id == "__slots__"
+        ):
+            value = statement.value
+            names = []
+            if isinstance(value, ast.Tuple):
+                for element in value.elts:
+                    if not isinstance(element, ast.Constant):
+                        return None
+                    if not isinstance(element.value, str):
+                        return None
+                    names.append(element.value)
+                return names
+            return None
+    return None
+
+
+def compile_module(
+    source: Path,
+    module_name: str,
+    out_dir: Path | None = None,
+    *,
+    extension_types: bool = False,
+) -> Path:
     """Compile `source` (importable as `module_name`) into an extension in
     `out_dir` (default: beside the source); returns the extension's path.
 
-    A build of the same content is reused from the cache.
+    With `extension_types`, its slotted classes become extension types (see
+    slot_classes_pxd); should Cython refuse that, the module is compiled
+    without. A build of the same content is reused from the cache.
     """
     from .cache import cache_root
 
@@ -111,10 +172,17 @@ def compile_module(source: Path, module_name: str, out_dir: Path | None = None) 
     out_dir = Path(out_dir) if out_dir is not None else source.parent
     leaf = module_name.rpartition(".")[2]
     target = out_dir / f"{leaf}{extension_suffix()}"
-    key = build_key(source.read_bytes(), module_name)
+    text = source.read_bytes()
+    pxd = slot_classes_pxd(text.decode("utf-8")) if extension_types else ""
+    key = build_key(text + b"\0" + pxd.encode(), module_name)
     cached = cache_root() / "compiled" / key / target.name
     if not cached.is_file():
-        _build(source, module_name, cached)
+        try:
+            _build(source, module_name, cached, pxd)
+        except CompileError:
+            if not pxd:
+                raise
+            _build(source, module_name, cached, "")
     out_dir.mkdir(parents=True, exist_ok=True)
     if target.is_file() and filecmp.cmp(cached, target, shallow=False):
         return target  # (a loaded extension is not replaced for nothing)
@@ -134,11 +202,15 @@ def compile_module(source: Path, module_name: str, out_dir: Path | None = None) 
 def compile_modules(
     modules: Iterable[tuple[Path, str]], out_dir: Path | None = None
 ) -> list[Path]:
-    """compile_module for each (source, module name)."""
-    return [compile_module(source, name, out_dir) for source, name in modules]
+    """compile_module for each (source, module name) of generated code: the
+    codecs' slotted classes become extension types."""
+    return [
+        compile_module(source, name, out_dir, extension_types=name.endswith("_codec"))
+        for source, name in modules
+    ]
 
 
-def _build(source: Path, module_name: str, cached: Path) -> None:
+def _build(source: Path, module_name: str, cached: Path, pxd: str) -> None:
     """Cythonize and compile in a scratch directory, then move into the cache."""
     from Cython.Build import cythonize
     from setuptools import Distribution, Extension
@@ -152,6 +224,8 @@ def _build(source: Path, module_name: str, cached: Path) -> None:
         # module's init function from the file name.
         copy = scratch / f"{leaf}.py"
         shutil.copyfile(source, copy)
+        if pxd:
+            (scratch / f"{leaf}.pxd").write_text(pxd, encoding="utf-8")
         extension = Extension(module_name, [str(copy)], extra_compile_args=list(CFLAGS))
         try:
             extensions = cythonize(

@@ -10,6 +10,7 @@ own (PROTOGEN_COMPILED_DIR), so the source tree other tests run stays pure.
 from __future__ import annotations
 
 import json
+import subprocess
 import socket
 import struct
 import sys
@@ -253,3 +254,43 @@ def test_without_a_c_compiler_build_compile_says_so(work: Path, tmp_path: Path) 
     assert result.returncode == 1
     assert "C compiler" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("spec", ["mqtt/mqtt", "websocket/websocket"])
+def test_generated_property_tests_pass_against_the_compiled_codec(
+    spec: str, work: Path
+) -> None:
+    """Frames as extension types (an augmenting .pxd) keep the codec's behaviour:
+    the property tests `--with-tests` writes run against the compiled build."""
+    out = work / spec.replace("/", "-")
+    source = ECHO.parent / f"{spec}.proto.dsl"
+    env = env_for(work / "cache")
+    result = protogen("build", source, "-o", out, "--compile", "--with-tests", env=env)
+    assert result.returncode == 0, result.stderr
+    name = Path(spec).name
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import {name}_codec as c; print(c.__file__); "
+            "print(all(not f.__flags__ & (1 << 9) for f in c.FRAMES))",
+        ],
+        cwd=out,
+        env={**env, "PYTHONPATH": str(out)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    loaded, extension_types = probe.stdout.split()
+    assert loaded.endswith(EXTENSION)
+    assert extension_types == "True"  # not heap types: Cython extension types
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "."],
+        cwd=out,
+        env={**env, "PYTHONPATH": str(out)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert tests.returncode == 0, tests.stdout[-2000:]
+    assert " passed" in tests.stdout
