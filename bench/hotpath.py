@@ -147,6 +147,19 @@ def typed_handler() -> object:
     return TypedEcho()
 
 
+def silent_handler() -> object:
+    """The decode loop and dispatch alone: on_message answers nothing."""
+    generated_handler()
+    from echo_codec import Message
+    from echo_handler import EchoHandler
+
+    class Silent(EchoHandler):  # type: ignore[misc, valid-type]
+        def on_message(self, conn: object, frame: Message) -> None:
+            return None
+
+    return Silent()
+
+
 def load_handler(name: str) -> object:
     if name == "generated":
         return generated_handler()
@@ -154,6 +167,8 @@ def load_handler(name: str) -> object:
         return importlib.import_module("runtime_echo").LengthPrefixedEcho()
     if name == "typed":
         return typed_handler()
+    if name == "silent":
+        return silent_handler()
     raise SystemExit(f"unknown --handler {name!r}: generated, runtime or typed")
 
 

@@ -42,6 +42,8 @@ DIRECTIVES: dict[str, Any] = {
     "embedsignature": False,
 }
 CFLAGS = ("-O2", "-g0")
+# Changes whenever _build's way of building changes (part of the cache key).
+BUILD_FORMAT = "2"
 
 
 class CompileError(Exception):
@@ -93,6 +95,7 @@ def build_key(source: bytes, module_name: str) -> str:
         extension_suffix().encode(),
         repr(sorted(DIRECTIVES.items())).encode(),
         " ".join(CFLAGS).encode(),
+        BUILD_FORMAT.encode(),
     ):
         digest.update(part)
         digest.update(b"\0")
@@ -220,12 +223,18 @@ def _build(source: Path, module_name: str, cached: Path, pxd: str) -> None:
     cached.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".build-{leaf}-", dir=cached.parent))
     try:
-        # The source is copied under its own leaf name: Cython derives the C
-        # module's init function from the file name.
-        copy = scratch / f"{leaf}.py"
+        # The source is copied under its own name inside its packages (each with
+        # an __init__.py): Cython derives the module's qualified name, and where
+        # it looks for the augmenting .pxd, from that layout.
+        *packages, leaf = module_name.split(".")
+        home = scratch.joinpath("src", *packages)
+        home.mkdir(parents=True)
+        for depth in range(len(packages)):
+            scratch.joinpath("src", *packages[: depth + 1], "__init__.py").touch()
+        copy = home / f"{leaf}.py"
         shutil.copyfile(source, copy)
         if pxd:
-            (scratch / f"{leaf}.pxd").write_text(pxd, encoding="utf-8")
+            (home / f"{leaf}.pxd").write_text(pxd, encoding="utf-8")
         extension = Extension(module_name, [str(copy)], extra_compile_args=list(CFLAGS))
         try:
             extensions = cythonize(
@@ -277,7 +286,10 @@ def compile_runtime(out_dir: Path | None = None) -> list[Path]:
     hashes = {}
     for leaf in compiled.HOT_MODULES:
         source = compiled.SOURCE_DIR / f"{leaf}.py"
-        built.append(compile_module(source, f"{compiled.PACKAGE}.{leaf}", directory))
+        # Their slotted classes (Conn, Inbound, Outbound, EventLoop, ...) become
+        # extension types, as a codec's frames do.
+        name = f"{compiled.PACKAGE}.{leaf}"
+        built.append(compile_module(source, name, directory, extension_types=True))
         hashes[leaf] = compiled.source_hash(leaf)
     stamp = {"cache_tag": sys.implementation.cache_tag, "modules": hashes}
     fd, tmp = tempfile.mkstemp(
