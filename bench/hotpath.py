@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 
 from protogen.runtime import Options  # noqa: E402
+from protogen.runtime.metrics import LoopMetrics  # noqa: E402
 from protogen.runtime.eventloop import EventLoop  # noqa: E402
 from protogen.runtime.poller import READABLE  # noqa: E402
 
@@ -172,11 +173,15 @@ def load_handler(name: str) -> object:
     raise SystemExit(f"unknown --handler {name!r}: generated, runtime or typed")
 
 
-def one_round(handler: object, conns: int, polls: int, request: bytes) -> float:
+def one_round(
+    handler: object, conns: int, polls: int, request: bytes, metrics: bool = False
+) -> float:
     """Seconds per read event for one run of the loop."""
     fds = list(range(1000, 1000 + conns))
     poller = ScriptedPoller(fds, polls)
     loop = EventLoop(handler, Options(), poller=poller)
+    if metrics:
+        LoopMetrics(loop, handler)  # what the metrics option installs
     for fd in fds:
         loop.open(ScriptedSocket(fd, request), ("127.0.0.1", fd))
     start = time.perf_counter()
@@ -202,6 +207,9 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument(
+        "--metrics", action="store_true", help="count as the metrics option does"
+    )
+    parser.add_argument(
         "--compile",
         action="store_true",
         help="the generated modules compiled (protogen build --compile)",
@@ -223,9 +231,11 @@ def main() -> None:
     handler = load_handler(args.handler)
     polls = max(1, args.events // args.conns)
     if not args.no_warmup:
-        one_round(handler, args.conns, max(1, polls // 10), request)
+        warm = max(1, polls // 10)
+        one_round(handler, args.conns, warm, request, args.metrics)
     rounds = [
-        one_round(handler, args.conns, polls, request) for _ in range(args.rounds)
+        one_round(handler, args.conns, polls, request, args.metrics)
+        for _ in range(args.rounds)
     ]
     median = statistics.median(rounds)
     print(

@@ -17,6 +17,7 @@ from protogen.runtime.cli import (
     add_runtime_flags,
     check_listen,
     configure_logging,
+    log_format,
     log_level,
     runtime_options,
     serve_command,
@@ -76,7 +77,7 @@ def example_options(
     options = runtime_options(args, parser=parser, base=base)
     check_listen(parser, listen)
     try:
-        configure_logging(log_level(args))
+        configure_logging(log_level(args), log_format(args))
     except ValueError as exc:
         parser.error(str(exc))
     return options

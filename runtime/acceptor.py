@@ -31,6 +31,9 @@ class Acceptor:
         # transport(conn) -> the object the loop reads/writes through (TLS, PROXY
         # protocol...); None: the socket itself.
         self.transport: Callable[[Conn], Any] | None = None
+        # open_conn(sock, addr, transport=...): the loop's open, or a stage
+        # before it (the PROXY protocol gate).
+        self.open_conn: Callable[..., Any] = loop.open
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -38,7 +41,7 @@ class Acceptor:
     def on_event(self, events: int) -> None:
         loop = self.loop
         accept = self.sock.accept
-        open_conn = loop.open
+        open_conn = self.open_conn
         tcp = self._tcp
         wrap = self.transport
         for _ in range(ACCEPT_BATCH):

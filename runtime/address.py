@@ -5,6 +5,7 @@ Accepted forms (gnet's protoAddr style)::
     tcp://127.0.0.1:9000   tcp://[::1]:9000   tcp://localhost:0   tcp://:9000
     tcp4://host:port       tcp6://[::]:port   udp://, udp4://, udp6:// likewise
     unix:///abs/path.sock  unix://relative.sock   unix://@abstract (Linux only)
+    tls://host:port  tls4://  tls6://  unix+tls:///path  (TLS over tcp or unix)
 
 Every parse failure raises AddressError whose message names the URL and says
 what is wrong, e.g. ``'tcp://host': missing port (expected host:port)``.
@@ -12,12 +13,14 @@ what is wrong, e.g. ``'tcp://host': missing port (expected host:port)``.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import os
 import socket
 import stat
 import sys
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,6 +28,10 @@ Network = Literal["tcp", "udp", "unix"]
 
 # scheme -> (network, forced family or None to derive it from the host)
 _SCHEMES: dict[str, tuple[Network, int | None]] = {
+    "tls": ("tcp", None),
+    "tls4": ("tcp", socket.AF_INET),
+    "tls6": ("tcp", socket.AF_INET6),
+    "unix+tls": ("unix", None),
     "tcp": ("tcp", None),
     "tcp4": ("tcp", socket.AF_INET),
     "tcp6": ("tcp", socket.AF_INET6),
@@ -33,6 +40,8 @@ _SCHEMES: dict[str, tuple[Network, int | None]] = {
     "udp6": ("udp", socket.AF_INET6),
     "unix": ("unix", None),
 }
+# Schemes whose byte stream is TLS (see protogen.runtime.tls).
+_TLS_SCHEMES = frozenset({"tls", "tls4", "tls6", "unix+tls"})
 
 # sockaddr_un.sun_path holds 108 bytes on Linux, 104 on the BSDs/macOS,
 # including the terminating NUL of a filesystem path.
@@ -55,6 +64,10 @@ class Address:
     host: str | None
     port: int | None
     path: str | None
+    tls: bool = False  # TLS over the stream (tls://, unix+tls://)
+    # fd://N: an inherited listening socket (systemd socket activation, a
+    # reload's re-exec); bind_listener adopts it instead of binding.
+    fd: int | None = None
 
     @property
     def sockaddr(self) -> tuple[str, int] | tuple[str, int, int, int] | str:
@@ -97,15 +110,23 @@ def parse_address(url: str) -> Address:
             url, "missing scheme (expected e.g. tcp://host:port or unix:///path)"
         )
     scheme_key = scheme.lower()
-    if scheme_key not in _SCHEMES:
+    if scheme_key not in _SCHEMES and scheme_key != "fd":
         raise _fail(
             url,
-            f"unknown scheme {scheme!r} (expected one of {', '.join(_SCHEMES)})",
+            f"unknown scheme {scheme!r} (expected one of {', '.join(_SCHEMES)}, fd)",
         )
+    if scheme_key == "fd":
+        from .activation import parse_fd_address
+
+        return parse_fd_address(url, rest)
     network, forced_family = _SCHEMES[scheme_key]
     if network == "unix":
-        return _parse_unix(url, rest)
-    return _parse_inet(url, network, forced_family, rest)
+        address = _parse_unix(url, rest)
+    else:
+        address = _parse_inet(url, network, forced_family, rest)
+    if scheme_key in _TLS_SCHEMES:
+        return dataclasses.replace(address, tls=True)
+    return address
 
 
 def _parse_unix(url: str, path: str) -> Address:
@@ -240,6 +261,16 @@ def bind_listener(
     message. For unix sockets a stale socket file (one nobody accepts on) is
     removed first; a live socket or a non-socket file is never removed.
     """
+    if address.fd is None:
+        from .reload import inherited_fd
+
+        fd = inherited_fd(address.url)  # passed by a reload's re-exec
+        if fd is not None:
+            address = dataclasses.replace(address, fd=fd)
+    if address.fd is not None:
+        from .activation import adopt_listener
+
+        return adopt_listener(address)
     if address.network == "unix" and not address.is_abstract:
         _remove_stale_unix_socket(address)
     sock = socket.socket(address.family, address.socktype)

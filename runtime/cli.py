@@ -56,12 +56,15 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_OK",
     "EXIT_USAGE",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "RuntimeFlag",
     "add_listen_flag",
     "add_runtime_flags",
     "configure_logging",
     "format_size",
+    "log_format",
+    "log_level",
     "parse_duration",
     "parse_size",
     "runtime_flags",
@@ -76,6 +79,7 @@ EXIT_USAGE = 2
 
 ENV_PREFIX = "PROTOGEN_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 DEFAULT_LOG_LEVEL = "info"
 
 _SIZE_NAME = re.compile(r"(_cap|_buffer|_water)$|bytes|buffered|size|memory")
@@ -173,6 +177,8 @@ class RuntimeFlag:
                 raise ValueError(
                     f"{text!r} is not an octal file mode like 600"
                 ) from None
+        if self.kind == "list":
+            return tuple(item.strip() for item in text.split(",") if item.strip())
         if self.kind == "choice":
             key = word.replace("-", "_")
             key = self.aliases.get(key, key)
@@ -191,7 +197,7 @@ class RuntimeFlag:
 
     def describe_default(self) -> str:
         value = self.default
-        if value is None:
+        if value is None or value == ():
             return "auto" if self.kind == "bool" else "none"
         if self.kind == "bool":
             return self.flag if value else "--no-" + self.flag[2:]
@@ -201,6 +207,8 @@ class RuntimeFlag:
             return _format_duration(value)
         if self.kind == "mode":
             return oct(value)[2:]
+        if self.kind == "list":
+            return ",".join(value)
         if self.kind == "choice":
             return self.show(value)
         return str(value)
@@ -208,6 +216,8 @@ class RuntimeFlag:
 
 def _field_kind(field: dataclasses.Field[Any], hint: Any) -> tuple[str, bool]:
     """(kind, optional) of an Options field from its annotation and metadata."""
+    if typing.get_origin(hint) is tuple:
+        return "list", False  # repeatable flag, or commas: a,b
     args = typing.get_args(hint)
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if args else hint
@@ -261,12 +271,15 @@ def runtime_flags() -> list[RuntimeFlag]:
 
 
 def _metavar(flag: RuntimeFlag) -> str | None:
+    if flag.metavar and flag.kind == "str":
+        return flag.metavar
     return {
         "size": "SIZE",
         "duration": "SECONDS",
         "int": "N",
         "mode": "MODE",
-        "str": "TEXT",
+        "str": flag.metavar or "TEXT",
+        "list": flag.metavar or "ITEM",
         "choice": flag.metavar or flag.field.rsplit("_", 1)[-1].upper(),
     }.get(flag.kind)
 
@@ -309,6 +322,15 @@ def add_runtime_flags(
         help=f"log level; one of {', '.join(LOG_LEVELS)} (default: "
         f"{DEFAULT_LOG_LEVEL}) [env {ENV_PREFIX}LOG_LEVEL]",
     )
+    group.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=LOG_FORMATS,
+        metavar="FORMAT",
+        default=argparse.SUPPRESS,
+        help=f"log line format; one of {', '.join(LOG_FORMATS)} (default: text)"
+        f" [env {ENV_PREFIX}LOG_FORMAT]",
+    )
     skipped = set(skip)
     shown = dict(defaults or {})
     for flag in runtime_flags():
@@ -338,6 +360,7 @@ def add_runtime_flags(
         group.add_argument(
             *flag.flags,
             dest=flag.field,
+            action="extend" if flag.kind == "list" else "store",
             type=_argparse_type(flag),
             metavar=_metavar(flag),
             default=argparse.SUPPRESS,
@@ -345,17 +368,46 @@ def add_runtime_flags(
         )
 
 
+LISTEN_ENV = ENV_PREFIX + "LISTEN"
+
+
+class _ListenAppend(argparse.Action):
+    """`append`, except that the first `--listen` replaces the environment's
+    addresses instead of adding to them (argparse's own `append` would keep
+    the default list and append to it)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        if current is None or current is self.default:
+            current = []
+        setattr(namespace, self.dest, [*current, values])
+
+
 def add_listen_flag(
     parser: argparse.ArgumentParser, default: Sequence[str] | str
 ) -> None:
-    """`--listen URL` (repeatable), with the default (URLs or words) shown."""
+    """`--listen URL` (repeatable), with the default (URLs or words) shown.
+
+    `PROTOGEN_LISTEN` (URLs separated by spaces or commas) stands in for the
+    flag when it is not given, as for every other flag: containers and test
+    harnesses move a server without editing its command line.
+    """
     shown = default if isinstance(default, str) else " ".join(default)
+    from_env = os.environ.get(LISTEN_ENV, "").replace(",", " ").split()
     parser.add_argument(
         "--listen",
-        action="append",
+        action=_ListenAppend,
+        default=from_env or None,
         metavar="URL",
         help="address to serve, repeatable: tcp://HOST:PORT, tcp6://[::1]:PORT, "
-        f"udp://..., unix:///PATH (default: {shown})",
+        "udp://..., unix:///PATH, tls://HOST:PORT (with --tls-cert, --tls-key), "
+        f"unix+tls:///PATH (default: {shown}; env {LISTEN_ENV})",
     )
 
 
@@ -421,14 +473,39 @@ def log_level(
     return level
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr at `level` (a server's entry point owns the root logger)."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger().setLevel(getattr(logging, level.upper()))
+def log_format(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> str:
+    """`--log-format`, else `PROTOGEN_LOG_FORMAT`, else text."""
+    env = os.environ if environ is None else environ
+    chosen = getattr(args, "log_format", None) or env.get(ENV_PREFIX + "LOG_FORMAT")
+    chosen = (chosen or "text").lower()
+    if chosen not in LOG_FORMATS:
+        raise ValueError(
+            f"{ENV_PREFIX}LOG_FORMAT: {chosen!r} is not one of {', '.join(LOG_FORMATS)}"
+        )
+    return chosen
+
+
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """Log to stderr at `level`, as text lines or one JSON object per line
+    (a server's entry point owns the root logger)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        from .logjson import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(handler)
+    elif fmt == "json":
+        for existing in root.handlers:
+            existing.setFormatter(handler.formatter)
+    root.setLevel(getattr(logging, level.upper()))
 
 
 # --- serving --------------------------------------------------------------------------
@@ -525,8 +602,11 @@ def serve_command(
         )
     try:
         opts = Options.from_kwargs(**options)
-        for url in urls:
-            parse_address(url)
+        addresses = [parse_address(url) for url in urls]
+        if any(address.tls for address in addresses):
+            from .tls import check_tls_options
+
+            check_tls_options(addresses, opts)
     except (TypeError, ValueError) as error:  # AddressError is a ValueError
         print(f"{prog}: error: {_flag_names_in(str(error))}", file=sys.stderr)
         return EXIT_USAGE

@@ -14,6 +14,7 @@ OSError on failure, on_open is then never called).
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from typing import Any
 
@@ -33,6 +34,8 @@ class Client:
         self.loop = self.engine.loop
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._ssl_context: ssl.SSLContext | None = None  # made on the first tls dial
+        self._tls_scratch: memoryview | None = None  # ciphertext reads (loop thread)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "Client":
@@ -60,15 +63,31 @@ class Client:
         self.stop()
 
     # ------------------------------------------------------------ connections
-    def dial(self, url: str, context: Any = None) -> Conn:
-        """Connect to `url` (tcp/tcp4/tcp6/udp/udp4/udp6/unix) without blocking.
+    def dial(
+        self,
+        url: str,
+        context: Any = None,
+        *,
+        server_hostname: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> Conn:
+        """Connect to `url` (tcp/tcp4/tcp6/udp/udp4/udp6/unix, tls/tls4/tls6/
+        unix+tls) without blocking.
 
         The returned conn is usable once on_open ran for it; `context` is set on
-        it before any callback.
+        it before any callback. Over TLS on_open runs once the handshake
+        completed; the server's certificate is verified (against the tls_ca
+        option, else the system's CAs) for `server_hostname` (default: the
+        URL's host). `ssl_context` replaces the client's context for this dial;
+        `session` (a previous conn's `conn.transport.session`) resumes it.
         """
         if self._thread is None:
             self.start()
         address = parse_address(url)
+        transport = None
+        if address.tls:
+            transport = self._tls_client(address, server_hostname, ssl_context, session)
         sock = socket.socket(address.family, address.socktype)
         try:
             sock.setblocking(False)
@@ -81,7 +100,40 @@ class Client:
         except BaseException:
             sock.close()
             raise
-        return self.loop.dial(sock, address.sockaddr, err, context=context)
+        return self.loop.dial(
+            sock, address.sockaddr, err, context=context, transport=transport
+        )
+
+    def _tls_client(
+        self,
+        address: Any,
+        server_hostname: str | None,
+        ssl_context: ssl.SSLContext | None,
+        session: ssl.SSLSession | None,
+    ) -> Any:
+        from .tls import RECV_SIZE, TLSClient, client_context
+
+        if ssl_context is None:
+            with self._lock:
+                if self._ssl_context is None:
+                    self._ssl_context = client_context(self.options)
+                ssl_context = self._ssl_context
+        if server_hostname is None:
+            server_hostname = address.host
+            if server_hostname is None and ssl_context.check_hostname:
+                raise ValueError(
+                    f"{address.url}: pass server_hostname= (the name the server's "
+                    "certificate must carry)"
+                )
+        if self._tls_scratch is None:
+            self._tls_scratch = memoryview(bytearray(RECV_SIZE))
+        return TLSClient(
+            ssl_context,
+            server_hostname,
+            self._tls_scratch,
+            self.options.tls_handshake_timeout,
+            session,
+        )
 
     def enroll(self, sock: socket.socket, context: Any = None) -> Conn:
         """Adopt an already connected socket; on_open fires on the loop."""

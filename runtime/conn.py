@@ -85,6 +85,7 @@ class Conn:
         "state",
         "events",
         "write_paused",
+        "read_paused",
         "eof",
         "pending",
         "last",
@@ -93,6 +94,9 @@ class Conn:
 
     # A dialed UDP socket sends each write as its own datagram.
     datagram = False
+    # The PROXY protocol header the connection began with (proxy_protocol
+    # option; a ProxiedConn holds it), else None.
+    proxy: Any = None
 
     def __init__(
         self, loop: "EventLoop", sock: socket.socket, remote_addr: Any
@@ -111,6 +115,9 @@ class Conn:
         # True while queued output is above write_high_water: the loop does not
         # read the connection and generated handlers stop decoding. Read-only.
         self.write_paused = False
+        # True between pause_reading() and resume_reading(): the application
+        # throttles this peer (a broker over its memory budget). Read-only.
+        self.read_paused = False
         self.eof = EOF_NONE
         self.pending = 0  # PENDING_* work queued on loop's ready list
         self.last = 0.0  # loop time of the last bytes in or out (idle timeout)
@@ -248,6 +255,20 @@ class Conn:
         """True while outbound bytes sit above write_high_water (reading is paused)."""
         return self.write_paused
 
+    def pause_reading(self) -> None:
+        """Stop reading this connection (loop thread) until `resume_reading()`:
+        the peer's bytes wait in the kernel, so TCP flow control slows it down.
+        Frames already buffered may still reach on_traffic."""
+        if not self.read_paused:
+            self.read_paused = True
+            self.loop.read_pause(self, True)
+
+    def resume_reading(self) -> None:
+        """Read again after `pause_reading()`; frames left buffered are handled."""
+        if self.read_paused:
+            self.read_paused = False
+            self.loop.read_pause(self, False)
+
     # ------------------------------------------------------ cross-thread calls
     def async_write(
         self, data: bytes | bytearray | memoryview, callback: Callback | None = None
@@ -301,6 +322,12 @@ class Conn:
     @property
     def closed(self) -> bool:
         return self.state == CLOSED
+
+    @property
+    def tls(self) -> Any:
+        """A `protogen.runtime.tls.TLSInfo` (version, cipher, ALPN protocol, SNI
+        name, peer certificate) once a TLS handshake finished; else None."""
+        return getattr(self.transport, "tls", None)
 
     # -------------------------------------------------------- socket options
     def set_no_delay(self, on: bool = True) -> None:

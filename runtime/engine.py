@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -81,6 +82,36 @@ class Engine:
         self.stopped = threading.Event()
         self._stop_requested = False
         self._unix_paths: list[str] = []
+        # The tls:// listeners' TLS layer (made by listen(); SIGHUP reloads it).
+        self.tls: Any = None
+        # The PROXY protocol stage accepted sockets pass first (proxy_protocol).
+        self.proxy_gate: Any = None
+        if self.options.proxy_protocol:
+            from .proxygate import ProxyGate
+
+            self.proxy_gate = ProxyGate(self.loop, self.options)
+        if self.options.access_log:
+            from .accesslog import AccessLog
+
+            AccessLog(self.loop)
+        # Prometheus metrics: this loop's counts (the metrics option; a worker
+        # process sets them up itself and its parent serves them).
+        self.metrics: Any = None
+        self._metrics_server: Any = None
+        # SIGHUP reloads (reload.py); a multi-process worker leaves that to
+        # its supervisor.
+        self.reload_on_hup = True
+        self.retiring = False
+        if self.options.metrics is not None:
+            self.count_metrics()
+
+    def count_metrics(self) -> Any:
+        from .metrics import LoopMetrics
+
+        self.metrics = LoopMetrics(self.loop, self.handler)
+        if self.proxy_gate is not None:
+            self.proxy_gate.refusal_watchers.append(self.metrics.count_error)
+        return self.metrics
 
     # ------------------------------------------------------------ public API
     def stop(self) -> None:
@@ -122,6 +153,12 @@ class Engine:
             urls.append(f"{scheme}://{host}:{port}")
         return urls
 
+    def reload_tls(self) -> bool:
+        """Load the TLS certificate files again (SIGHUP does this): connections
+        from now on use them, open ones are not touched. False when there are no
+        tls:// listeners or the files do not load (the old ones stay)."""
+        return self.tls is not None and bool(self.tls.reload())
+
     def wait_started(self, timeout: float | None = None) -> bool:
         return self.started.wait(timeout)
 
@@ -148,6 +185,14 @@ class Engine:
                     )
                 else:
                     listener = Acceptor(self.loop, sock, address)
+                    if address.tls:
+                        if self.tls is None:
+                            from .tls import TLSServer  # lazy: most servers are plain
+
+                            self.tls = TLSServer(options)
+                        listener.transport = self.tls
+                    if self.proxy_gate is not None:
+                        listener.open_conn = self.proxy_gate.begin
                     if (
                         address.network == "unix"
                         and not address.is_abstract
@@ -156,6 +201,19 @@ class Engine:
                         self._unix_paths.append(address.path)
                 self.listeners.append(listener)
                 self.loop.add_listener(listener)
+            if options.metrics is not None:
+                from .metrics import MetricsServer
+
+                loop = self.loop
+                metrics = self.metrics
+                self._metrics_server = MetricsServer(
+                    options.metrics,
+                    lambda: [("0", metrics.snapshot())],
+                    lambda: not loop.stopping and not self.retiring,
+                    loop.add_reader,
+                    loop.remove_reader,
+                    loop.logger,
+                )
         except BaseException:
             self._close_listeners()
             raise
@@ -168,6 +226,10 @@ class Engine:
         try:
             self.listen()
             self.loop.thread_id = threading.get_ident()
+            if self.reload_on_hup:
+                from .reload import reap_on, retired_pids
+
+                reap_on(self.loop, retired_pids())  # the image before a reload
             try:
                 action = self.handler.on_boot(self.facade)
             except Exception as exc:  # the server must not run half-booted
@@ -187,6 +249,8 @@ class Engine:
                 self.loop.logger.exception("protogen: on_shutdown raised")
         finally:
             loop_thread.__exit__()
+            if self.proxy_gate is not None:
+                self.proxy_gate.close()
             self._close_listeners()
             self.loop.close()
             self._restore_signals(previous)
@@ -212,7 +276,16 @@ class Engine:
             max(0.0, float(delay if delay is not None else 1.0)), self._tick
         )
 
+    @property
+    def metrics_url(self) -> str | None:
+        """Where /metrics and /healthz are served (real port), if they are."""
+        server = self._metrics_server
+        return server.url if server is not None else None
+
     def _close_listeners(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
         for listener in self.listeners:
             try:
                 self.loop.remove_reader(listener.fileno())
@@ -237,8 +310,95 @@ class Engine:
             return None
         previous = {}
         for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda _s, _f: self.stop())
+            previous[signum] = signal.signal(signum, lambda _s, _f: self._signalled())
+        if self.reload_on_hup:
+            previous[signal.SIGHUP] = signal.signal(
+                signal.SIGHUP, lambda _s, _f: self.loop.call_from_signal(self.hup)
+            )
+        elif any(a.tls for a in self.addresses) and hasattr(signal, "SIGHUP"):
+            # A worker under a supervisor: its SIGHUP only reloads certificates.
+            # Between two bytecodes of the loop thread: new connections get the
+            # new context, a handshake in progress keeps the one it began with.
+            previous[signal.SIGHUP] = signal.signal(
+                signal.SIGHUP, lambda _s, _f: self.reload_tls()
+            )
         return previous
+
+    def _signalled(self) -> None:
+        """SIGINT/SIGTERM: stop, after stop_grace if one is set (once; a
+        second signal stops at once)."""
+        if self.options.stop_grace and not self.retiring:
+            from .reload import retire
+
+            grace = self.options.stop_grace
+            self.loop.call_from_signal(lambda: retire(self, grace, handover=False))
+            self.retiring = True  # (retire sets it too, on the loop)
+            return
+        self.stop()
+
+    # ------------------------------------------------------------ reload
+    def hup(self) -> None:
+        """Loop thread (SIGHUP): reload. The tls:// listeners' certificate
+        files are loaded first, so that files that do not load leave the
+        server serving as it was (with the old certificates) rather than
+        re-executing into a server that cannot start."""
+        if self.tls is not None and not self.reload_tls():
+            self.loop.logger.error(
+                "protogen: SIGHUP: the TLS certificate files do not load; "
+                "not reloading, serving on with the old ones"
+            )
+            return
+        self.reload()
+
+    def reload(self) -> None:
+        """Loop thread (SIGHUP): re-execute this program on the same listening
+        sockets; a fork of this process keeps serving the open connections
+        until they close or reload_grace ends (reload.py)."""
+        from .reload import reexec, retire
+
+        if self.retiring or self.loop.stopping:
+            return
+        sockets = [(listener.address.url, listener.sock) for listener in self.listeners]
+        if self._metrics_server is not None:
+            sockets.append((self.options.metrics, self._metrics_server.sock))
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:  # the retiring copy: it owns the open connections now
+            self.retiring = True
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            retire(self, self.options.reload_grace)
+            return
+        try:
+            reexec(sockets, retired=(pid,))
+        except OSError:
+            self.loop.logger.exception("protogen: reload failed; serving on")
+            os.kill(pid, signal.SIGTERM)
+
+    def accept_backlog(self) -> None:
+        """Accept the connections waiting in the stream listeners' queues (an
+        accept batch ends early once the queue is empty)."""
+        for listener in self.listeners:
+            if listener.stream:
+                for _ in range(16):
+                    listener.on_event(0)
+
+    def release_listeners(self, metrics: bool = True) -> None:
+        """Stop serving the listeners and close this process's copies, leaving
+        unix socket files in place (a reload's new process serves them);
+        `metrics`: the metrics endpoint too."""
+        for listener in self.listeners:
+            self.loop.remove_listener(listener)
+        self._unix_paths.clear()
+        if metrics and self._metrics_server is not None:
+            self._metrics_server.close(unlink=False)
+            self._metrics_server = None
+        for listener in self.listeners:
+            try:
+                listener.close()
+            except OSError:
+                pass
+        self.listeners.clear()
 
     @staticmethod
     def _restore_signals(previous: dict[int, Any] | None) -> None:

@@ -390,6 +390,21 @@ class EventLoop:
         self.opened += 1
         for watcher in self._opened_watchers:
             watcher(conn)
+        if self._max_conns and len(self._conns) >= self._max_conns:
+            self.pause_accepting()
+        transport = conn.transport
+        if transport is not conn.sock and getattr(transport, "handshaking", False):
+            # A layer with a handshake (TLS): it calls start_conn once done.
+            try:
+                transport.begin()
+            except OSError as exc:
+                self._finish_close(conn, exc)
+            return
+        self.start_conn(conn)
+
+    def start_conn(self, conn: Conn) -> None:
+        """Run on_open and what it returns: from `_open`, or from a transport
+        whose handshake just completed (inside its recv_into)."""
         try:
             result = self.handler.on_open(conn)
         except Exception as exc:
@@ -408,8 +423,6 @@ class EventLoop:
             self.send(conn)
         if self.dirty:
             self._flush_dirty()
-        if self._max_conns and len(self._conns) >= self._max_conns:
-            self.pause_accepting()
 
     def apply(self, conn: Conn | None, action: Any) -> None:
         """What a callback's Action asks of the loop (None/NONE: nothing)."""
@@ -507,8 +520,10 @@ class EventLoop:
                 self.bytes_in += n
                 conn.last = self.now
                 if full:  # the recv filled its space
-                    if self._edge:
-                        self._owe(conn, PENDING_READ)  # epoll will not report the rest
+                    if self._edge or conn.transport is not conn.sock:
+                        # epoll will not report the rest (nor the bytes a
+                        # transport such as TLS holds decoded already)
+                        self._owe(conn, PENDING_READ)
                 elif conn.eof and conn.eof == EOF_SEEN:
                     # Data and FIN in one read: answer the data, then the end.
                     conn.eof = EOF_PENDING
@@ -827,8 +842,22 @@ class EventLoop:
         if self._pause_hook is not None:
             self._call_pause_hook(conn, False)
         inbound = conn.inbound
-        if conn.state == OPEN and inbound.r != inbound.w:
-            self._owe(conn, PENDING_TRAFFIC)
+        if conn.state == OPEN:
+            if inbound.r != inbound.w:
+                self._owe(conn, PENDING_TRAFFIC)
+            if conn.transport is not conn.sock:
+                # It may hold bytes read while paused (TLS records): the poller
+                # reports only what is still in the socket.
+                self._owe(conn, PENDING_READ)
+
+    def read_pause(self, conn: Conn, paused: bool) -> None:
+        """Conn.pause_reading / resume_reading: read interest off or on again."""
+        if conn.state != OPEN:
+            return
+        self._update_interest(conn)
+        inbound = conn.inbound
+        if not paused and inbound.r != inbound.w:
+            self._owe(conn, PENDING_TRAFFIC)  # frames that arrived before the pause
 
     def _call_pause_hook(self, conn: Conn, paused: bool) -> None:
         assert self._pause_hook is not None
@@ -845,6 +874,7 @@ class EventLoop:
         if (
             state == OPEN
             and not conn.write_paused
+            and not conn.read_paused
             and not self._stopping
             and conn.eof < EOF_PENDING
         ):
@@ -967,6 +997,11 @@ class EventLoop:
             err, (TimeoutError, BufferBudgetExceeded)
         )
         if not aborted and previous != CONNECTING and not conn.datagram:
+            transport = conn.transport
+            if transport is not conn.sock:
+                closing = getattr(transport, "closing", None)
+                if closing is not None:
+                    closing()  # its last bytes before the FIN (TLS close_notify)
             self._lingering.close(conn.sock)
         else:
             try:
@@ -1107,6 +1142,19 @@ class EventLoop:
         runs whenever its socket is readable."""
         self._listeners.append(listener)
         self.add_reader(listener.fileno(), listener.on_event)
+
+    def remove_listener(self, listener: Any) -> None:
+        """Stop serving a listener (a reload hands it to the new process)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+            self.remove_reader(listener.fileno())
+
+    def call_from_signal(self, fn: Callable[..., Any], *args: Any) -> None:
+        """From a signal handler (it runs on the loop thread while poll blocks):
+        run fn(*args) on the loop, waking it."""
+        self._tasks.append((fn, args))
+        self._wake_pending = True
+        self._waker.wake()
 
     def pause_accepting(self, retry_after: float | None = None) -> None:
         """Stop accepting stream connections: until a connection closes, or for

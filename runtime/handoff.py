@@ -29,7 +29,9 @@ from .balancer import ConnectionCounters
 __all__ = [
     "FDS_PER_MESSAGE",
     "MSG_CONN",
+    "MSG_GRACE",
     "MSG_QUIT",
+    "MSG_RELOAD",
     "MSG_SHUTDOWN",
     "WorkerLink",
     "new_channel",
@@ -39,6 +41,8 @@ __all__ = [
 FDS_PER_MESSAGE = 128  # below SCM_MAX_FD (253 on Linux)
 MSG_CONN = b"c"
 MSG_QUIT = b"Q"
+MSG_RELOAD = b"R"  # retire: stop taking connections, finish the open ones
+MSG_GRACE = b"G"  # the same on stop (stop_grace): then exit
 MSG_SHUTDOWN = b"S"
 
 _CHANNEL_TYPE = getattr(socket, "SOCK_SEQPACKET", socket.SOCK_STREAM)
@@ -73,6 +77,8 @@ class WorkerLink:
         self.channel = channel
         self.counters = counters
         self.parent_pid = os.getppid()
+        # "reload" (MSG_RELOAD) or "stop" (MSG_GRACE) once one arrived.
+        self.retire_requested: str | None = None
 
     def receive(self) -> tuple[list[int], bool, bool]:
         """Read one message: ``(fds, quit_requested, parent_gone)``.
@@ -96,6 +102,10 @@ class WorkerLink:
             )
         if not data and not fds:
             return [], True, True  # EOF: the supervisor is gone
+        if MSG_RELOAD in data:
+            self.retire_requested = "reload"
+        elif MSG_GRACE in data:
+            self.retire_requested = "stop"
         return fds, MSG_QUIT in data, False
 
     def request_shutdown(self) -> None:

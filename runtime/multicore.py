@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 from typing import Any, Iterable, Sequence
@@ -133,6 +134,7 @@ class MulticoreServer:
             raise ValueError("run() needs at least one address to listen on")
         self.counters = ConnectionCounters(self.workers)
         self._listeners: list[socket.socket] = []
+        self._listener_urls: list[str] = []  # the URL each was bound for
         self._unix_paths: list[str] = []
         self._worker_urls: list[str] = []
         self._urls: list[str] = []
@@ -140,6 +142,9 @@ class MulticoreServer:
         self._stop_requested = False
         self._fatal = False
         self._ready = threading.Event()
+        # The metrics option: workers' snapshot files, served by the parent.
+        self._metrics_dir: str | None = None
+        self.metrics_server: Any = None
 
     # -- public ------------------------------------------------------------------------
 
@@ -160,12 +165,17 @@ class MulticoreServer:
                 listeners=self._listeners,
                 balancer=balancer,
                 logger=self.logger,
-                stop_timeout=self.options.drain_timeout + 5.0,
+                stop_timeout=self.options.drain_timeout + self.options.stop_grace + 5.0,
                 install_signal_handlers=self.options.install_signal_handlers,
                 max_connections=self.options.connection_limit(),
                 final_exit_codes=(0, EXIT_FATAL),
                 on_exit_status=self._on_exit_status,
             )
+            if self.options.metrics is not None:
+                self._serve_metrics(self._supervisor)
+            if self.options.install_signal_handlers:
+                self._supervisor.on_reload = self._reexec
+            self._supervisor.stop_grace = self.options.stop_grace
             if self._stop_requested:
                 self._supervisor.stop()
             self._ready.set()
@@ -174,6 +184,7 @@ class MulticoreServer:
             self._ready.set()
             self._close_listeners()
             self.counters.close()
+            self._close_metrics()
         if self._fatal:
             raise FatalWorkerError(
                 "a worker stopped on a fatal handler error (see the log)"
@@ -212,9 +223,20 @@ class MulticoreServer:
     def _bind(self) -> None:
         options = self.options
         for address in self.addresses:
-            in_parent = address.network == "unix" or (
-                address.network == "tcp" and self.mode != REUSEPORT
+            if address.fd is not None and address.network == "udp":
+                raise OSError(f"cannot serve {address.url} with several workers: UDP")
+            in_parent = (
+                address.fd is not None  # inherited: one socket, the parent's
+                or address.network == "unix"
+                or (address.network == "tcp" and self.mode != REUSEPORT)
             )
+            if in_parent and address.tls:
+                # Workers adopt the parent's accepted sockets without knowing their
+                # listener; each binding its own does know.
+                raise ValueError(
+                    f"{address.url}: TLS listeners with several loops need "
+                    "load_balancing='reuseport' (--lb reuseport)"
+                )
             if in_parent:
                 sock = bind_listener(
                     address,
@@ -226,8 +248,9 @@ class MulticoreServer:
                     unix_mode=options.unix_mode,
                 )
                 self._listeners.append(sock)
-                if address.network == "unix" and not address.is_abstract:
-                    self._unix_paths.append(address.path)  # type: ignore[arg-type]
+                self._listener_urls.append(address.url)
+                if address.path and not address.is_abstract:
+                    self._unix_paths.append(address.path)
             else:
                 self._worker_urls.append(self._fix_port(address))
 
@@ -267,6 +290,60 @@ class MulticoreServer:
                 pass
         self._unix_paths.clear()
 
+    def _serve_metrics(self, supervisor: Supervisor) -> None:
+        """/metrics and /healthz in the parent, from the workers' snapshot files."""
+        import tempfile
+
+        from .metrics import MetricsServer, SnapshotFiles
+
+        self._metrics_dir = tempfile.mkdtemp(prefix="protogen-metrics-")
+        files = SnapshotFiles(self._metrics_dir)
+        url = self.options.metrics
+        assert url is not None
+
+        def start(sup: Supervisor) -> None:
+            self.metrics_server = MetricsServer(
+                url,
+                files.read,
+                lambda: not sup.stopping,
+                sup.add_reader,
+                sup.remove_reader,
+                self.logger,
+            )
+
+        supervisor.on_run.append(start)
+        supervisor.parent_fds.append(
+            lambda: self.metrics_server.fds() if self.metrics_server else []
+        )
+
+    def _reexec(self, retiring: list[int]) -> None:
+        """SIGHUP: the same program again on these listening sockets (reload.py)."""
+        from .reload import reexec
+
+        sockets = list(zip(self._listener_urls, self._listeners))
+        if self.metrics_server is not None:
+            sockets.append((str(self.options.metrics), self.metrics_server.sock))
+        if self._metrics_dir is not None:
+            # The new image has its own; retiring workers stop publishing.
+            import shutil
+
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+        try:
+            reexec(sockets, retired=retiring)
+        except OSError:
+            self.logger.exception("reload failed: stopping")
+            self.stop()
+
+    def _close_metrics(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
+        if self._metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+            self._metrics_dir = None
+
     def _on_exit_status(self, code: int) -> None:
         if code == EXIT_FATAL:
             self._fatal = True
@@ -277,8 +354,14 @@ class MulticoreServer:
         """Runs in the forked child; returns its exit status."""
         self._listeners = []  # the supervisor closed these fds in the child
         self._unix_paths = []  # files belong to the parent
+        self.metrics_server = None  # the parent's (its fds are closed here)
         return _serve_worker(
-            self.handler, self._worker_urls, self.options, link, self._urls
+            self.handler,
+            self._worker_urls,
+            self.options,
+            link,
+            self._urls,
+            self._metrics_dir,
         )
 
 
@@ -371,6 +454,7 @@ def _serve_worker(
     options: Options,
     link: WorkerLink,
     cluster_urls: list[str],
+    metrics_dir: str | None = None,
 ) -> int:
     """Run one event loop in this (worker) process until it stops.
 
@@ -379,8 +463,18 @@ def _serve_worker(
     """
     from . import engine as engine_module  # deferred: engine imports this module
 
-    worker_options = options.replace(loops=1, multicore=False, reuse_port=True)
+    worker_options = options.replace(
+        loops=1, multicore=False, reuse_port=True, metrics=None
+    )
     engine = engine_module.Engine(handler, urls, worker_options)
+    engine.reload_on_hup = False  # the supervisor reloads
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    snapshots: Any = None
+    if metrics_dir is not None:
+        from .metrics import SnapshotFiles
+
+        engine.count_metrics()
+        snapshots = SnapshotFiles(metrics_dir)
     engine.facade = ClusterEngine(engine, link, cluster_urls or urls)
     loop = engine.loop
     tally = _Tally(link)
@@ -400,7 +494,10 @@ def _serve_worker(
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
                 loop.configure_socket(sock)
-            loop.enroll(sock)  # on the loop thread: on_open runs right here
+            if engine.proxy_gate is not None:
+                engine.proxy_gate.begin(sock, sock.getpeername())
+            else:
+                loop.enroll(sock)  # on the loop thread: on_open runs right here
         except Exception:
             log.exception("worker %d: cannot adopt a connection", index)
             sock.close()
@@ -410,9 +507,17 @@ def _serve_worker(
         fds, quit_requested, parent_gone = link.receive()
         for fd in fds:
             adopt(fd)
+        kind = link.retire_requested
+        if kind is not None and not engine.retiring:
+            from .reload import retire
+
+            if kind == "reload":  # new workers start meanwhile
+                retire(engine, options.reload_grace)
+            else:  # the server stops: serve the open connections, then exit
+                retire(engine, options.stop_grace, handover=False)
         if parent_gone:
             loop.remove_reader(link.channel.fileno())
-        if quit_requested or parent_gone:
+        if (quit_requested or parent_gone) and not engine.retiring:
             engine.stop()
 
     def publish_stats() -> None:
@@ -420,12 +525,16 @@ def _serve_worker(
         counters.set(index, counters.CLOSED, loop.closed)
         counters.set(index, counters.BYTES_IN, loop.bytes_in)
         counters.set(index, counters.BYTES_OUT, loop.bytes_out)
+        if snapshots is not None:
+            snapshots.write(str(index), engine.metrics.snapshot())
         loop.call_later(STATS_INTERVAL, publish_stats)
 
     loop.add_reader(link.channel.fileno(), on_channel)
     loop.call_later(STATS_INTERVAL, publish_stats)
     try:
         engine.run()
+        if snapshots is not None:
+            snapshots.write(str(index), engine.metrics.snapshot())  # the last counts
     except BaseException:
         log.exception("worker %d (pid %d) failed", index, os.getpid())
         return EXIT_FATAL if loop.fatal_error is not None else 1

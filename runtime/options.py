@@ -7,8 +7,11 @@ naming the option. Nothing is silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
+import os
 import resource
+import ssl
 import warnings
 from dataclasses import InitVar, dataclass, field, fields
 from typing import Any
@@ -232,6 +235,125 @@ class Options:
         },
     )
 
+    # -- TLS -- (tls://, tls4://, tls6://, unix+tls:// listeners and dials; see docs/tls.md)
+    tls_cert: str | None = field(
+        default=None,
+        metadata={
+            "help": "TLS: certificate chain file (PEM) of tls:// listeners; of a client, its client certificate",
+            "cli": True,
+            "metavar": "FILE",
+        },
+    )
+    tls_key: str | None = field(
+        default=None,
+        metadata={
+            "help": "TLS: private key file (PEM) of --tls-cert (none = in the certificate file)",
+            "cli": True,
+            "metavar": "FILE",
+        },
+    )
+    tls_ca: str | None = field(
+        default=None,
+        metadata={
+            "help": "TLS: CA file (PEM); a listener then requires client certificates signed by it (mTLS); a client verifies servers with it",
+            "cli": True,
+            "metavar": "FILE",
+        },
+    )
+    tls_ciphers: str | None = field(
+        default=None,
+        metadata={
+            "help": "TLS: OpenSSL cipher list for TLS 1.2 (none = OpenSSL's defaults; TLS 1.3 suites are always on)",
+            "cli": True,
+            "metavar": "LIST",
+        },
+    )
+    tls_alpn: str | list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "TLS: ALPN protocols offered, comma-separated in preference order, e.g. h2,http/1.1 (a list in Python)",
+            "cli": True,
+            "metavar": "LIST",
+        },
+    )
+    tls_handshake_timeout: float | None = field(
+        default=10.0,
+        metadata={
+            "help": "TLS: close a connection whose handshake has not finished after this many seconds (none = never)",
+            "cli": True,
+        },
+    )
+    tls_session_tickets: bool = field(
+        default=True,
+        metadata={
+            "help": "TLS: issue session tickets (resumption without a full handshake)",
+            "cli": True,
+        },
+    )
+    # A ready context instead of the files above (listeners: PROTOCOL_TLS_SERVER).
+    ssl_context: ssl.SSLContext | None = field(
+        default=None,
+        metadata={"help": "TLS: a ready ssl.SSLContext", "cli": False},
+    )
+    # SNI: {name: (cert, key)} or a callable name -> SSLContext | None (None: the
+    # default certificate). "*.example.com" matches one label.
+    tls_sni: Any = field(
+        default=None,
+        metadata={"help": "TLS: certificate per SNI server name", "cli": False},
+    )
+    # -- operations: PROXY protocol, metrics, reload, access log --
+    proxy_protocol: bool = field(
+        default=False,
+        metadata={
+            "help": "every stream connection starts with a PROXY protocol header (v1 or v2, detected) naming the real client; a connection without a valid one is closed",
+            "cli": True,
+        },
+    )
+    proxy_from: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "with --proxy-protocol: networks (CIDR) allowed to send PROXY headers, repeatable; other peers are closed (none: any peer)",
+            "cli": True,
+            "metavar": "CIDR",
+        },
+    )
+    proxy_header_timeout: float = field(
+        default=5.0,
+        metadata={
+            "help": "with --proxy-protocol: seconds a connection has to send its PROXY header",
+            "cli": True,
+        },
+    )
+    metrics: str | None = field(
+        default=None,
+        metadata={
+            "help": "serve Prometheus /metrics and /healthz on this address, e.g. tcp://127.0.0.1:9100 (none = off)",
+            "cli": True,
+            "metavar": "URL",
+        },
+    )
+    reload_grace: float = field(
+        default=30.0,
+        metadata={
+            "help": "on SIGHUP (reload): seconds old workers keep serving their open connections before they drain",
+            "cli": True,
+        },
+    )
+    stop_grace: float = field(
+        default=0.0,
+        metadata={
+            "help": "on SIGTERM/SIGINT: seconds to keep serving open connections (not accepting, /healthz 503) before draining; 0 = drain at once",
+            "cli": True,
+        },
+    )
+    access_log: bool = field(
+        default=False,
+        metadata={
+            "help": "log each connection's close at INFO: remote address (the real one behind PROXY), duration, bytes, reason",
+            "cli": True,
+        },
+    )
+
     # The former name of max_buffered_per_conn, still accepted (with a warning).
     read_buffer_cap: InitVar[int | None] = None
 
@@ -358,12 +480,64 @@ class Options:
             raise ValueError(
                 f"option logger must be a logging.Logger, got {self.logger!r}"
             )
+        self._validate_tls()
         if self.unix_mode is not None and (
             not isinstance(self.unix_mode, int) or not 0 <= self.unix_mode <= 0o7777
         ):
             raise ValueError(
                 f"option unix_mode must be a file mode like 0o600, got {self.unix_mode!r}"
             )
+        _validate_operations(self)
+
+    def _validate_tls(self) -> None:
+        for name in ("tls_cert", "tls_key", "tls_ca", "tls_ciphers"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise ValueError(f"option {name} must be a path or None, got {value!r}")
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("option tls_key needs tls_cert (the certificate it signs)")
+        if self.tls_alpn is not None:
+            alpn = self.tls_alpn
+            names = alpn.split(",") if isinstance(alpn, str) else alpn
+            if not isinstance(names, (list, tuple)) or not all(
+                isinstance(n, str) and 0 < len(n.strip()) < 256 for n in names
+            ):
+                raise ValueError(
+                    f"option tls_alpn must be protocol names like h2,http/1.1, got {alpn!r}"
+                )
+        timeout = self.tls_handshake_timeout
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or timeout <= 0
+        ):
+            raise ValueError(
+                f"option tls_handshake_timeout must be a positive number or None, got {timeout!r}"
+            )
+        if not isinstance(self.tls_session_tickets, bool):
+            raise ValueError(
+                f"option tls_session_tickets must be a bool, got {self.tls_session_tickets!r}"
+            )
+        if self.ssl_context is not None and not isinstance(
+            self.ssl_context, ssl.SSLContext
+        ):
+            raise ValueError(
+                f"option ssl_context must be an ssl.SSLContext, got {self.ssl_context!r}"
+            )
+        sni = self.tls_sni
+        if sni is not None and not callable(sni) and not isinstance(sni, dict):
+            raise ValueError(
+                "option tls_sni must map server names to (cert, key) files or be a "
+                f"callable name -> SSLContext | None, got {sni!r}"
+            )
+
+    def alpn_protocols(self) -> list[str]:
+        """tls_alpn as a list (the command line gives it comma-separated)."""
+        alpn = self.tls_alpn
+        if alpn is None:
+            return []
+        names = alpn.split(",") if isinstance(alpn, str) else alpn
+        return [name.strip() for name in names]
 
     def connection_limit(self) -> int:
         """Connections one event loop accepts (0 = unlimited).
@@ -384,6 +558,50 @@ class Options:
 
     def get_logger(self) -> logging.Logger:
         return self.logger or logging.getLogger("protogen.runtime")
+
+
+def _validate_operations(options: Options) -> None:
+    """The operations block: PROXY protocol networks, metrics address, timeouts."""
+    for name in ("proxy_protocol", "access_log"):
+        if not isinstance(getattr(options, name), bool):
+            raise ValueError(
+                f"option {name} must be a bool, got {getattr(options, name)!r}"
+            )
+    networks = options.proxy_from
+    if isinstance(networks, str):
+        networks = options.proxy_from = tuple(
+            n.strip() for n in networks.split(",") if n.strip()
+        )
+    if not isinstance(networks, (tuple, list)):
+        raise ValueError(
+            f"option proxy_from must be a list of networks, got {networks!r}"
+        )
+    options.proxy_from = tuple(networks)
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"option proxy_from: {network!r} is not a network like 10.0.0.0/8"
+            ) from None
+    grace = options.stop_grace
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+        raise ValueError(f"option stop_grace must be a number >= 0, got {grace!r}")
+    for name in ("proxy_header_timeout", "reload_grace"):
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"option {name} must be a positive number, got {value!r}")
+    if options.metrics is not None:
+        from .address import AddressError, parse_address
+
+        try:
+            address = parse_address(options.metrics)
+        except AddressError as error:
+            raise ValueError(f"option metrics: {error}") from None
+        if address.network == "udp":
+            raise ValueError(
+                f"option metrics must be a stream address (tcp:// or unix://), got {options.metrics!r}"
+            )
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(Options))

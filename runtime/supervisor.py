@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Sequence
 
 from .balancer import Balancer, ConnectionCounters, LeastConnections
 from .dispatch import Dispatcher, WorkerSlot
-from .handoff import MSG_QUIT, WorkerLink, new_channel
+from .handoff import MSG_GRACE, MSG_QUIT, MSG_RELOAD, WorkerLink, new_channel
 
 __all__ = ["Supervisor", "WorkerLink"]
 
@@ -92,6 +92,46 @@ class Supervisor(Dispatcher):
         self._started = threading.Event()
         self._accept_paused_until: float | None = None
         self.restarts = 0
+        # Run once the selector exists (the metrics endpoint registers there),
+        # and descriptors of such parent-side servers, closed in each worker.
+        self.on_run: list[Callable[["Supervisor"], None]] = []
+        self._reader_fds: set[int] = set()
+        self.parent_fds: list[Callable[[], list[int]]] = []
+        # SIGHUP: on_reload(pids of the retiring workers) re-executes (reload.py).
+        self.on_reload: Callable[[list[int]], None] | None = None
+        self._reload_requested = False
+        self._retired: list[int] = []
+        # stop_grace: on stop, workers serve their open connections this long.
+        self.stop_grace = 0.0
+
+    def add_reader(self, fd: int, callback: Callable[[int], object]) -> None:
+        """In the parent's poller: callback(events) when fd is readable."""
+        assert self._selector is not None
+        self._selector.register(fd, selectors.EVENT_READ, lambda _k, ev: callback(ev))
+        self._reader_fds.add(fd)
+
+    def remove_reader(self, fd: int) -> None:
+        self._reader_fds.discard(fd)
+        if self._selector is not None:
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+
+    def _serve_readers(self, timeout: float) -> None:
+        """While stopping: wait up to `timeout`, serving only add_reader fds
+        (the metrics endpoint answers 503 until the workers are gone)."""
+        assert self._selector is not None
+        if not self._reader_fds:
+            time.sleep(timeout)
+            return
+        for key, events in self._selector.select(timeout):
+            if key.fd in self._reader_fds:
+                key.data(key, events)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     # -- public ------------------------------------------------------------------
 
@@ -121,6 +161,12 @@ class Supervisor(Dispatcher):
             for listener in self._listeners:
                 listener.setblocking(False)
                 self._selector.register(listener, selectors.EVENT_READ, self._on_accept)
+            if self.on_reload is not None:
+                from .reload import retired_pids
+
+                self._retired = retired_pids()  # the image before a reload
+            for hook in self.on_run:
+                hook(self)
             for slot in self._slots:
                 self._spawn(slot)
             self._started.set()
@@ -145,7 +191,37 @@ class Supervisor(Dispatcher):
             return previous
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: self.stop())
+        if self.on_reload is not None:
+            previous[signal.SIGHUP] = signal.signal(
+                signal.SIGHUP, lambda *_: self.request_reload()
+            )
         return previous
+
+    def request_reload(self) -> None:
+        """Retire the workers and re-execute (safe from a signal handler)."""
+        self._reload_requested = True
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _reload(self) -> None:
+        from .reload import reap
+
+        self._reload_requested = False
+        assert self.on_reload is not None
+        retiring = []
+        for slot in self._slots:
+            if slot.usable and slot.pending:
+                self._flush_blocking(slot)  # every accepted connection is served
+            if slot.alive and slot.channel is not None:
+                try:
+                    slot.channel.send(MSG_RELOAD)
+                    retiring.append(slot.pid)
+                except OSError:
+                    pass
+        self._log.info("reload: retiring workers %s", retiring)
+        self.on_reload(retiring + reap(self._retired))
 
     @staticmethod
     def _restore_signal_handlers(previous: dict[int, object]) -> None:
@@ -163,6 +239,12 @@ class Supervisor(Dispatcher):
                 key.data(key, events)
                 if self._stopping:
                     return
+            if self._reload_requested:
+                self._reload()
+            if self._retired:
+                from .reload import reap
+
+                self._retired = reap(self._retired)
             self._reap_without_pidfd()
             self._restart_due()
             self._resume_accepting()
@@ -246,6 +328,8 @@ class Supervisor(Dispatcher):
         objects are detached first so nothing closes a reused fd number later.
         """
         fds = [self._wake_r, self._wake_w]
+        for parent_fds in self.parent_fds:
+            fds.extend(parent_fds())
         for sock in self._listeners:
             fds.append(sock.detach())
         for slot in self._slots:
@@ -377,11 +461,22 @@ class Supervisor(Dispatcher):
         self._stopping = True
         selector = self._selector
         assert selector is not None
+        if self.stop_grace and not self.gave_up:
+            # Connections in the accept queues are served; then the listeners
+            # close, so new ones are refused (a balancer retries elsewhere).
+            for listener in self._listeners:
+                try:
+                    for _ in range(16):
+                        self._on_accept(_ListenerKey(listener), selectors.EVENT_READ)
+                except OSError:
+                    pass
         for listener in self._listeners:
             try:
                 selector.unregister(listener)
             except (KeyError, ValueError):
                 pass
+            if self.stop_grace:
+                listener.close()
         # Connections handed over are delivered; the rest are closed unserved.
         for slot in self._slots:
             if slot.usable and slot.pending:
@@ -400,7 +495,7 @@ class Supervisor(Dispatcher):
             for slot in self._slots:
                 if slot.alive:
                     self._reap(slot, block=False)
-            time.sleep(min(0.02, remaining))
+            self._serve_readers(min(0.02, remaining))
         for slot in self._slots:
             if slot.alive:
                 self._log.error(
@@ -419,12 +514,19 @@ class Supervisor(Dispatcher):
         try:
             if slot.channel is None:
                 raise ConnectionResetError
-            slot.channel.send(MSG_QUIT)
+            slot.channel.send(MSG_GRACE if self.stop_grace else MSG_QUIT)
         except OSError:
             try:
                 os.kill(slot.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+
+class _ListenerKey:
+    """What `_on_accept` reads of a selector key."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.fileobj = listener
 
 
 _UNKNOWN_STATUS = -1

@@ -238,6 +238,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from protogen.runtime.cli import (
         configure_logging,
+        log_format,
         log_level,
         runtime_options,
         serve_command,
@@ -250,6 +251,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         options = runtime_options(args)
         level = log_level(args)
+        fmt = log_format(args)
     except ValueError as error:
         raise CommandError(str(error), EXIT_USAGE) from None
     listen = _parse_listen(args.listen or [])
@@ -278,7 +280,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = modules["server"]
     handler_class = _handler_class(args.handler, server)
     addrs = listen or list(server.DEFAULT_LISTEN)
-    configure_logging(level)
+    configure_logging(level, fmt)
     try:
         handler = handler_class()
     except Exception as error:  # the user's constructor: report, don't trace

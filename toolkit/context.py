@@ -39,6 +39,8 @@ _RESERVED_LOCALS = frozenset(
         "length_value header trailer value limit match struct zlib wire enum "
         "re exc size declared region count varint available content_end scan_from "
         "head body "
+        # the generated handler's decode loop, which expands the codec's framing
+        "pos budget handle dispatch unknown action conn err unpack_length max_length "
     ).split()
 )
 
@@ -165,7 +167,9 @@ class FieldView:
         if self.role == "bits":
             expr = self._join_bits()
         elif self.role == "derived" and self.derived is not None and self.derived.kind == "region":
-            expr = "0"  # patched once the region is written
+            # A body field is patched once its region is written; a header or a
+            # trailer is packed after the body, with the region's size at hand.
+            expr = "0" if self.section == "body" else self.var
         elif self.role == "length":
             expr = "length_value"
         elif self.escape_code:

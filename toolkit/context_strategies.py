@@ -98,7 +98,9 @@ class StrategyBuilder:
                 names[bit.name] = locals_.claim(bit.name)
         for hf in frame.header:
             steps += self._fixed(hf, names, kwargs)
-        body_steps, body_kwargs = self.sequence(frame.body, names, locals_, header=frame)
+        body_steps, body_kwargs = self.sequence(
+            frame.body, names, locals_, header=frame
+        )
         steps += body_steps
         kwargs += body_kwargs
         for hf in frame.trailer:
@@ -117,7 +119,11 @@ class StrategyBuilder:
 
     def _known(self, expr: ir.Expr, names: dict[str, str], frame: ir.FrameDef) -> bool:
         """Frame constraints over values the strategy draws (not the length)."""
-        computed = {frame.framing.field} if isinstance(frame.framing, ir.LengthFraming) else set()
+        computed = (
+            {frame.framing.field}
+            if isinstance(frame.framing, ir.LengthFraming)
+            else set()
+        )
         return not (ex.names(expr) & computed)
 
     def _fixed(
@@ -130,20 +136,40 @@ class StrategyBuilder:
             for bit in hf.bits:
                 bit_var = names[bit.name]
                 if bit.const is not None:
-                    steps.append(DrawStep("value", bit_var, value=py_literal(bit.const)))
+                    steps.append(
+                        DrawStep("value", bit_var, value=py_literal(bit.const))
+                    )
                 elif bit.derived is not None and bit.derived.kind == "presence":
-                    steps.append(DrawStep("draw", bit_var, strategy="st.integers(0, 1)"))
+                    steps.append(
+                        DrawStep("draw", bit_var, strategy="st.integers(0, 1)")
+                    )
                     kwargs.append((bit.name, bit_var))
                 elif bit.derived is not None:
                     steps.append(DrawStep("value", bit_var, value="0"))
                 elif bit.enum is not None:
-                    steps.append(DrawStep("draw", bit_var, strategy=f"st.sampled_from(list({bit.enum}))"))
+                    steps.append(
+                        DrawStep(
+                            "draw",
+                            bit_var,
+                            strategy=f"st.sampled_from(list({bit.enum}))",
+                        )
+                    )
                     kwargs.append((bit.name, bit_var))
                 elif bit.allowed:
-                    steps.append(DrawStep("draw", bit_var, strategy=f"st.sampled_from({list(bit.allowed)!r})"))
+                    steps.append(
+                        DrawStep(
+                            "draw",
+                            bit_var,
+                            strategy=f"st.sampled_from({list(bit.allowed)!r})",
+                        )
+                    )
                     kwargs.append((bit.name, bit_var))
                 else:
-                    steps.append(DrawStep("draw", bit_var, strategy=f"st.integers(0, {bit.mask})"))
+                    steps.append(
+                        DrawStep(
+                            "draw", bit_var, strategy=f"st.integers(0, {bit.mask})"
+                        )
+                    )
                     kwargs.append((bit.name, bit_var))
             return steps
         if hf.const is not None:
@@ -173,12 +199,16 @@ class StrategyBuilder:
                 names[bit.name] = locals_.claim(bit.name)
         derived_by_target: dict[str, list[tuple[str, ir.Derived]]] = {}
         owners = [(f.name, f.derived) for f in fields if f.derived is not None]
-        owners += [(b.name, b.derived) for f in fields for b in f.bits if b.derived is not None]
+        owners += [
+            (b.name, b.derived) for f in fields for b in f.bits if b.derived is not None
+        ]
         if header is not None:
             for hf in header.header:
                 if hf.derived is not None:
                     owners.append((hf.name, hf.derived))
-                owners += [(b.name, b.derived) for b in hf.bits if b.derived is not None]
+                owners += [
+                    (b.name, b.derived) for b in hf.bits if b.derived is not None
+                ]
         for owner, derived in owners:
             if derived.kind in ("size", "count"):
                 derived_by_target.setdefault(derived.of[0], []).append((owner, derived))
@@ -199,14 +229,18 @@ class StrategyBuilder:
                     target = by_name.get(hf.derived.of[0])
                     if target is not None:
                         steps += self._early(target, names, var, drawn_early)
-                        steps.append(self._measure(names[hf.name], hf.name, target, names))
+                        steps.append(
+                            self._measure(names[hf.name], hf.name, target, names)
+                        )
         for f in fields:
             fvar = names[f.name]
             if f.bits:
                 for bit in f.bits:
                     steps.append(self._bit_step(bit, names[bit.name], kwargs))
                 if f.where is not None:
-                    steps.append(DrawStep("assume", "", assumes=[ex.python(f.where, var)]))
+                    steps.append(
+                        DrawStep("assume", "", assumes=[ex.python(f.where, var)])
+                    )
                 continue
             if f.derived is not None:
                 if f.derived.kind == "presence":
@@ -243,21 +277,31 @@ class StrategyBuilder:
         drawn.add(target.name)
         return [self._field(target, names[target.name], var)]
 
-    def _measure(self, fvar: str, name: str, target: ir.Field, names: dict[str, str]) -> DrawStep:
+    def _measure(
+        self, fvar: str, name: str, target: ir.Field, names: dict[str, str]
+    ) -> DrawStep:
         """A size or count: solved from the length of what it measures."""
         ftype = target.type
         assert isinstance(ftype, (ir.BlobType, ir.ArrayType))
         count = ftype.extent.count
         assert count is not None
         tvar = names[target.name]
-        measured = f"len({tvar}.encode())" if isinstance(ftype, ir.BlobType) and ftype.text else f"len({tvar})"
+        measured = (
+            f"len({tvar}.encode())"
+            if isinstance(ftype, ir.BlobType) and ftype.text
+            else f"len({tvar})"
+        )
         value, _ = ex.solve(count, name, ir.Ref(("__SIZE__",)))
-        expr = ex.python(value, lambda r: measured if r.name == "__SIZE__" else names[r.name])
+        expr = ex.python(
+            value, lambda r: measured if r.name == "__SIZE__" else names[r.name]
+        )
         if ftype.extent.nullable:
             expr = f"-1 if {tvar} is None else {expr}"
         return DrawStep("value", fvar, value=expr)
 
-    def _bit_step(self, bit: ir.BitField, var: str, kwargs: list[tuple[str, str]]) -> DrawStep:
+    def _bit_step(
+        self, bit: ir.BitField, var: str, kwargs: list[tuple[str, str]]
+    ) -> DrawStep:
         if bit.const is not None:
             return DrawStep("value", var, value=py_literal(bit.const))
         if bit.derived is not None and bit.derived.kind != "presence":
@@ -268,9 +312,13 @@ class StrategyBuilder:
         if bit.enum is not None:
             return DrawStep("draw", var, strategy=f"st.sampled_from(list({bit.enum}))")
         if bit.allowed:
-            return DrawStep("draw", var, strategy=f"st.sampled_from({list(bit.allowed)!r})")
+            return DrawStep(
+                "draw", var, strategy=f"st.sampled_from({list(bit.allowed)!r})"
+            )
         if bit.escape:
-            return DrawStep("draw", var, strategy=f"st.integers(0, {bit.escape[-1].type.max_value})")
+            return DrawStep(
+                "draw", var, strategy=f"st.integers(0, {bit.escape[-1].type.max_value})"
+            )
         return DrawStep("draw", var, strategy=f"st.integers(0, {bit.mask})")
 
     def _field(self, f: ir.Field, fvar: str, var: Callable[[ir.Ref], str]) -> DrawStep:
@@ -283,10 +331,15 @@ class StrategyBuilder:
         if f.condition is not None:
             step.condition = ex.python(f.condition, var)
         if f.where is not None:
-            step.assumes.append(ex.python(f.where, var))
+            constraint = ex.python(f.where, var)
+            if f.condition is not None:  # checked only when the field is present
+                constraint = f"{fvar} is None or ({constraint})"
+            step.assumes.append(constraint)
         return step
 
-    def _union(self, union: ir.UnionType, fvar: str, var: Callable[[ir.Ref], str]) -> DrawStep:
+    def _union(
+        self, union: ir.UnionType, fvar: str, var: Callable[[ir.Ref], str]
+    ) -> DrawStep:
         discriminant = ex.python(union.discriminant, var)
         step = DrawStep("union", fvar, annotation=self.annotation(union))
         for arm in union.arms:
@@ -300,7 +353,9 @@ class StrategyBuilder:
             step.default = self._arm(union.default, fvar, var)
         return step
 
-    def _arm(self, ftype: ir.ValueType, fvar: str, var: Callable[[ir.Ref], str]) -> DrawStep:
+    def _arm(
+        self, ftype: ir.ValueType, fvar: str, var: Callable[[ir.Ref], str]
+    ) -> DrawStep:
         if isinstance(ftype, ir.UnionType):
             return self._union(ftype, fvar, var)
         return DrawStep("draw", fvar, strategy=self.value(ftype, var))
@@ -341,7 +396,9 @@ class StrategyBuilder:
             return self._array(ftype, var, f)
         raise AssertionError("unions are drawn by steps")  # pragma: no cover
 
-    def _scalar(self, scalar: ir.FieldType, enum: str | None, allowed: tuple[int, ...] | None) -> str:
+    def _scalar(
+        self, scalar: ir.FieldType, enum: str | None, allowed: tuple[int, ...] | None
+    ) -> str:
         if enum is not None:
             return f"st.sampled_from(list({enum}))"
         if allowed:
@@ -367,7 +424,11 @@ class StrategyBuilder:
         """True when a size or count field is computed from `f` (drawn freely)."""
         for owner in self._all_fields():
             derived = owner.derived
-            if derived is not None and f.name in derived.of and derived.kind in ("size", "count"):
+            if (
+                derived is not None
+                and f.name in derived.of
+                and derived.kind in ("size", "count")
+            ):
                 return True
         return False
 
@@ -388,12 +449,16 @@ class StrategyBuilder:
             return min(default, top)
         return default
 
-    def _blob(self, blob: ir.BlobType, var: Callable[[ir.Ref], str], f: ir.Field | None) -> str:
+    def _blob(
+        self, blob: ir.BlobType, var: Callable[[ir.Ref], str], f: ir.Field | None
+    ) -> str:
         extent = blob.extent
         exact = self._sized(extent, var, f)
         if blob.text:
             if exact is not None:
-                strategy = _exact(exact, "st.text(ALPHABET, min_size={n}, max_size={n})")
+                strategy = _exact(
+                    exact, "st.text(ALPHABET, min_size={n}, max_size={n})"
+                )
             else:
                 strategy = f"st.text(max_size={self._limit(extent, MAX_TEXT)})"
         elif exact is not None:
@@ -409,7 +474,9 @@ class StrategyBuilder:
             strategy = f"st.none() | {strategy}"
         return strategy
 
-    def _array(self, array: ir.ArrayType, var: Callable[[ir.Ref], str], f: ir.Field | None) -> str:
+    def _array(
+        self, array: ir.ArrayType, var: Callable[[ir.Ref], str], f: ir.Field | None
+    ) -> str:
         element = self.value(array.element, var)
         extent = array.extent
         if extent.kind == "until":
@@ -428,7 +495,9 @@ class StrategyBuilder:
             )
         exact = self._sized(extent, var, f)
         if exact is not None:
-            strategy = _exact(exact, f"st.lists({element}, min_size={{n}}, max_size={{n}})")
+            strategy = _exact(
+                exact, f"st.lists({element}, min_size={{n}}, max_size={{n}})"
+            )
         else:
             strategy = f"st.lists({element}, max_size={MAX_ELEMENTS})"
         if extent.nullable:
@@ -483,9 +552,14 @@ def _texts(step: DrawStep) -> list[str]:
 
 def _region_sized(fields: tuple[ir.Field, ...]) -> set[str]:
     """Fields (and bits) holding region sizes: known only once encoded."""
-    names = {f.name for f in fields if f.derived is not None and f.derived.kind == "region"}
+    names = {
+        f.name for f in fields if f.derived is not None and f.derived.kind == "region"
+    }
     names |= {
-        b.name for f in fields for b in f.bits if b.derived is not None and b.derived.kind == "region"
+        b.name
+        for f in fields
+        for b in f.bits
+        if b.derived is not None and b.derived.kind == "region"
     }
     return names
 

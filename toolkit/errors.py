@@ -61,16 +61,29 @@ class ConstraintViolation(InvalidValue):
     def __init__(self, field: str, constraint: str, value: object = _NO_VALUE) -> None:
         ProtocolError.__init__(
             self,
-            f"{field}: `{constraint}` does not hold"
-            if value is _NO_VALUE
-            else f"{field}: {value!r} breaks `{constraint}`",
+            (
+                f"{field}: `{constraint}` does not hold"
+                if value is _NO_VALUE
+                else f"{field}: {value!r} breaks `{constraint}`"
+            ),
         )
         self.field = field
         self.value = None if value is _NO_VALUE else value
         self.constraint = constraint
 
 
+class TLSHandshakeError(ConnectionError):
+    """A TLS handshake failed (bad or garbage ClientHello, no common version or
+    cipher, a certificate refused, no client certificate where one is required)
+    or did not finish within tls_handshake_timeout. Only that connection closes.
+
+    An OSError (a ConnectionError), as the socket errors the runtime passes to
+    `on_close(conn, err)` are.
+    """
+
+
 __all__ = [
+    "TLSHandshakeError",
     "ProtocolError",
     "FrameTooLarge",
     "ChecksumMismatch",

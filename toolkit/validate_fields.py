@@ -145,7 +145,11 @@ class ExprResolver(Checker):
         if isinstance(expr, ast.BinaryExpr):
             left = self._expr(expr.left, what)
             right = self._expr(expr.right, what)
-            if expr.op in ("/", "%") and isinstance(right, ir.Const) and not right.value:
+            if (
+                expr.op in ("/", "%")
+                and isinstance(right, ir.Const)
+                and not right.value
+            ):
                 self.error(expr.right.span, f"{what}: division by zero")
                 raise _Poisoned
             return ir.Binary(expr.op, left, right)
@@ -204,7 +208,11 @@ class ExprResolver(Checker):
                 self.error(
                     expr.span,
                     f"{what} needs an integer; '{symbol.name}' is {_kind_text(symbol)}"
-                    + (" (use len())" if symbol.kind in ("bytes", "str", "array") else ""),
+                    + (
+                        " (use len())"
+                        if symbol.kind in ("bytes", "str", "array")
+                        else ""
+                    ),
                 )
                 raise _Poisoned
             self._check_present(symbol, expr.span, what)
@@ -307,7 +315,9 @@ class SequenceBuilder(Checker):
         scope: Scope,
         *,
         default_order: ir.ByteOrder = ir.ByteOrder.BIG,
-        bit_builder: Callable[[ast.FieldDecl, str, ir.ScalarType], tuple[ir.BitField, ...] | None],
+        bit_builder: Callable[
+            [ast.FieldDecl, str, ir.ScalarType], tuple[ir.BitField, ...] | None
+        ],
         skip: Callable[[ast.FieldDecl], bool] = lambda decl: False,
         poisoned: set[str],
     ) -> None:
@@ -343,7 +353,9 @@ class SequenceBuilder(Checker):
             pending = _Pending(field, decl)
             if _takes_rest(field):
                 if any(_takes_rest(p.field) for p in self.pending):
-                    self.error(decl.type.span, f"only one {self.what} can be bytes[rest]")
+                    self.error(
+                        decl.type.span, f"only one {self.what} can be bytes[rest]"
+                    )
                     continue
                 rest = pending
             self.pending.append(pending)
@@ -439,14 +451,14 @@ class SequenceBuilder(Checker):
         self._declare(field, decl)
         where_attr = decl.attr("where")
         if where_attr is not None:
-            if condition is not None or decl.nullable is not None:
+            if decl.nullable is not None:
                 self.error(
                     where_attr.span,
                     f"{where} may be absent; put the constraint on a field that is "
                     "always present",
                 )
                 return None
-            constraint = self._expr(where_attr.value, f"the constraint of {where}")
+            constraint = self._own_constraint(where_attr.value, where, field)
             if constraint is None:
                 return None
             field = dataclasses.replace(field, where=constraint)
@@ -465,6 +477,21 @@ class SequenceBuilder(Checker):
                 ok = False
             seen[attr.kind] = attr
         return ok
+
+    def _own_constraint(
+        self, expr: object, where: str, field: ir.Field
+    ) -> ir.Expr | None:
+        """A field's `where`: the field is visible in it, present even when it has an
+        `if` condition (the constraint is checked only where the field is on the wire).
+        """
+        own = [field.name, *(bit.name for bit in field.bits)]
+        saved = {name: self.scope[name] for name in own}
+        for name in own:
+            self.scope[name] = dataclasses.replace(saved[name], optional=False)
+        try:
+            return self._expr(expr, f"the constraint of {where}")
+        finally:
+            self.scope.update(saved)
 
     def _expr(self, expr: object, what: str) -> ir.Expr | None:
         assert not isinstance(expr, (ast.TypeRef, ast.SwitchType))
@@ -529,7 +556,10 @@ class SequenceBuilder(Checker):
             )
             return None
         if field.condition is not None or _nullable(field):
-            self.error(value.span, f"field '{field.name}' may be absent; it cannot be a constant")
+            self.error(
+                value.span,
+                f"field '{field.name}' may be absent; it cannot be a constant",
+            )
             return None
         ftype = field.type
         if isinstance(value, ast.AllowedValues):
@@ -546,7 +576,9 @@ class SequenceBuilder(Checker):
                     self.error(literal.span, f"value {literal.value} listed twice")
                 elif self._in_limits(literal, limits, field.name, shown):
                     allowed.append(literal.value)
-            return dataclasses.replace(field, allowed=tuple(allowed)) if allowed else None
+            return (
+                dataclasses.replace(field, allowed=tuple(allowed)) if allowed else None
+            )
         assert isinstance(value, ast.ConstValue)
         literal = value.value
         if isinstance(ftype, ir.BlobType):
@@ -616,9 +648,9 @@ class SequenceBuilder(Checker):
         extent = (
             field.region
             if field.region is not None
-            else ftype.extent
-            if isinstance(ftype, (ir.BlobType, ir.ArrayType))
-            else None
+            else (
+                ftype.extent if isinstance(ftype, (ir.BlobType, ir.ArrayType)) else None
+            )
         )
         if extent is None or extent.kind not in ("count", "prefix"):
             self.error(
@@ -876,7 +908,9 @@ class SequenceBuilder(Checker):
         if prefix is not None:
             return ir.Extent("prefix", prefix=prefix) if prefix else None
         if order is not None:
-            self.error(order.span, "a byte order belongs to a length prefix type (`[u16 le]`)")
+            self.error(
+                order.span, "a byte order belongs to a length prefix type (`[u16 le]`)"
+            )
             return None
         count = self._expr(expr, f"the size of {where}")
         if count is None:
@@ -892,7 +926,9 @@ class SequenceBuilder(Checker):
                 return name not in self.poisoned
             self.error(
                 arg.span,
-                f"unknown field '{name}'" + suggestion(name, self.scope) + self._later(name),
+                f"unknown field '{name}'"
+                + suggestion(name, self.scope)
+                + self._later(name),
             )
             return False
         sized = f"{self.what} '{self.current_name}'"
@@ -903,7 +939,9 @@ class SequenceBuilder(Checker):
             )
             return False
         if symbol.carrier:
-            self.error(arg.span, f"{sized} is sized by '{name}', which carries bit fields")
+            self.error(
+                arg.span, f"{sized} is sized by '{name}', which carries bit fields"
+            )
             return False
         if symbol.kind != "int" or symbol.enum is not None:
             self.error(
@@ -1042,7 +1080,11 @@ class SequenceBuilder(Checker):
     def escape_arms(
         self, block: ast.EscapeBlock, ftype: ir.ValueType, enum: str | None, where: str
     ) -> tuple[ir.EscapeArm, ...] | None:
-        if enum is not None or not isinstance(ftype, ir.ScalarType) or ftype.kind != "uint":
+        if (
+            enum is not None
+            or not isinstance(ftype, ir.ScalarType)
+            or ftype.kind != "uint"
+        ):
             self.error(
                 block.span,
                 f"escape codes belong to an unsigned integer; {where} is "

@@ -1,214 +1,119 @@
 """The DNS example: a small authoritative server over UDP and TCP.
 
-The generated `DnsHandler` (from `dns.proto.dsl`) decodes `Message` frames — over
-TCP after their 2-byte length prefix, over UDP one per datagram — with the 12-byte
-header as typed fields; this subclass parses the question from `sections` and
-answers from a `zone.Zone`:
+The generated `DnsHandler` (from `dns.proto.dsl`) decodes whole `Message`
+frames — over TCP after their 2-byte length, over UDP one per datagram — with
+questions, records, RDATA and EDNS typed by the spec; `answer.respond` answers
+them from a `zone.Zone`. This class adds what depends on the transport:
 
-- A / AAAA / TXT records of the zone, authoritative (AA), the answer names
-  compressed to a pointer at the question name (offset 12);
-- NXDOMAIN for a name the zone lacks, NOERROR with no answer for a type it lacks;
-- NOTIMP for an opcode other than QUERY, FORMERR for a message that frames but
-  does not parse, REFUSED for a class other than IN;
-- over UDP an answer larger than 512 bytes (or the client's EDNS payload size,
-  up to 4096) is replaced by the question alone with the TC flag: the client
-  retries over TCP. EDNS (an OPT record) is answered with an OPT record.
-
-A UDP datagram too short for a header is dropped; a TCP stream whose length
-prefix breaks the protocol is closed (that connection only).
+- over UDP an answer larger than the client takes (512 bytes, or its EDNS
+  size), or than `amplification` times the query's size, goes out as the
+  question alone with TC set: the client asks again over TCP, so the server
+  never sends a spoofed victim much more than it received;
+- an optional response rate limit per client network over UDP (`rrl.py`);
+- a message that frames but does not decode is answered FORMERR with its id;
+  a datagram shorter than a header is dropped; a TCP length shorter than a
+  header closes that connection only. Responses (QR set) are never answered.
 """
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from answer import formerr, respond, truncated
 from dns_codec import Message
 from dns_handler import DnsHandler
-
 from protogen.errors import ProtocolError
 from protogen.runtime import Action
-from zone import (
-    RR_FIXED,
-    Zone,
-    load_zone,
-)  # beside this file (serve.py puts it on sys.path)
+from rrl import RateLimiter, Verdict
+from zone import Zone, load_zone
 
-__all__ = ["DnsExampleHandler", "DEFAULT_ZONE"]
+__all__ = ["DEFAULT_AMPLIFICATION", "DEFAULT_ZONE", "DnsExampleHandler"]
 
 DEFAULT_ZONE = Path(__file__).resolve().parent / "example.zone"
-
-# Header flag bits (RFC 1035 4.1.1).
-QR = 0x8000
-OPCODE_SHIFT = 11
-AA = 0x0400
-TC = 0x0200
-RD = 0x0100
-# Response codes.
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
-
-CLASS_IN = 1
-TYPE_OPT = 41
+DEFAULT_AMPLIFICATION = 8
 HEADER_SIZE = 12
-UDP_PLAIN_LIMIT = 512  # RFC 1035 without EDNS
-UDP_EDNS_LIMIT = 4096  # the most we answer over UDP, whatever the client offers
-COMPRESSED_QNAME = (
-    b"\xc0\x0c"  # a pointer to the question's name, right after the header
-)
-
-_QUESTION_TAIL = struct.Struct(">HH")  # type, class
-_OPT_FIXED = struct.Struct(
-    ">HHIH"
-)  # type, payload size (class), ext-rcode/flags, rdlen
-OPT_RECORD = b"\x00" + _OPT_FIXED.pack(TYPE_OPT, UDP_EDNS_LIMIT, 0, 0)
-
-
-class FormatError(ValueError):
-    """The message framed but does not parse: answered with FORMERR."""
-
-
-class Question:
-    __slots__ = ("wire", "name", "qtype", "qclass", "end")
-
-    def __init__(
-        self, wire: bytes, name: str, qtype: int, qclass: int, end: int
-    ) -> None:
-        self.wire = wire  # the question's bytes as received (echoed in the reply)
-        self.name = name  # lower case, dot-separated, no trailing dot
-        self.qtype = qtype
-        self.qclass = qclass
-        self.end = end  # offset of what follows it in `sections`
-
-
-def parse_question(sections: bytes) -> Question:
-    """The first question of `sections`: an uncompressed name, type and class."""
-    labels = []
-    pos = 0
-    size = len(sections)
-    while True:
-        if pos >= size:
-            raise FormatError("the question name runs past the message")
-        length = sections[pos]
-        if length & 0xC0:
-            raise FormatError("a compressed or extended label in the question")
-        pos += 1
-        if length == 0:
-            break
-        if pos + length > size:
-            raise FormatError("a label runs past the message")
-        labels.append(sections[pos : pos + length])
-        pos += length
-    if pos > 255:
-        raise FormatError("the question name is longer than 255 bytes")
-    if pos + 4 > size:
-        raise FormatError("the question lacks its type and class")
-    qtype, qclass = _QUESTION_TAIL.unpack_from(sections, pos)
-    end = pos + 4
-    name = b".".join(labels).decode("ascii", "replace").lower()
-    return Question(sections[:end], name, qtype, qclass, end)
-
-
-def skip_name(sections: bytes, pos: int) -> int:
-    """The offset after the (possibly compressed) name at `pos`."""
-    while True:
-        if pos >= len(sections):
-            raise FormatError("a record name runs past the message")
-        length = sections[pos]
-        if length & 0xC0 == 0xC0:
-            return pos + 2
-        if length & 0xC0:
-            raise FormatError("an extended label type")
-        pos += 1 + length
-        if length == 0:
-            return pos
-
-
-def edns_payload_size(sections: bytes, pos: int, frame: Message) -> int | None:
-    """The UDP payload size of the query's OPT record, None without one.
-
-    Walks the answer, authority and additional records after the question.
-    """
-    found = None
-    for _ in range(frame.ancount + frame.nscount + frame.arcount):
-        pos = skip_name(sections, pos)
-        if pos + RR_FIXED.size > len(sections):
-            raise FormatError("a record runs past the message")
-        rtype, rclass, _ttl, rdlength = RR_FIXED.unpack_from(sections, pos)
-        pos += RR_FIXED.size + rdlength
-        if pos > len(sections):
-            raise FormatError("a record's data runs past the message")
-        if rtype == TYPE_OPT:
-            found = rclass
-    return found
+_LENGTH_SIZE = 2  # the length before each message over TCP
 
 
 class DnsExampleHandler(DnsHandler):
     """Authoritative answers from a zone; see the module docstring."""
 
-    def __init__(self, *args: Any, zone: Zone | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        zone: Zone | None = None,
+        amplification: float = DEFAULT_AMPLIFICATION,
+        rate_limiter: RateLimiter | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.zone = zone if zone is not None else load_zone(DEFAULT_ZONE)
+        self.amplification = amplification  # 0: no limit but the client's
+        self.rate_limiter = rate_limiter
+        # The header of the datagram being handled, for a FORMERR when the
+        # rest does not decode (the generated handler has consumed it by then).
+        self._datagram_head = b""
+
+    def on_traffic(self, conn: Any) -> Action | None:
+        if conn.datagram:
+            self._datagram_head = bytes(conn.peek(HEADER_SIZE))
+        return super().on_traffic(conn)
 
     def on_message(self, conn: Any, frame: Message) -> None:
-        flags = frame.flags
-        if flags & QR:
+        if frame.qr:
             return  # a response: never answer one (no reflection loops)
-        opcode = (flags >> OPCODE_SHIFT) & 0xF
-        # QR, the query's opcode and RD echoed; AA and the rcode added below.
-        base = QR | (flags & (0xF << OPCODE_SHIFT)) | (flags & RD)
-        if opcode != 0:
-            self.reply(conn, frame.id, base | NOTIMP)
-            return
-        try:
-            if frame.qdcount != 1:
-                raise FormatError(f"{frame.qdcount} questions")
-            question = parse_question(frame.sections)
-            edns = edns_payload_size(frame.sections, question.end, frame)
-        except FormatError:
-            self.reply(conn, frame.id, base | FORMERR)
-            return
-        opt = OPT_RECORD if edns is not None else b""
-        if question.qclass != CLASS_IN:
-            self.reply(conn, frame.id, base | REFUSED, question.wire, opt=opt)
-            return
-        records = self.zone.lookup(question.name, question.qtype)
-        if records is None:
-            self.reply(conn, frame.id, base | AA | NXDOMAIN, question.wire, opt=opt)
-            return
-        pack = RR_FIXED.pack
-        qtype = question.qtype
-        answers = [
-            COMPRESSED_QNAME + pack(qtype, CLASS_IN, ttl, len(rdata)) + rdata
-            for ttl, rdata in records
-        ]
+        response, limit = respond(frame, self.zone)
         if conn.datagram:
-            limit = UDP_PLAIN_LIMIT
-            if edns is not None:
-                limit = max(UDP_PLAIN_LIMIT, min(edns, UDP_EDNS_LIMIT))
-            size = HEADER_SIZE + len(question.wire) + sum(map(len, answers)) + len(opt)
-            if size > limit:
-                # Too big for this datagram: the question alone with TC set;
-                # the client asks again over TCP.
-                self.reply(conn, frame.id, base | AA | TC, question.wire, opt=opt)
-                return
-        self.reply(conn, frame.id, base | AA, question.wire, answers, opt)
+            # A datagram's frame length is the datagram's size.
+            self.send_datagram(conn, response, limit, frame.length or HEADER_SIZE)
+        else:
+            conn.write(_encoded(response, datagram=False))
 
-    def reply(
-        self,
-        conn: Any,
-        query_id: int,
-        flags: int,
-        question: bytes = b"",
-        answers: Sequence[bytes] = (),
-        opt: bytes = b"",
+    def send_datagram(
+        self, conn: Any, response: Message, limit: int, query_size: int
     ) -> None:
-        """Send a response: the question (if any), answers, and an OPT record."""
-        sections = b"".join([question, *answers, opt])
-        counts = (1 if question else 0, len(answers), 0, 1 if opt else 0)
-        self.send(conn, Message(query_id, flags, *counts, sections))
+        """Send `response` over UDP: truncated when too big, rate limited."""
+        if self.rate_limiter is not None:
+            verdict = self.rate_limiter.check(conn.remote_addr)
+            if verdict is Verdict.DROP:
+                return
+            if verdict is Verdict.SLIP:
+                conn.write(truncated(response).encode_datagram())
+                return
+        if self.amplification:
+            limit = min(limit, int(query_size * self.amplification))
+        data = _encoded(response, datagram=True)
+        if len(data) > limit:
+            data = truncated(response).encode_datagram()
+        conn.write(data)
 
     def on_protocol_error(self, conn: Any, err: ProtocolError) -> Action:
+        """FORMERR for a message that frames but does not decode (see above)."""
         if conn.datagram:
-            return Action.NONE  # an unframeable datagram: drop it, as DNS servers do
+            response = formerr(self._datagram_head)
+            if response is not None:
+                size = len(self._datagram_head)
+                self.send_datagram(conn, response, HEADER_SIZE, size)
+            return Action.NONE  # an unanswerable datagram is dropped, as DNS servers do
+        view = conn.peek()
+        if len(view) >= _LENGTH_SIZE + HEADER_SIZE:
+            end = _LENGTH_SIZE + int.from_bytes(view[:_LENGTH_SIZE], "big")
+            if end >= _LENGTH_SIZE + HEADER_SIZE and len(view) >= end:
+                # The message framed; its body did not decode.
+                response = formerr(view[_LENGTH_SIZE:end])
+                conn.discard(end)
+                if response is not None:
+                    self.send(conn, response)
+                return Action.YIELD if conn.inbound_buffered() else Action.NONE
         raise err  # a broken stream: close this connection only
+
+
+def _encoded(response: Message, datagram: bool) -> bytes:
+    """The response's bytes; truncated (TC) when larger than any DNS message
+    (65535 bytes, RFC 7766 section 8: also over TCP)."""
+    try:
+        return response.encode_datagram() if datagram else response.encode()
+    except ValueError:  # the u16 length cannot hold it
+        short = truncated(response)
+        return short.encode_datagram() if datagram else short.encode()

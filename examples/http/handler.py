@@ -3,13 +3,20 @@
 The generated decode loop (from `http.proto.dsl`) cuts the byte stream into
 `HttpRequest(head, body)` frames: composite framing, the head ended by an empty
 line, the body sized by Content-Length, max_frame enforced before buffering.
-`request.py` decides what a head means and whether it is acceptable; this
-module answers:
+`request.py` decides what a head means and whether it is acceptable, and reads
+chunked bodies, which the spec does not frame; this module answers:
 
     GET  /plaintext  200 "Hello, World!" (TechEmpower style: Server, Date,
                      Content-Type, Content-Length); HEAD: the same head, no body
-    POST /echo       200 with the request body
+    POST /echo       200 with the request body (PUT too: `curl -T file`)
     anything else    404 (405 for a known path with another method)
+
+A chunked request (`Transfer-Encoding: chunked`) reaches `on_http_request` as
+its head alone: the decode loop is stopped there (Action.YIELD), and the body
+is read by a `ChunkedBody` from the bytes behind the head, this read's and
+later ones', before the decode loop goes on with the requests pipelined behind
+it. max_frame bounds the encoded body and the head together, as it bounds a
+Content-Length request (413 past it).
 
 Keep-alive and pipelining: every request parsed from one read is answered in
 request order, and all the answers go out in one write. `Connection: close`,
@@ -38,8 +45,11 @@ from http_codec import HttpRequest
 from http_handler import HttpHandler
 from request import (  # beside this file (serve.py puts it on sys.path)
     MAX_REQUEST_LINE,
+    BodyError,
+    ChunkedBody,
     HeadError,
     PendingRequest,
+    RequestHead,
     parse_head,
 )
 
@@ -94,7 +104,7 @@ NOT_ALLOWED = {
     )
     for path, allow in (
         (b"/plaintext", b"Allow: GET, HEAD"),
-        (b"/echo", b"Allow: POST"),
+        (b"/echo", b"Allow: POST, PUT"),
     )
 }
 
@@ -111,6 +121,8 @@ class HttpExampleHandler(HttpHandler):
         self._loop: Any = None
         # Connections whose first buffered request is unfinished (head or body).
         self._pending: dict[Any, PendingRequest] = {}
+        # Connections reading a chunked body: its request's head, and the reader.
+        self._chunked: dict[Any, tuple[RequestHead, ChunkedBody]] = {}
         self._refresh_date()
 
     # -- the Date header, refreshed once a second ------------------------------------
@@ -150,9 +162,7 @@ class HttpExampleHandler(HttpHandler):
     def on_traffic(self, conn: Any) -> Action | None:
         out = self._out
         try:
-            action = super().on_traffic(conn)
-            if not self._closing and not action and conn.inbound_buffered():
-                self._watch_unfinished(conn)
+            action = self._traffic(conn)
         except BaseException:  # a bug: the runtime closes this conn; keep others clean
             out.clear()
             self._closing = False
@@ -163,11 +173,49 @@ class HttpExampleHandler(HttpHandler):
         if self._closing:
             self._closing = False
             self._pending.pop(conn, None)
+            self._chunked.pop(conn, None)
             return Action.CLOSE
         return action
 
+    def _traffic(self, conn: Any) -> Action | None:
+        """A chunked body under way first, then the decode loop, then the body of
+        a chunked request it stopped at (at most two bodies per call: fairness)."""
+        if conn in self._chunked and not self._read_chunked(conn):
+            return None  # the body is unfinished (or refused)
+        action = super().on_traffic(conn)
+        if action is Action.YIELD and conn in self._chunked:
+            # The loop stopped at a chunked head (and consumed it).
+            # (A request refused anyway was answered at once: on_http_request.)
+            expect_continue = self._chunked[conn][0][4]
+            if expect_continue and not conn.inbound_buffered():
+                self._out.append(CONTINUE)
+            if not self._read_chunked(conn) or not conn.inbound_buffered():
+                return None
+            return Action.YIELD  # pipelined requests: on the loop's next pass
+        if not self._closing and not action and conn.inbound_buffered():
+            self._watch_unfinished(conn)
+        return action
+
+    def _read_chunked(self, conn: Any) -> bool:
+        """Go on with `conn`'s chunked body: True once it is read and answered."""
+        request, body = self._chunked[conn]
+        try:
+            end = body.feed(conn.peek())
+        except BodyError as refused:
+            del self._chunked[conn]
+            self._fail(refusal(refused))
+            return False
+        if end is None:
+            return False
+        del self._chunked[conn]
+        conn.discard(end)
+        method, target, http11, keep_alive, _, _ = request
+        self._respond(method, target, http11, keep_alive, bytes(body.body))
+        return not self._closing
+
     def on_close(self, conn: Any, err: BaseException | None) -> Action:
         self._pending.pop(conn, None)
+        self._chunked.pop(conn, None)
         return super().on_close(conn, err)
 
     def on_protocol_error(self, conn: Any, err: ProtocolError) -> Action:
@@ -209,10 +257,10 @@ class HttpExampleHandler(HttpHandler):
             except HeadError as refused:
                 self._fail(refusal(refused))
                 return
-            method, target, http11, _, expect_continue = request
+            method, target, http11, _, expect_continue, _ = request
             if not expect_continue:
                 return
-            if method == b"POST" and target.partition(b"?")[0] == b"/echo":
+            if _takes_body(method, target):
                 self._out.append(CONTINUE)
             else:
                 # Refused or bodiless anyway: answer now, without the body
@@ -221,17 +269,28 @@ class HttpExampleHandler(HttpHandler):
 
     # -- one request --------------------------------------------------------------------
 
-    def on_http_request(self, conn: Any, frame: HttpRequest) -> None:
+    def on_http_request(self, conn: Any, frame: HttpRequest) -> Action | None:
         if self._closing:
-            return
+            return None
         if self._pending:
             self._pending.pop(conn, None)
         try:
-            method, target, http11, keep_alive, _ = parse_head(frame.head)
+            request = parse_head(frame.head)
         except HeadError as refused:
             self._fail(refusal(refused))
-            return
-        self._respond(method, target, http11, keep_alive, frame.body)
+            return None
+        method, target, http11, keep_alive, expect_continue, chunked = request
+        if not chunked:
+            self._respond(method, target, http11, keep_alive, frame.body)
+            return None
+        if expect_continue and not _takes_body(method, target):
+            # As for a Content-Length body: answer without it, and close.
+            self._respond(method, target, http11, False, b"")
+            return Action.CLOSE
+        # The head and its CRLFCRLF count against max_frame, as in the decoder.
+        limit = self.max_frame - len(frame.head) - 4
+        self._chunked[conn] = (request, ChunkedBody(limit))
+        return Action.YIELD  # stop the decode loop: the body comes next
 
     def _respond(
         self,
@@ -248,7 +307,7 @@ class HttpExampleHandler(HttpHandler):
                 self._out.append(self._plaintext[mode])
             else:
                 self._out.append(self._plaintext_heads[mode])
-        elif path == b"/echo" and method == b"POST":
+        elif path == b"/echo" and (method == b"POST" or method == b"PUT"):
             self._out.append(self._answer(body, http11, keep_alive))
         else:
             self._out.append(NOT_ALLOWED.get(path, NOT_FOUND)[keep_alive])
@@ -280,3 +339,9 @@ class HttpExampleHandler(HttpHandler):
         """Answer an unusable request, then close (later pipelined requests are ignored)."""
         self._out.append(answer)
         self._closing = True
+
+
+def _takes_body(method: bytes, target: bytes) -> bool:
+    """Whether the request's body is used (worth a `100 Continue`)."""
+    path = target.partition(b"?")[0]
+    return path == b"/echo" and (method == b"POST" or method == b"PUT")

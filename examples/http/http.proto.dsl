@@ -4,7 +4,8 @@
 # Content-Length field gives (matched case-insensitively); a head without it has no
 # body. max_frame bounds head + body: a longer head, or a Content-Length announcing
 # a longer body, is refused (FrameTooLarge -> 413) before it is buffered.
-# Chunked transfer coding is not framed here: the handler refuses it with 501.
+# Chunked transfer coding is not framed here: a chunked request's frame is its
+# head alone, and the handler reads the body behind it (request.ChunkedBody).
 protocol http
 transport tcp
 max_frame 64 KiB

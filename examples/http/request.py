@@ -14,8 +14,16 @@ means and whether it is acceptable (RFC 9110, RFC 9112):
   valid `host[:port]` value;
 - Content-Length appears at most once, never together with Transfer-Encoding
   (the two framings could disagree: request smuggling, RFC 9112 section 6.3);
-- Transfer-Encoding alone is answered 501 (chunked bodies are not framed by the
-  spec); an Expect other than `100-continue` is answered 417.
+- Transfer-Encoding is accepted as exactly `chunked` in an HTTP/1.1 request
+  (its body is then read by `ChunkedBody`); chunked not last, or applied twice,
+  or in an HTTP/1.0 request is 400 (the body's end could not be found reliably),
+  another coding before chunked (`gzip, chunked`) is 501; an Expect other than
+  `100-continue` is answered 417.
+
+A chunked body (RFC 9112 section 7.1) is not framed by the spec: the generated
+decoder hands over the head alone, and `ChunkedBody` reads the body from the
+bytes after it, incrementally and without I/O. (The DSL has no chunked framing
+yet; when it does, this reader should become a spec construct.)
 
 Every check is one precompiled pattern over the whole head, whose quantifiers are
 possessive and whose character classes do not overlap where they meet (so no
@@ -29,11 +37,16 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "BodyError",
+    "ChunkedBody",
     "HeadError",
+    "MAX_CHUNK_LINE",
+    "MAX_CHUNK_SIZE_DIGITS",
     "MAX_REQUEST_LINE",
+    "MAX_TRAILERS",
+    "PendingRequest",
     "RequestHead",
     "parse_head",
-    "PendingRequest",
 ]
 
 # Like nginx's default large_client_header_buffers: a longer request line is 414.
@@ -73,6 +86,7 @@ _COMMON_HEAD = re.compile(
 _GOOD_HOST = re.compile(rb"\r\nhost:[ \t]*+" + _HOST_VALUE + rb"[ \t]*+(?![^\r])")
 _CONNECTION = re.compile(rb"\r\nconnection:([^\r]*+)")
 _EXPECT = re.compile(rb"\r\nexpect:[ \t]*+100-continue[ \t]*+(?![^\r])")
+_TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:([^\r]*+)")
 
 
 class HeadError(Exception):
@@ -87,8 +101,9 @@ class HeadError(Exception):
 # What the handler needs from an accepted head: (method, target, http11 (else
 # HTTP/1.0), keep_alive (the client lets the connection stay open after the
 # answer), expect_continue (the client waits for `100 Continue` before sending
-# the body)). A plain tuple: one is built per request.
-RequestHead = tuple[bytes, bytes, bool, bool, bool]
+# the body), chunked (a chunked body follows the head: read it with
+# ChunkedBody)). A plain tuple: one is built per request.
+RequestHead = tuple[bytes, bytes, bool, bool, bool, bool]
 
 
 def parse_head(head: bytes) -> RequestHead:
@@ -97,7 +112,7 @@ def parse_head(head: bytes) -> RequestHead:
     if common is not None and common.end(3) <= MAX_REQUEST_LINE:
         method, target, minor = common.groups()
         http11 = minor == b"1"
-        return method, target, http11, http11, False
+        return method, target, http11, http11, False, False
     return _parse_any_head(head)
 
 
@@ -118,11 +133,12 @@ def _parse_any_head(head: bytes) -> RequestHead:
         raise HeadError(400, "an HTTP/1.1 request needs a Host header")
     if hosts == 1 and _GOOD_HOST.search(lowered) is None:
         raise HeadError(400, "the Host header is not host[:port]")
-    if b"\r\ntransfer-encoding:" in lowered:
+    chunked = b"\r\ntransfer-encoding:" in lowered
+    if chunked:
         if b"\r\ncontent-length:" in lowered:
             raise HeadError(400, "both Content-Length and Transfer-Encoding")
-        raise HeadError(501, "Transfer-Encoding (chunked bodies) is not supported")
-    if lowered.count(b"\r\ncontent-length:") > 1:
+        _check_transfer_coding(lowered, http11)
+    elif lowered.count(b"\r\ncontent-length:") > 1:
         raise HeadError(400, "more than one Content-Length header")
     keep_alive = http11
     if b"\r\nconnection:" in lowered:
@@ -140,7 +156,28 @@ def _parse_any_head(head: bytes) -> RequestHead:
             raise HeadError(417, "the only expectation supported is 100-continue")
         # RFC 9110 section 10.1.1: an HTTP/1.0 client's expectation is ignored.
         expect_continue = http11
-    return method, target, http11, keep_alive, expect_continue
+    return method, target, http11, keep_alive, expect_continue, chunked
+
+
+def _check_transfer_coding(lowered: bytes, http11: bool) -> None:
+    """Refuse a Transfer-Encoding other than exactly `chunked` (RFC 9112 section
+    6.1 and 6.3): the framings a server and a proxy in front of it could read
+    differently are refused before any body byte is read."""
+    if not http11:
+        raise HeadError(400, "Transfer-Encoding in an HTTP/1.0 request")
+    # All Transfer-Encoding fields as one list; empty elements are allowed
+    # (RFC 9110 section 5.6.1).
+    listed = b",".join(_TRANSFER_ENCODING.findall(lowered)).split(b",")
+    codings = [coding.strip(b" \t") for coding in listed]
+    codings = [coding for coding in codings if coding]
+    if not codings or codings[-1] != b"chunked":
+        raise HeadError(400, "Transfer-Encoding must end with chunked")
+    if codings.count(b"chunked") > 1:
+        raise HeadError(400, "chunked is applied more than once")
+    if len(codings) > 1:
+        raise HeadError(
+            501, f"the transfer coding {_shown(codings[0])} is not supported"
+        )
 
 
 class PendingRequest:
@@ -189,6 +226,205 @@ class PendingRequest:
             if not self._line_done and len(buffered) > MAX_REQUEST_LINE:
                 return HeadError(414, "the request line is longer than 8 KiB")
         return None
+
+
+# -- chunked bodies (RFC 9112 section 7.1) ------------------------------------------
+
+# Limits of a chunked body, besides its size (see ChunkedBody): a chunk-size of
+# more hex digits than a 64-bit size needs, a chunk line (size and extensions)
+# over 4 KiB, or a trailer section over 8 KiB is refused, as nginx and Node's
+# llhttp bound them.
+MAX_CHUNK_SIZE_DIGITS = 16
+MAX_CHUNK_LINE = 4 * 1024
+MAX_TRAILERS = 8 * 1024
+
+# chunk-ext-val = token / quoted-string. In a quoted string a backslash starts a
+# quoted-pair and is no qdtext: a run of qdtext, then (quoted-pair, run of
+# qdtext) repeated, each step with one way to match.
+_QDTEXT = rb"[\t !#-\[\]-~\x80-\xff]*+"
+_QUOTED = rb'"' + _QDTEXT + rb"(?:\\[\t\x20-\x7e\x80-\xff]" + _QDTEXT + rb')*+"'
+_CHUNK_EXT = (
+    rb"[ \t]*+;[ \t]*+"
+    + _TOKEN
+    + rb"++(?:[ \t]*+=[ \t]*+(?:"
+    + _TOKEN
+    + rb"++|"
+    + _QUOTED
+    + rb"))?+"
+)
+# A whole chunk line: chunk-size [ chunk-ext ] CRLF. Digits, blanks, ";", "=",
+# tokens and CR do not overlap where they meet: no backtracking.
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]++)(?:" + _CHUNK_EXT + rb")*+\r\n")
+_TRAILER_LINE = re.compile(_TOKEN + rb"++:" + _VALUE + rb"*+\r\n")
+_LF = re.compile(rb"\n")
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+
+
+class BodyError(HeadError):
+    """A request body the server refuses (status and reason, like HeadError)."""
+
+
+class ChunkedBody:
+    """Reads one chunked body, incrementally and without I/O.
+
+    `feed(buffered)` is given the bytes received so far from the body's first
+    byte on (every call from the same start, perhaps with more bytes, perhaps
+    with the next pipelined request behind the body). It resumes where the
+    previous call stopped, so a body arriving in any number of reads costs time
+    linear in its size: each chunk line and trailer line is searched once for its
+    LF and matched once by a non-backtracking pattern, and chunk data is copied
+    once, when the whole chunk is there. When the last chunk and the trailer
+    section have arrived, `feed` returns the encoded body's length (the bytes to
+    consume); `body` then holds the data, `trailers` the raw trailer section
+    (field lines, each ended by CRLF; the server does not act on trailers).
+
+    `limit` bounds the encoded body (sizes, extensions, data, trailers): a chunk
+    size, or a line, that would take it past the limit is refused with 413 as
+    soon as it is seen, before its data arrives. A malformed body is refused with
+    400: a chunk-size that is not hex or has more than MAX_CHUNK_SIZE_DIGITS
+    digits, a malformed chunk extension, chunk data not followed by CRLF, a line
+    ended by LF alone, a chunk line over MAX_CHUNK_LINE; a trailer section over
+    MAX_TRAILERS is 431. The encoded body stays in the caller's buffer until it
+    is complete (the runtime's read timeout then covers the whole body, as for
+    a Content-Length one), so `limit` also bounds the memory a body holds.
+
+    `scanned_bytes` counts the bytes searched for line ends and matched as lines
+    (as the generated decoders' `scanned_bytes` does): at most twice the body's
+    size, however it was cut into reads.
+    """
+
+    __slots__ = (
+        "body",
+        "scanned_bytes",
+        "trailers",
+        "_data_size",
+        "_end",
+        "_limit",
+        "_pos",
+        "_scan",
+        "_trailers_at",
+    )
+
+    def __init__(self, limit: int) -> None:
+        self.body = bytearray()
+        self.scanned_bytes = 0
+        self.trailers: bytes | None = None  # None: the trailer section is not read yet
+        self._limit = limit
+        # Where decoding stands: the start of the next chunk line, or of the
+        # data of a chunk of _data_size bytes (-1: at a line).
+        self._pos = 0
+        self._data_size = -1
+        # Where the search for the current line's LF goes on; where the trailer
+        # section starts (-1: before the last chunk); the body's end, once known.
+        self._scan = 0
+        self._trailers_at = -1
+        self._end = -1
+
+    def feed(self, buffered: bytes | bytearray | memoryview) -> int | None:
+        """Go on reading; the encoded body's length once it is complete, else None.
+
+        Raises BodyError for a body that is refused (see the class docstring).
+        """
+        if self._end >= 0:
+            return self._end
+        size = len(buffered)
+        pos = self._pos
+        while True:
+            chunk = self._data_size
+            if chunk >= 0:
+                data_end = pos + chunk
+                if size < data_end + 2:
+                    break
+                if buffered[data_end : data_end + 2] != b"\r\n":
+                    raise BodyError(
+                        400, f"chunk data is longer than its chunk-size ({chunk})"
+                    )
+                self.body += buffered[pos:data_end]
+                pos = data_end + 2
+                self._data_size = -1
+                continue
+            lf = self._line_end(buffered, pos, size)
+            if lf < 0:
+                break
+            if self._trailers_at < 0:
+                pos = self._chunk_line(buffered, pos, lf)
+            elif lf == pos + 1 and buffered[pos] == 13:
+                # The empty line: the trailer section, and the body, end here.
+                self.trailers = bytes(buffered[self._trailers_at : pos])
+                self._end = lf + 1
+                return self._end
+            elif _TRAILER_LINE.fullmatch(buffered, pos, lf + 1) is None:
+                raise _line_error(bytes(buffered[pos : lf + 1]), "trailer field")
+            else:
+                self.scanned_bytes += lf + 1 - pos
+                pos = lf + 1
+        self._pos = pos
+        return None
+
+    def _line_end(
+        self, buffered: bytes | bytearray | memoryview, pos: int, size: int
+    ) -> int:
+        """Where the LF ending the line at `pos` is, or -1 while it has not come."""
+        if self._trailers_at < 0:
+            cap = pos + MAX_CHUNK_LINE + 2
+        else:
+            cap = self._trailers_at + MAX_TRAILERS + 2
+        stop = min(size, cap, self._limit)
+        start = max(pos, self._scan)
+        found = _LF.search(buffered, start, stop)
+        if found is not None:
+            self.scanned_bytes += found.end() - start
+            return found.start()
+        self.scanned_bytes += max(0, stop - start)
+        self._scan = stop
+        if stop == cap or stop == self._limit:
+            # No LF within the limits: the line would end past them.
+            if stop == self._limit:
+                raise BodyError(413, f"the chunked body is over {self._limit} bytes")
+            if self._trailers_at < 0:
+                raise BodyError(
+                    400, f"a chunk line is longer than {MAX_CHUNK_LINE} bytes"
+                )
+            raise BodyError(431, f"the trailer section is over {MAX_TRAILERS} bytes")
+        return -1
+
+    def _chunk_line(
+        self, buffered: bytes | bytearray | memoryview, pos: int, lf: int
+    ) -> int:
+        """Read the chunk line at `pos` (its LF at `lf`); returns where it ends."""
+        line = _CHUNK_LINE.fullmatch(buffered, pos, lf + 1)
+        if line is None:
+            raise _line_error(bytes(buffered[pos : lf + 1]), "chunk")
+        self.scanned_bytes += lf + 1 - pos
+        digits = line.end(1) - pos
+        if digits > MAX_CHUNK_SIZE_DIGITS:
+            raise BodyError(
+                400, f"a chunk-size of more than {MAX_CHUNK_SIZE_DIGITS} hex digits"
+            )
+        chunk = int(bytes(buffered[pos : pos + digits]), 16)
+        end = lf + 1
+        if not chunk:
+            self._trailers_at = end  # the last chunk: the trailer section follows
+        elif end + chunk + 2 + 5 > self._limit:
+            # This chunk, its CRLF and the shortest last chunk ("0\r\n\r\n").
+            raise BodyError(413, f"the chunked body is over {self._limit} bytes")
+        else:
+            self._data_size = chunk
+        return end
+
+
+def _line_error(line: bytes, kind: str) -> BodyError:
+    """Why a chunk line or trailer line (ended by LF) was refused."""
+    if not line.endswith(b"\r\n"):
+        return BodyError(400, "a line ends with LF alone: lines end with CRLF")
+    if b"\r" in line[:-2]:
+        return BodyError(400, "a CR not followed by LF")
+    if kind == "trailer field":
+        return BodyError(400, f"invalid trailer field: {_shown(line[:-2])}")
+    digits = len(line) - len(line.lstrip(_HEX_DIGITS))
+    if not digits or line[digits] not in b" \t;":
+        return BodyError(400, f"invalid chunk-size: {_shown(line[:-2])}")
+    return BodyError(400, f"invalid chunk extension: {_shown(line[:-2])}")
 
 
 def _diagnose(head: bytes) -> HeadError:

@@ -2,7 +2,9 @@
 
 The generated `MemcachedHandler` (from `memcached.proto.dsl`) decodes `Request`
 packets and dispatches on `opcode` to `on_get`, `on_set`, ...; this subclass
-implements them on `store.Store` and answers with `Response` packets.
+implements them on `store.Store` and answers with `Response` packets. The spec
+types each command's extras (`frame.extras.flags`, `.delta`, `.expiration`, ...)
+and refuses extras of the wrong size: nothing here unpacks a decoded request.
 
 Protocol behaviour (memcached's):
 - every response echoes the request's opcode and opaque;
@@ -15,6 +17,9 @@ Protocol behaviour (memcached's):
 - a packet whose value is over the item size limit (`-I`) is answered E2BIG
   ("Too large.", EINVAL for a command that takes no value) and its bytes are
   skipped as they arrive, never buffered: the connection goes on;
+- a packet whose body does not fit its command (extras of another size than
+  the command takes, extras and key longer than the body), which the spec
+  refuses, is answered EINVAL and skipped: the connection goes on;
 - the store keeps within its memory limit (`-m`) by evicting the least recently
   used items, and a timer reclaims expired items nobody reads (`store.py`).
 
@@ -51,6 +56,7 @@ VERSION = b"1.6.0-protogen"
 MAX_KEY = 250
 MAX_EXTRAS = 255  # extras_length is one byte
 HEADER_SIZE = 24
+REQUEST_MAGIC = 0x80
 RECLAIM_EVERY = 1.0  # seconds between two store.reclaim() calls
 
 _HEADER = struct.Struct(">BBHBBHIIQ")
@@ -71,11 +77,8 @@ _WITH_VALUE = frozenset(
     )
 )
 
-_FLAGS = struct.Struct(">I")
-_STORAGE_EXTRAS = struct.Struct(">II")  # flags, expiration
-_ARITH_EXTRAS = struct.Struct(">QQI")  # delta, initial, expiration
-_EXPIRATION = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
+_FLAGS = struct.Struct(">I")  # a GET response's extras
+_U64 = struct.Struct(">Q")  # an INCREMENT response's value
 
 _MESSAGES = {
     Status.KEY_ENOENT: b"Not found",
@@ -176,15 +179,20 @@ class MemcachedExampleHandler(MemcachedHandler):
                 return None
 
     def on_protocol_error(self, conn: Any, err: ProtocolError) -> Action:
-        """A packet over max_frame: answer it from its header and skip its body.
-        Anything else (bad magic, inconsistent lengths) closes the connection."""
-        if not isinstance(err, FrameTooLarge):
-            return super().on_protocol_error(conn, err)
-        # The generated loop consumed the packets before this one: its header is first.
-        _, opcode, _, _, _, _, total_body, opaque, _ = _HEADER.unpack(
+        """A packet over max_frame, or whose body does not fit its command: answer
+        it from its header (E2BIG, EINVAL) and skip it, as its header frames it.
+        A bad magic byte closes the connection: the framing is lost."""
+        # The generated loop consumed the packets before this one: its header is
+        # first. (A refused packet has no decoded frame to read it from.)
+        magic, opcode, _, _, _, _, total_body, opaque, _ = _HEADER.unpack(
             conn.peek()[:HEADER_SIZE]
         )
-        status = Status.E2BIG if opcode in _WITH_VALUE else Status.EINVAL
+        if magic != REQUEST_MAGIC:
+            return super().on_protocol_error(conn, err)
+        if isinstance(err, FrameTooLarge) and opcode in _WITH_VALUE:
+            status = Status.E2BIG
+        else:
+            status = Status.EINVAL
         self._error(conn, opcode, opaque, status)
         self._skipping[conn] = HEADER_SIZE + total_body
         return Action.NONE
@@ -236,19 +244,12 @@ class MemcachedExampleHandler(MemcachedHandler):
     ) -> None:
         self._error(conn, frame.opcode, frame.opaque, status, key)
 
-    def _valid(
-        self,
-        conn: Any,
-        frame: Request,
-        extras: tuple[int, ...],
-        key: bool | None,
-        value: bool,
-    ) -> bool:
-        """Check the body's shape: extras sizes allowed, key required (True),
-        forbidden (False) or optional (None), value allowed. EINVAL otherwise."""
+    def _valid(self, conn: Any, frame: Request, key: bool | None, value: bool) -> bool:
+        """Check the key and value (the spec checked the extras): key required
+        (True), forbidden (False) or optional (None), value allowed. EINVAL
+        otherwise."""
         ok = (
-            len(frame.extras) in extras
-            and (key is None or bool(frame.key) == key)
+            (key is None or bool(frame.key) == key)
             and len(frame.key) <= MAX_KEY
             and (value or not frame.value)
         )
@@ -268,12 +269,12 @@ class MemcachedExampleHandler(MemcachedHandler):
         touch: bool = False,
     ) -> None:
         if touch:
-            if not self._valid(conn, frame, (4,), True, False):
+            if not self._valid(conn, frame, True, False):
                 return
             self.stats["cmd_touch"] += 1
-            item = self.store.touch(frame.key, _EXPIRATION.unpack(frame.extras)[0])
+            item = self.store.touch(frame.key, frame.extras.expiration)
         else:
-            if not self._valid(conn, frame, (0,), True, False):
+            if not self._valid(conn, frame, True, False):
                 return
             item = self.store.get(frame.key)
         self.stats["cmd_get"] += 1
@@ -319,10 +320,10 @@ class MemcachedExampleHandler(MemcachedHandler):
         self._get(conn, frame, with_key=True, quiet=True, touch=True)
 
     def on_touch(self, conn: Any, frame: Request) -> None:
-        if not self._valid(conn, frame, (4,), True, False):
+        if not self._valid(conn, frame, True, False):
             return
         self.stats["cmd_touch"] += 1
-        item = self.store.touch(frame.key, _EXPIRATION.unpack(frame.extras)[0])
+        item = self.store.touch(frame.key, frame.extras.expiration)
         if item is None:
             self._fail(conn, frame, Status.KEY_ENOENT)
         else:
@@ -331,12 +332,12 @@ class MemcachedExampleHandler(MemcachedHandler):
     # -- storage ----------------------------------------------------------------------------------
 
     def _store(self, conn: Any, frame: Request, mode: str, quiet: bool) -> None:
-        if not self._valid(conn, frame, (8,), True, True):
+        if not self._valid(conn, frame, True, True):
             return
         self.stats["cmd_set"] += 1
-        flags, exptime = _STORAGE_EXTRAS.unpack(frame.extras)
+        extras = frame.extras
         status, item = self.store.store(
-            mode, frame.key, frame.value, flags, exptime, frame.cas
+            mode, frame.key, frame.value, extras.flags, extras.expiration, frame.cas
         )
         self._stored(conn, frame, status, item, quiet)
 
@@ -368,7 +369,7 @@ class MemcachedExampleHandler(MemcachedHandler):
         self._store(conn, frame, "replace", quiet=True)
 
     def _concat(self, conn: Any, frame: Request, prepend: bool, quiet: bool) -> None:
-        if not self._valid(conn, frame, (0,), True, True):
+        if not self._valid(conn, frame, True, True):
             return
         self.stats["cmd_set"] += 1
         status, item = self.store.concat(frame.key, frame.value, frame.cas, prepend)
@@ -387,7 +388,7 @@ class MemcachedExampleHandler(MemcachedHandler):
         self._concat(conn, frame, prepend=True, quiet=True)
 
     def _delete(self, conn: Any, frame: Request, quiet: bool) -> None:
-        if not self._valid(conn, frame, (0,), True, False):
+        if not self._valid(conn, frame, True, False):
             return
         status = self.store.delete(frame.key, frame.cas)
         if status != Status.SUCCESS:
@@ -404,11 +405,16 @@ class MemcachedExampleHandler(MemcachedHandler):
     def _arithmetic(
         self, conn: Any, frame: Request, decrement: bool, quiet: bool
     ) -> None:
-        if not self._valid(conn, frame, (20,), True, False):
+        if not self._valid(conn, frame, True, False):
             return
-        delta, initial, exptime = _ARITH_EXTRAS.unpack(frame.extras)
+        extras = frame.extras
         status, number, item = self.store.arithmetic(
-            frame.key, delta, initial, exptime, frame.cas, decrement
+            frame.key,
+            extras.delta,
+            extras.initial,
+            extras.expiration,
+            frame.cas,
+            decrement,
         )
         if status != Status.SUCCESS:
             self._fail(conn, frame, status)
@@ -431,9 +437,10 @@ class MemcachedExampleHandler(MemcachedHandler):
     # -- everything else ----------------------------------------------------------------------
 
     def _flush(self, conn: Any, frame: Request, quiet: bool) -> None:
-        if not self._valid(conn, frame, (0, 4), False, False):
+        if not self._valid(conn, frame, False, False):
             return
-        self.store.flush(_EXPIRATION.unpack(frame.extras)[0] if frame.extras else 0)
+        delay = frame.extras.delay  # [] (no extras): now
+        self.store.flush(delay[0] if delay else 0)
         if not quiet:
             self._reply(conn, frame)
 
@@ -444,15 +451,15 @@ class MemcachedExampleHandler(MemcachedHandler):
         self._flush(conn, frame, quiet=True)
 
     def on_noop(self, conn: Any, frame: Request) -> None:
-        if self._valid(conn, frame, (0,), False, False):
+        if self._valid(conn, frame, False, False):
             self._reply(conn, frame)
 
     def on_version(self, conn: Any, frame: Request) -> None:
-        if self._valid(conn, frame, (0,), False, False):
+        if self._valid(conn, frame, False, False):
             self._reply(conn, frame, value=VERSION)
 
     def on_verbosity(self, conn: Any, frame: Request) -> None:
-        if self._valid(conn, frame, (4,), False, False):
+        if self._valid(conn, frame, False, False):
             self._reply(conn, frame)
 
     # Returning CLOSE stops the generated loop: nothing after QUIT is handled.
@@ -465,7 +472,7 @@ class MemcachedExampleHandler(MemcachedHandler):
 
     def on_stat(self, conn: Any, frame: Request) -> None:
         """All stats, one packet each, then an empty-key terminator. Groups: none."""
-        if not self._valid(conn, frame, (0,), None, False):
+        if not self._valid(conn, frame, None, False):
             return
         if frame.key:
             self._fail(conn, frame, Status.KEY_ENOENT)

@@ -34,12 +34,54 @@ frame Request {
         cas: u64
     }
     body {
-        extras: bytes[extras_length]
+        # The extras each command takes; extras of another length are a
+        # MalformedFrame ("... bytes left over in its region"), answered EINVAL.
+        extras: bytes[extras_length] as switch opcode {
+            set, setq, add, addq, replace, replaceq => StorageExtras
+            increment, incrementq, decrement, decrementq => ArithmeticExtras
+            touch, gat, gatq, gatk, gatkq => Expiration
+            flush, flushq => FlushExtras
+            verbosity => Verbosity
+            get, getq, getk, getkq, delete, deleteq, append, appendq, prepend,
+                prependq, noop, version, quit, quitq, stat => NoExtras
+            default => bytes[rest]          # an opcode not in the enum: not checked
+        }
         key: bytes[key_length]
         value: bytes[rest]
     }
     dispatch on opcode allow_unknown    # an opcode not in the enum: on_unknown_opcode
 }
+
+# SET, ADD, REPLACE (and their quiet forms): the item's flags and expiry.
+struct StorageExtras {
+    flags: u32
+    expiration: u32
+}
+
+# INCREMENT, DECREMENT: the amount, the value stored for a missing key (unless
+# expiration is 0xffffffff: then a miss is NOT_FOUND), and its expiry.
+struct ArithmeticExtras {
+    delta: u64
+    initial: u64
+    expiration: u32
+}
+
+# TOUCH, GAT, GATK (and quiet forms): the new expiry.
+struct Expiration {
+    expiration: u32
+}
+
+# FLUSH: an optional delay in seconds, no extras meaning now. (Zero or one u32:
+# a field present by the region's own size would need that size before it.)
+struct FlushExtras {
+    delay: u32[rest] where len(delay) <= 1
+}
+
+struct Verbosity {
+    level: u32
+}
+
+struct NoExtras {}
 
 frame Response {
     framing length(total_body)

@@ -103,6 +103,28 @@ def test_partial_override_replaces_one_macro_file(tmp_path):
     assert '"""CUSTOM Message frame' in source
 
 
+def test_overriding_the_inline_framing_changes_the_decoder_and_the_handler(tmp_path):
+    """One implementation of the length-prefix hot path: the handler's inlined
+    loop expands the codec's macro (and uses the codec's Struct), so a custom
+    `_codec_inline.j2` reaches both."""
+    overrides = tmp_path / "templates"
+    overrides.mkdir()
+    defaults = Path(export_templates(tmp_path / "exported")[0]).parent
+    inline = (defaults / "_codec_inline.j2").read_text()
+    marker = "# custom length framing"
+    custom = inline.replace("-%}\n", "-%}\n" + marker + "\n", 1)
+    assert custom != inline
+    (overrides / "_codec_inline.j2").write_text(custom)
+    outputs = generate(ECHO, templates_dir=overrides)
+    codec, handler = outputs["echo_codec.py"], outputs["echo_handler.py"]
+    assert codec.count(marker) == 1
+    assert handler.count(marker) == 1
+    default = generate(ECHO)["echo_handler.py"]
+    assert marker not in default
+    # The handler imports the codec's length prefix rather than a copy of it.
+    assert "MESSAGE_LENGTH_PREFIX" in default and "struct.Struct" not in default
+
+
 def test_export_writes_every_default_template(tmp_path):
     written = export_templates(tmp_path)
     assert sorted(Path(p).name for p in written) == default_template_names()

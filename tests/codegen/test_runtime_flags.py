@@ -229,7 +229,10 @@ def test_serve_help_lists_every_runtime_option() -> None:
     "args, message",
     [
         (("--idle-timeout", "soon"), "--idle-timeout: 'soon' is not a duration"),
-        (("--max-buffered-per-conn", "big"), "--max-buffered-per-conn: 'big' is not a size"),
+        (
+            ("--max-buffered-per-conn", "big"),
+            "--max-buffered-per-conn: 'big' is not a size",
+        ),
         (("--poller", "io_uring"), "--poller: 'io_uring' is not one of auto"),
         (("--write-low-water", "1MiB"), "--write-low-water (1048576) must not exceed"),
         (("--max-connections", "-1"), "--max-connections must be an int >= 0"),
@@ -394,3 +397,38 @@ def test_an_example_serve_py_applies_an_option(tmp_path: Path) -> None:
         status, stderr = stop(process)
     assert status == 0, stderr
     assert f"serve.py: serving mqtt on tcp://127.0.0.1:{port}" in stderr
+
+
+def test_listen_comes_from_the_environment_unless_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from protogen.runtime.cli import add_listen_flag
+
+    monkeypatch.setenv("PROTOGEN_LISTEN", "tcp://127.0.0.1:7001, udp://127.0.0.1:7002")
+    parser = argparse.ArgumentParser()
+    add_listen_flag(parser, "somewhere")
+    assert parser.parse_args([]).listen == [
+        "tcp://127.0.0.1:7001",
+        "udp://127.0.0.1:7002",
+    ]
+    # The flag replaces the environment's addresses; it does not add to them.
+    given = parser.parse_args(["--listen", "tcp://[::1]:1", "--listen", "unix:///s"])
+    assert given.listen == ["tcp://[::1]:1", "unix:///s"]
+    monkeypatch.delenv("PROTOGEN_LISTEN")
+    parser = argparse.ArgumentParser()
+    add_listen_flag(parser, "somewhere")
+    assert parser.parse_args([]).listen is None
+
+
+def test_protogen_serve_listens_where_the_environment_says(tmp_path: Path) -> None:
+    port = free_port()
+    env = env_for(tmp_path) | {"PROTOGEN_LISTEN": f"tcp://127.0.0.1:{port}"}
+    process = start([sys.executable, "-m", "protogen", "serve", ECHO], tmp_path, env)
+    try:
+        with connect_when_ready(port, process) as sock:
+            sock.sendall(b"\x00\x00\x00\x02hi")
+            assert sock.recv(16) == b"\x00\x00\x00\x02hi"
+    finally:
+        status, stderr = stop(process)
+    assert status == 0, stderr
+    assert f"127.0.0.1:{port}" in stderr

@@ -307,6 +307,30 @@ struct Option { code: u8 data: bytes[u8] }
         m.FDecoder().decode(wire(b"\x01\x00\x09abcd"))
 
 
+def test_a_region_sized_by_a_header_field(make) -> None:
+    """The header is packed after the body: it carries the region's size
+    (memcached's extras_length), not a placeholder."""
+    m = make("""
+protocol t
+frame F {
+    framing length(n)
+    header { n: u16 kind: u8 size: u8 }
+    body {
+        extras: bytes[size] as switch kind { 1 => Pair, default => bytes[rest] }
+        value: bytes[rest]
+    }
+}
+struct Pair { a: u32 b: u16 }
+""")
+    frame = m.F(kind=1, extras=m.Pair(7, 9), value=b"v")
+    encoded = frame.encode()
+    assert encoded == b"\x00\x07\x01\x06" + struct.pack(">IH", 7, 9) + b"v"
+    decoded, _ = m.FDecoder().decode(encoded)
+    assert decoded == frame and decoded.size == 6
+    raw = m.F(kind=2, extras=b"abc", value=b"")
+    assert raw.encode() == b"\x00\x03\x02\x03abc"
+
+
 def test_a_region_sized_by_a_varint(make) -> None:
     m = make(frame_of("items: bytes[varint] as Item[rest] tail: u8", prelude="struct Item { a: bytes[u8] }"))
     frame = m.F(items=[m.Item(b"x" * 70), m.Item(b"y" * 70)], tail=9)
@@ -337,6 +361,19 @@ frame F {
         m.F(version=3, low=1, high=1).encode()
     with pytest.raises(ValueError, match="F: `version == 3 or low == 0` does not hold"):
         m.F(version=4, low=1, high=2).encode()
+
+
+def test_a_conditional_field_constraint_is_checked_only_when_present(make) -> None:
+    # MQTT PUBLISH: a packet identifier only with QoS > 0, and never 0.
+    m = make(frame_of("qos: u8 packet_id: u16 if qos > 0 where packet_id > 0"))
+    decoder = m.FDecoder()
+    assert decoder.decode(wire(b"\x00"))[0].packet_id is None
+    assert decoder.decode(wire(b"\x01\x00\x07"))[0].packet_id == 7
+    with pytest.raises(ConstraintViolation, match="F.packet_id: 0 breaks `packet_id > 0`"):
+        decoder.decode(wire(b"\x01\x00\x00"))
+    with pytest.raises(ValueError, match="F.packet_id: 0 breaks `packet_id > 0`"):
+        m.F(qos=1, packet_id=0).encode()
+    assert m.F(qos=0, packet_id=None).encode() == wire(b"\x00")
 
 
 # --- structures as values -----------------------------------------------------------------

@@ -26,6 +26,7 @@ SPECS = [
     REPO / "bench" / "specs" / "dns.proto.dsl",
     REPO / "bench" / "specs" / "websocket_any.proto.dsl",
     REPO / "examples" / "websocket" / "websocket.proto.dsl",
+    REPO / "examples" / "dns" / "dns.proto.dsl",
 ]
 EXAMPLES = os.environ.get("PROTOGEN_FUZZ_EXAMPLES", "15")
 
@@ -38,7 +39,10 @@ def test_generated_property_tests_pass(spec_path: Path, tmp_path: Path) -> None:
     env = dict(
         os.environ,
         PROTOGEN_FUZZ_EXAMPLES=EXAMPLES,
-        PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO / "bench" / "specs")]),
+        # the spec's own directory first: its plug-in types (dns_names) beside it
+        PYTHONPATH=os.pathsep.join(
+            [str(tmp_path), str(spec_path.parent), str(REPO / "bench" / "specs")]
+        ),
     )
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(module)],

@@ -117,7 +117,9 @@ def test_the_mqtt_example_splits_its_fixed_header_with_bits() -> None:
     (control,) = packet.header
     assert [(b.name, b.bits, b.shift, b.enum) for b in control.bits] == [
         ("type", 4, 4, "PacketType"),
-        ("flags", 4, 0, None),
+        ("dup", 1, 3, None),
+        ("qos", 2, 1, None),
+        ("retain", 1, 0, None),
     ]
     assert packet.dispatch == "type"
     members = {m.name: m.value for m in spec.enum("PacketType").members}

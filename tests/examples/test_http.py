@@ -148,7 +148,7 @@ def test_http_client_keep_alive_and_routes(server: ExampleServer) -> None:
         wrong = conn.getresponse()
         assert (wrong.status, wrong.getheader("Allow"), wrong.read()) == (
             405,
-            "POST",
+            "POST, PUT",
             b"",
         )
         conn.request("GET", "/plaintext?cache=no")
@@ -450,11 +450,11 @@ def test_curl_expect_100_continue(server: ExampleServer, tmp_path: Path) -> None
     assert result.stdout == payload
 
 
-def test_curl_upload_from_stdin_is_refused_at_once(server: ExampleServer) -> None:
-    """`curl -T -` sends a chunked body behind `Expect: 100-continue`: chunked
-    bodies are not supported, so the final 501 comes instead of 100."""
+def test_curl_upload_from_stdin_is_chunked(server: ExampleServer) -> None:
+    """`curl -T -` sends stdin as a chunked PUT behind `Expect: 100-continue`."""
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
+    payload = bytes(range(256)) * 100 + b"\r\n0\r\n\r\n"  # looks like a last chunk
     result = subprocess.run(
         [
             "curl",
@@ -465,15 +465,39 @@ def test_curl_upload_from_stdin_is_refused_at_once(server: ExampleServer) -> Non
             "-",
             f"http://127.0.0.1:{server.port}/echo",
         ],
-        input=b"hello\n",
+        input=payload,
         capture_output=True,
         timeout=20,
     )
+    assert result.returncode == 0, result.stderr
     log = result.stderr.decode()
     assert "Transfer-Encoding: chunked" in log
-    assert "< HTTP/1.1 501 Not Implemented" in log
-    assert "100 Continue" not in log
-    assert b"chunked" in result.stdout
+    assert "< HTTP/1.1 100 Continue" in log
+    assert "< HTTP/1.1 200 OK" in log
+    assert result.stdout == payload
+
+
+def test_curl_chunked_post_from_a_file(server: ExampleServer, tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 180  # 46 080 bytes: curl sends several chunks
+    (tmp_path / "body.bin").write_bytes(payload)
+    base = f"http://127.0.0.1:{server.port}"
+    result = curl(
+        "-v",
+        "--http1.1",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        f"@{tmp_path / 'body.bin'}",
+        f"{base}/echo",
+        # The same connection goes on after the chunked body.
+        "--next",
+        f"{base}/plaintext",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == payload + PLAINTEXT
+    log = result.stderr.decode()
+    assert "> Transfer-Encoding: chunked" in log
+    assert log.count("Connected to") == 1
 
 
 # -- HEAD ------------------------------------------------------------------------------
@@ -549,14 +573,163 @@ def test_largest_body_that_fits_is_echoed(server: ExampleServer) -> None:
         conn.close()
 
 
-def test_chunked_transfer_coding_is_refused(server: ExampleServer) -> None:
+# -- chunked request bodies --------------------------------------------------------------
+
+
+def chunked(path: str, body: bytes, chunk: int = 7, extra: str = "") -> bytes:
+    """A chunked request: `body` in chunks of `chunk` bytes, with an extension
+    on the first and a trailer field."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: t\r\n{extra}Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces[:1])
+    wire = wire.replace(b"\r\n", b';name="v"\r\n', 1)
+    wire += b"".join(b"%X\r\n%s\r\n" % (len(p), p) for p in pieces[1:])
+    return head + wire + b"0\r\nX-Checksum: 1\r\n\r\n"
+
+
+def test_a_chunked_body_is_echoed_then_pipelined_requests(
+    server: ExampleServer,
+) -> None:
+    body = bytes(range(256)) * 3 + b"0\r\n\r\n"
+    wire = (
+        chunked("/echo", body)
+        + request("GET", "/plaintext")
+        + chunked("/echo", b"second", chunk=2)
+        + chunked("/plaintext", b"ignored", extra="X-A: 1\r\n").replace(
+            b"POST", b"GET", 1
+        )
+        + request("POST", "/echo", b"last")
+    )
+    expected = [body, PLAINTEXT, b"second", PLAINTEXT, b"last"]
+    for cut in (len(wire), 1, 5, 64):
+        with server.connect() as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for start in range(0, len(wire), cut):
+                sock.sendall(wire[start : start + cut])
+            responses = read_responses(sock, len(expected))
+            assert [r.body for r in responses] == expected, cut
+            assert [r.status for r in responses] == [200] * 5
+
+
+def test_a_chunked_body_arriving_slowly(server: ExampleServer) -> None:
+    wire = chunked("/echo", b"slow body", chunk=3)
+    head_end = wire.index(b"\r\n\r\n") + 4
+    with server.connect() as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(wire[:head_end])
+        time.sleep(0.1)
+        for start in range(head_end, len(wire), 4):
+            sock.sendall(wire[start : start + 4])
+            time.sleep(0.01)
+        assert read_responses(sock, 1)[0].body == b"slow body"
+
+
+def test_expect_100_continue_with_a_chunked_body(server: ExampleServer) -> None:
+    wire = chunked("/echo", b"after continue", extra="Expect: 100-continue\r\n")
+    head_end = wire.index(b"\r\n\r\n") + 4
+    with server.connect() as sock:
+        sock.sendall(wire[:head_end])
+        assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(wire[head_end:])
+        assert read_responses(sock, 1)[0].body == b"after continue"
+    with server.connect() as sock:  # a request that will be refused: no 100
+        refused = chunked("/missing", b"x", extra="Expect: 100-continue\r\n")
+        sock.sendall(refused[: refused.index(b"\r\n\r\n") + 4])
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert b"100 Continue" not in data
+
+
+CHUNKED_REFUSALS = {
+    # name: (the body after the head, status, words the reason must contain)
+    "size-not-hex": (b"zz\r\nhello\r\n0\r\n\r\n", 400, "invalid chunk-size"),
+    "size-blank-after": (b"5 \r\nhello\r\n0\r\n\r\n", 400, "chunk extension"),
+    "negative-size": (b"-5\r\nhello\r\n0\r\n\r\n", 400, "invalid chunk-size"),
+    "size-too-many-digits": (b"0" * 17 + b"5\r\nhello\r\n0\r\n\r\n", 400, "16 hex"),
+    "bad-extension": (b"5;=x\r\nhello\r\n0\r\n\r\n", 400, "chunk extension"),
+    "data-too-long": (b"3\r\nhello\r\n0\r\n\r\n", 400, "longer than its chunk-size"),
+    "no-crlf-after-data": (b"5\r\nhello0\r\n\r\n", 400, "chunk-size"),
+    "bare-lf-size-line": (b"5\nhello\r\n0\r\n\r\n", 400, "LF alone"),
+    "bad-trailer": (b"0\r\nno colon\r\n\r\n", 400, "invalid trailer field"),
+    "nul-in-trailer": (b"0\r\nX: \x00\r\n\r\n", 400, "invalid trailer field"),
+    "endless-extension": (b"5;" + b"e" * 5000, 400, "chunk line is longer"),
+    "endless-trailers": (b"0\r\n" + b"X-A: b\r\n" * 1500, 431, "trailer section"),
+    "chunk-over-max-frame": (b"10000\r\n", 413, "over"),
+}
+
+
+@pytest.mark.parametrize("name", list(CHUNKED_REFUSALS))
+def test_malformed_chunked_body_is_refused(server: ExampleServer, name: str) -> None:
+    wire, status, words = CHUNKED_REFUSALS[name]
+    with server.connect() as bystander:
+        with server.connect() as sock:
+            sock.sendall(
+                request("GET", "/plaintext")
+                + b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + wire
+            )
+            data = recv_until_closed(sock)  # refused at once, then closed
+        first, _, rest = data.partition(PLAINTEXT)
+        assert first.startswith(b"HTTP/1.1 200 OK")
+        assert rest.startswith(b"HTTP/1.1 %d " % status), rest
+        assert b"Connection: close" in rest and PLAINTEXT not in rest
+        assert words.encode() in rest.partition(b"\r\n\r\n")[2]
+        bystander.sendall(chunked("/echo", b"still here"))
+        assert read_responses(bystander, 1)[0].body == b"still here"
+
+
+@pytest.mark.parametrize(
+    ("coding", "status", "words"),
+    [
+        (b"gzip, chunked", 501, "gzip is not supported"),
+        (b"chunked, gzip", 400, "must end with chunked"),
+        (b"gzip", 400, "must end with chunked"),
+        (b"chunked\r\nTransfer-Encoding: chunked", 400, "more than once"),
+        (b"xchunked", 400, "must end with chunked"),
+        (b"chunked\r\nContent-Length: 5", 400, "both"),
+    ],
+)
+def test_transfer_codings_other_than_chunked_are_refused(
+    server: ExampleServer, coding: bytes, status: int, words: str
+) -> None:
     with server.connect() as sock:
         sock.sendall(
-            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: "
+            + coding
+            + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 %d " % status), data
+    assert words.encode() in data.partition(b"\r\n\r\n")[2]
+
+
+def test_chunked_in_an_http_10_request_is_refused(server: ExampleServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"5\r\nhello\r\n0\r\n\r\n"
         )
         data = recv_until_closed(sock)
-    assert data.startswith(b"HTTP/1.1 501 Not Implemented\r\n")
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"HTTP/1.0" in data
+
+
+def test_the_largest_chunked_body_that_fits(server: ExampleServer) -> None:
+    """max_frame bounds head + encoded body, as it bounds a Content-Length request."""
+    head = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    room = MAX_FRAME - len(head) - len(b"ffff\r\n\r\n0\r\n\r\n")
+    body = bytes(range(256)) * (room // 256) + b"x" * (room % 256)
+    encoded = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    assert len(head + encoded) == MAX_FRAME
+    with server.connect() as sock:
+        sock.sendall(head + encoded)
+        assert read_responses(sock, 1)[0].body == body
+    with server.connect() as sock:  # one byte more
+        sock.sendall(head + b"%x\r\n" % (len(body) + 1))
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 413 Content Too Large\r\n")
 
 
 def test_a_long_head_completed_later_then_a_short_one(server: ExampleServer) -> None:

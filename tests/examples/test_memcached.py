@@ -347,6 +347,123 @@ def test_an_oversize_get_is_einval_and_skipped(sock: socket.socket) -> None:
     assert (read_reply(sock).status, read_reply(sock).opcode) == (EINVAL, NOOP)
 
 
+# -- extras typed by the spec ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def codec(tmp_path_factory: pytest.TempPathFactory):
+    """The generated memcached codec, built in this process."""
+    import importlib.util
+    import os
+
+    saved = os.environ.get("PROTOGEN_CACHE_DIR")
+    os.environ["PROTOGEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("codec-cache"))
+    try:
+        loader = importlib.util.spec_from_file_location(
+            "memcached_example_serve", EXAMPLES / "memcached" / "serve.py"
+        )
+        assert loader is not None and loader.loader is not None
+        serve = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(serve)
+        modules, _ = serve.load_example()
+        return modules["codec"]
+    finally:
+        if saved is None:
+            del os.environ["PROTOGEN_CACHE_DIR"]
+        else:
+            os.environ["PROTOGEN_CACHE_DIR"] = saved
+
+
+def decoded(codec, wire: bytes):
+    frame, end = codec.RequestDecoder().decode(wire)
+    assert end == len(wire)
+    return frame
+
+
+def test_request_extras_are_typed_by_opcode(codec) -> None:
+    stored = decoded(codec, storage(SETQ, b"k", b"v", flags=7, exptime=60))
+    assert stored.extras == codec.StorageExtras(flags=7, expiration=60)
+    counted = decoded(codec, arithmetic(INCR, b"n", 5, initial=9, exptime=3))
+    assert counted.extras == codec.ArithmeticExtras(delta=5, initial=9, expiration=3)
+    touched = decoded(codec, packet(GAT, b"k", extras=struct.pack(">I", 30)))
+    assert touched.extras == codec.Expiration(expiration=30)
+    assert decoded(codec, packet(FLUSH)).extras.delay == []
+    delayed = decoded(codec, packet(FLUSH, extras=struct.pack(">I", 10)))
+    assert delayed.extras.delay == [10]
+    assert decoded(codec, packet(GET, b"k")).extras == codec.NoExtras()
+    # An opcode the enum does not know: its extras stay bytes.
+    assert decoded(codec, packet(0x60, extras=b"1234")).extras == b"1234"
+    # The encoder computes extras_length from the typed extras.
+    again = codec.Request(
+        opcode=codec.Opcode.set,
+        data_type=0,
+        vbucket=0,
+        opaque=0,
+        cas=0,
+        extras=codec.StorageExtras(flags=7, expiration=60),
+        key=b"k",
+        value=b"v",
+    )
+    assert again.encode() == storage(SET, b"k", b"v", flags=7, exptime=60)
+
+
+@pytest.mark.parametrize(
+    ("opcode", "extras"),
+    [
+        (SET, b"\0" * 4),
+        (SETQ, b"\0" * 12),
+        (INCR, b"\0" * 8),
+        (TOUCH, b""),
+        (GAT, b"\0" * 8),
+        (FLUSH, b"\0" * 2),
+        (FLUSH, b"\0" * 8),
+        (GET, b"\0" * 4),
+        (NOOP, b"\0"),
+    ],
+)
+def test_extras_of_the_wrong_size_are_refused(
+    codec, opcode: int, extras: bytes
+) -> None:
+    from protogen.errors import ProtocolError
+
+    with pytest.raises(ProtocolError, match="Extras|Expiration|Request.extras"):
+        codec.RequestDecoder().decode(packet(opcode, b"k", extras=extras))
+
+
+def test_a_body_that_does_not_fit_its_command_gets_einval_and_the_connection_goes_on(
+    sock: socket.socket,
+) -> None:
+    """Extras of the wrong size (refused by the spec), and extras + key longer
+    than the body: EINVAL from the header, the packet skipped, the next answered."""
+    inconsistent = bytearray(packet(GET, b"key", opaque=3))
+    inconsistent[2:4] = struct.pack(">H", 200)  # key_length past total_body
+    sock.sendall(
+        packet(INCR, b"n", extras=b"\0" * 8, opaque=1)
+        + packet(FLUSH, extras=b"\0" * 8, opaque=2)
+        + bytes(inconsistent)
+        + storage(SET, b"after", b"fine", opaque=4)
+        + packet(GET, b"after", opaque=5)
+    )
+    replies = [read_reply(sock) for _ in range(5)]
+    assert [(r.opcode, r.status, r.opaque) for r in replies] == [
+        (INCR, EINVAL, 1),
+        (FLUSH, EINVAL, 2),
+        (GET, EINVAL, 3),
+        (SET, SUCCESS, 4),
+        (GET, SUCCESS, 5),
+    ]
+    assert replies[4].value == b"fine"
+
+
+def test_flush_with_a_delay_expires_items_then(sock: socket.socket) -> None:
+    assert call(sock, storage(SET, b"flushed-later", b"v")).status == SUCCESS
+    delayed = call(sock, packet(FLUSH, extras=struct.pack(">I", 1)))
+    assert delayed.status == SUCCESS
+    assert call(sock, packet(GET, b"flushed-later")).status == SUCCESS
+    time.sleep(2.1)
+    assert call(sock, packet(GET, b"flushed-later")).status == KEY_ENOENT
+
+
 @pytest.fixture
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleServer]:
     """Memory limit 2 MiB, item limit 64 KiB."""

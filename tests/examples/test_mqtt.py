@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -30,8 +31,13 @@ needs_mosquitto = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleServer]:
-    served = ExampleServer("mqtt", tmp_path_factory.mktemp("cache"))
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def server(cache_dir: Path) -> Iterator[ExampleServer]:
+    served = ExampleServer("mqtt", cache_dir)
     try:
         yield served
     finally:
@@ -46,7 +52,13 @@ class Subscriber:
     """`mosquitto_sub -C count -W wait`, started and waited for until subscribed."""
 
     def __init__(
-        self, server: ExampleServer, *filters: str, count: int, wait: int = 5
+        self,
+        server: ExampleServer,
+        *filters: str,
+        count: int,
+        wait: int = 5,
+        options: tuple[str, ...] = (),
+        output: str = "MSG %r %t %p",
     ) -> None:
         args = [
             *LINE_BUFFERED,
@@ -59,7 +71,7 @@ class Subscriber:
         ]
         for topic_filter in filters:
             args += ["-t", topic_filter]
-        args += ["-C", str(count), "-W", str(wait), "-F", "MSG %r %t %p"]
+        args += [*options, "-C", str(count), "-W", str(wait), "-F", output]
         self.process = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -95,8 +107,9 @@ class Subscriber:
         return messages, self.process.returncode
 
 
-def publish(server: ExampleServer, topic: str, message: str, *options: str) -> None:
-    subprocess.run(
+def publish(server: ExampleServer, topic: str, message: str, *options: str) -> str:
+    """Run mosquitto_pub; its output (with -d, the packets it saw)."""
+    done = subprocess.run(
         [
             "mosquitto_pub",
             "-h",
@@ -112,7 +125,9 @@ def publish(server: ExampleServer, topic: str, message: str, *options: str) -> N
         check=True,
         timeout=CLIENT_TIMEOUT,
         capture_output=True,
+        text=True,
     )
+    return done.stdout + done.stderr
 
 
 @needs_mosquitto
@@ -339,6 +354,143 @@ def test_a_closed_subscriber_is_forgotten(server: ExampleServer) -> None:
     assert server.alive()
 
 
+# -- QoS 1 end to end -------------------------------------------------------------------
+
+
+@needs_mosquitto
+def test_qos1_publish_is_acknowledged_and_delivered_as_qos1_with_packet_ids(
+    server: ExampleServer,
+) -> None:
+    qos1 = Subscriber(
+        server, "qos/#", count=3, options=("-q", "1"), output="MSG %q %m %t %p"
+    )
+    qos0 = Subscriber(server, "qos/#", count=3, output="MSG %q %t %p")
+    first = publish(server, "qos/a", "one", "-q", "1", "-d")
+    assert "received PUBACK (Mid: 1" in first
+    publish(server, "qos/b", "two", "-q", "1")
+    publish(server, "qos/c", "three")  # QoS 0 stays QoS 0
+    messages, status = qos1.finish()
+    assert (messages, status) == (
+        ["1 1 qos/a one", "1 2 qos/b two", "0 0 qos/c three"],
+        0,
+    )
+    # mosquitto_sub acknowledged each QoS 1 delivery (its -d log).
+    assert sum("sending PUBACK" in line for line in qos1.lines) == 2
+    assert qos0.finish() == (["0 qos/a one", "0 qos/b two", "0 qos/c three"], 0)
+
+
+def test_qos1_delivery_over_a_raw_socket_uses_fresh_packet_ids(
+    server: ExampleServer,
+) -> None:
+    with connected(server) as sub, connected(server) as pub:
+        body = struct.pack(">H", 1) + mqtt_str("raw1/t") + b"\x01"  # QoS 1
+        sub.sendall(bytes([0x82, len(body)]) + body)
+        assert recv_exactly(sub, 5) == b"\x90\x03\x00\x01\x01"  # granted QoS 1
+        for packet_id in (7, 8):
+            body = mqtt_str("raw1/t") + struct.pack(">H", packet_id) + b"hi"
+            pub.sendall(bytes([0x32, len(body)]) + body)
+            assert recv_exactly(pub, 4) == bytes([0x40, 2, 0, packet_id])  # PUBACK
+        # The subscriber's packet ids are the broker's own: 1, then 2.
+        for packet_id in (1, 2):
+            body = mqtt_str("raw1/t") + struct.pack(">H", packet_id) + b"hi"
+            assert recv_exactly(sub, 2 + len(body)) == bytes([0x32, len(body)]) + body
+            sub.sendall(bytes([0x40, 2, 0, packet_id]))  # PUBACK from the subscriber
+        sub.sendall(b"\xc0\x00")
+        assert recv_exactly(sub, 2) == b"\xd0\x00"
+
+
+def test_qos2_publish_resent_before_pubrel_is_delivered_once(
+    server: ExampleServer,
+) -> None:
+    with connected(server) as sub, connected(server) as pub:
+        subscribe(sub, "twice/t")
+        body = mqtt_str("twice/t") + struct.pack(">H", 9) + b"x"
+        pub.sendall(bytes([0x34, len(body)]) + body)
+        assert recv_exactly(pub, 4) == b"\x50\x02\x00\x09"  # PUBREC
+        pub.sendall(bytes([0x3C, len(body)]) + body)  # DUP re-send
+        assert recv_exactly(pub, 4) == b"\x50\x02\x00\x09"
+        pub.sendall(b"\x62\x02\x00\x09")  # PUBREL
+        assert recv_exactly(pub, 4) == b"\x70\x02\x00\x09"  # PUBCOMP
+        delivered = mqtt_str("twice/t") + b"x"
+        assert recv_exactly(sub, 2 + len(delivered)) == b"\x30\x0a" + delivered
+        sub.sendall(b"\xc0\x00")
+        assert recv_exactly(sub, 2) == b"\xd0\x00"  # not a second PUBLISH
+
+
+# -- conformance --------------------------------------------------------------------------
+
+
+def connect_packet(flags: int, payload: bytes) -> bytes:
+    body = mqtt_str("MQTT") + bytes([4, flags, 0, 60]) + payload
+    return bytes([0x10, len(body)]) + body
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        pytest.param(
+            connect_packet(0x42, mqtt_str("c") + mqtt_str("secret")),
+            id="password without user name",
+        ),
+        pytest.param(
+            connect_packet(0x1E, mqtt_str("c") + mqtt_str("w/t") + mqtt_str("bye")),
+            id="will QoS 3",
+        ),
+    ],
+)
+def test_a_refused_connect_closes_without_connack(
+    server: ExampleServer, packet: bytes
+) -> None:
+    with server.connect() as sock:
+        sock.sendall(packet)
+        assert recv_until_closed(sock) == b""
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        pytest.param(b"\x82\x06\x00\x01\x00\x01a\x03", id="SUBSCRIBE with QoS 3"),
+        pytest.param(b"\x82\x06\x00\x00\x00\x01a\x00", id="SUBSCRIBE packet id 0"),
+        pytest.param(b"\x32\x05\x00\x01a\x00\x00", id="PUBLISH QoS 1 packet id 0"),
+        pytest.param(b"\xa2\x05\x00\x00\x00\x01a", id="UNSUBSCRIBE packet id 0"),
+    ],
+)
+def test_a_refused_packet_after_connect_closes_the_connection(
+    server: ExampleServer, packet: bytes
+) -> None:
+    with connected(server) as bad:
+        bad.sendall(packet)
+        assert recv_until_closed(bad) == b""
+
+
+def test_a_second_connection_with_the_same_client_id_disconnects_the_first(
+    server: ExampleServer,
+) -> None:
+    with server.connect() as older, server.connect() as newer, connected(server) as pub:
+        for sock in (older, newer):
+            sock.sendall(connect_packet(0x02, mqtt_str("same-id")))
+            assert recv_exactly(sock, 4) == CONNACK_OK
+        assert recv_until_closed(older) == b""
+        assert subscribe(newer, "takeover/t") == b"\x90\x03\x00\x01\x00"
+        body = mqtt_str("takeover/t") + b"x"
+        pub.sendall(bytes([0x30, len(body)]) + body)
+        assert recv_exactly(newer, 2 + len(body)) == bytes([0x30, len(body)]) + body
+
+
+def test_a_client_cannot_publish_or_retain_on_sys_topics(server: ExampleServer) -> None:
+    with connected(server) as watcher, connected(server) as pub:
+        subscribe(watcher, "$SYS/#")
+        body = mqtt_str("$SYS/broker/uptime") + struct.pack(">H", 3) + b"forged"
+        pub.sendall(bytes([0x33, len(body)]) + body)  # QoS 1, retained
+        assert recv_exactly(pub, 4) == b"\x40\x02\x00\x03"  # acknowledged anyway
+        watcher.sendall(b"\xc0\x00")
+        assert recv_exactly(watcher, 2) == b"\xd0\x00"  # nothing delivered before
+    with connected(server) as late:
+        subscribe(late, "$SYS/#")
+        late.sendall(b"\xc0\x00")
+        assert recv_exactly(late, 2) == b"\xd0\x00"  # and nothing retained
+
+
 # -- the topic trie --------------------------------------------------------------------
 
 
@@ -401,12 +553,35 @@ def test_filter_validation(topic_filter: str, valid: bool) -> None:
 # -- the broker in-process: its state after a close ------------------------------------
 
 
+class FakeLoop:
+    """The timers the broker asks for, run by the test."""
+
+    def __init__(self) -> None:
+        self.timers: list = []
+
+    def call_later(self, delay: float, fn, *args) -> None:
+        self.timers.append((fn, args))
+
+
 class FakeConn:
-    """What the broker uses of a runtime conn: write, flush, closed."""
+    """What the broker uses of a runtime conn: write, flush, closed, the pauses."""
+
+    loop = FakeLoop()
 
     def __init__(self) -> None:
         self.written = bytearray()
         self.closed = False
+        self.write_paused = False  # set by the test: a slow subscriber
+        self.read_paused = False  # set by the broker: a throttled publisher
+
+    def pause_reading(self) -> None:
+        self.read_paused = True
+
+    def resume_reading(self) -> None:
+        self.read_paused = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def write(self, data: bytes) -> int:
         self.written += data
@@ -417,12 +592,12 @@ class FakeConn:
 
 
 @pytest.fixture(scope="module")
-def broker_module(tmp_path_factory: pytest.TempPathFactory):
+def broker_module(cache_dir: Path):
     import importlib.util
     import os
 
     saved = os.environ.get("PROTOGEN_CACHE_DIR")
-    os.environ["PROTOGEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("inproc-cache"))
+    os.environ["PROTOGEN_CACHE_DIR"] = str(cache_dir)
     try:
         loader = importlib.util.spec_from_file_location(
             "mqtt_example_serve", EXAMPLES / "mqtt" / "serve.py"
@@ -471,3 +646,195 @@ def test_closing_a_connection_removes_its_subscriptions_from_the_trie(
     assert first not in broker.sessions
     broker.on_close(second, None)
     assert len(broker.subscriptions) == 0 and broker.sessions == {}
+
+
+class InProcess:
+    """A broker driven with packets, as the generated on_traffic would."""
+
+    def __init__(self, modules, handler, **options) -> None:
+        self.decoder = modules["codec"].PacketDecoder()
+        self.broker = handler.MqttBroker(**options)
+
+    def handle(self, conn: FakeConn, packet: bytes) -> None:
+        frame, end = self.decoder.decode(packet)
+        assert end == len(packet)
+        getattr(self.broker, f"on_{frame.type.name}")(conn, frame)
+
+    def client(self, *filters: str, qos: int = 0) -> FakeConn:
+        conn = FakeConn()
+        self.handle(conn, CONNECT_311)
+        if filters:
+            body = struct.pack(">H", 1) + b"".join(
+                mqtt_str(topic_filter) + bytes([qos]) for topic_filter in filters
+            )
+            self.handle(conn, bytes([0x82, len(body)]) + body)
+        conn.written.clear()
+        return conn
+
+    def publish(
+        self,
+        conn: FakeConn,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+    ) -> None:
+        body = mqtt_str(topic) + (struct.pack(">H", 1) if qos else b"") + payload
+        header = 0x30 | qos << 1 | int(retain)
+        self.handle(conn, bytes([header]) + varint(len(body)) + body)
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+PAYLOAD = b"p" * 1000
+COST = len("b/t") + len(PAYLOAD) + 64  # sessions.message_cost
+
+
+def test_slow_subscriber_backlog_is_bounded_and_publishers_throttled(
+    broker_module,
+) -> None:
+    run = InProcess(*broker_module, memory_budget=10 * COST)
+    slow, fast = run.client("b/#"), run.client("b/#")
+    publisher = run.client()
+    slow.write_paused = True  # its output is over the high-water mark
+    for index in range(14):
+        run.publish(publisher, "b/t", PAYLOAD)
+        # Throttled once the backlogs hold over half the budget.
+        assert publisher.read_paused is (index >= 5)
+    budget = run.broker.budget
+    assert budget.queued == 10 * COST and run.broker.discarded == 4
+    assert len(fast.written) == 14 * (len(PAYLOAD) + 8)  # the fast one got them all
+    assert slow.written == b""
+    # The slow subscriber drains: its backlog goes out, publishers are read again.
+    slow.write_paused = False
+    run.broker.on_write_pause(slow, False)
+    assert len(slow.written) == 10 * (len(PAYLOAD) + 8)
+    assert budget.queued == 0 and not publisher.read_paused and not slow.closed
+
+
+def test_slow_qos1_subscriber_is_disconnected_past_the_budget(broker_module) -> None:
+    run = InProcess(*broker_module, memory_budget=4 * COST)
+    slow = run.client("b/#", qos=1)
+    publisher = run.client()
+    slow.write_paused = True
+    for _ in range(4):
+        run.publish(publisher, "b/t", PAYLOAD, qos=1)
+    assert not slow.closed and run.broker.budget.queued == 4 * COST
+    run.publish(publisher, "b/t", PAYLOAD, qos=1)  # does not fit: not lost, dropped
+    assert slow.closed and run.broker.dropped == 1
+    assert slow not in run.broker.sessions and run.broker.budget.queued == 0
+    assert not publisher.read_paused  # the memory is back
+
+
+def test_a_backlog_that_never_drains_is_dropped_after_the_grace(broker_module) -> None:
+    FakeConn.loop.timers.clear()
+    run = InProcess(*broker_module, memory_budget=10 * COST)
+    stuck, publisher = run.client("b/#"), run.client()
+    stuck.write_paused = True
+    for _ in range(6):
+        run.publish(publisher, "b/t", PAYLOAD)
+    assert publisher.read_paused and len(FakeConn.loop.timers) == 1
+    fn, args = FakeConn.loop.timers.pop()
+    fn(*args)  # stall_grace later, still throttled
+    assert stuck.closed and run.broker.dropped == 1
+    assert not publisher.read_paused and FakeConn.loop.timers == []
+
+
+def test_retained_messages_count_against_the_budget(broker_module) -> None:
+    run = InProcess(*broker_module, memory_budget=2 * COST)
+    publisher = run.client()
+    run.publish(publisher, "r/1", PAYLOAD, retain=True)
+    run.publish(publisher, "r/2", PAYLOAD, retain=True)
+    run.publish(publisher, "r/3", PAYLOAD, retain=True)  # over the budget: not kept
+    assert sorted(run.broker.retained) == ["r/1", "r/2"]
+    run.publish(publisher, "r/1", b"", retain=True)  # clearing frees its share
+    run.publish(publisher, "r/3", PAYLOAD, retain=True)
+    assert sorted(run.broker.retained) == ["r/2", "r/3"]
+    assert run.broker.budget.retained == 2 * COST
+
+
+def test_puback_releases_a_qos1_packet_id(broker_module) -> None:
+    run = InProcess(*broker_module)
+    sub, publisher = run.client("q/#", qos=1), run.client()
+    run.publish(publisher, "q/t", b"x", qos=1)
+    run.publish(publisher, "q/t", b"y", qos=1)
+    session = run.broker.sessions[sub]
+    assert session.inflight == {1, 2}
+    run.handle(sub, b"\x40\x02\x00\x01")
+    assert session.inflight == {2}
+    delivered = bytes(sub.written)
+    assert delivered.startswith(b"\x32\x08\x00\x03q/t\x00\x01x")
+    assert delivered.endswith(b"\x32\x08\x00\x03q/t\x00\x02y")
+
+
+@needs_mosquitto
+def test_memory_budget_flag_drops_a_subscriber_that_never_reads(
+    server: ExampleServer, cache_dir: Path
+) -> None:
+    served = ExampleServer(
+        "mqtt",
+        cache_dir,  # built already by `server`
+        "--memory-budget",
+        "512KiB",
+        "--drain-timeout",
+        "1",
+    )
+    try:
+        stuck = socket.create_connection(("127.0.0.1", served.port), timeout=5)
+        with stuck, connected(served) as healthy, connected(served) as pub:
+            stuck.sendall(CONNECT_311)
+            assert recv_exactly(stuck, 4) == CONNACK_OK
+            body = struct.pack(">H", 1) + mqtt_str("flood/#") + b"\x01"
+            stuck.sendall(bytes([0x82, len(body)]) + body)
+            assert recv_exactly(stuck, 5) == b"\x90\x03\x00\x01\x01"
+            subscribe(healthy, "flood/#")
+            payload = b"z" * 32768
+            body = mqtt_str("flood/t") + payload
+            packet = bytes([0x30]) + varint(len(body)) + body
+            # 8 MiB: more than the kernel's buffers, the high-water mark and
+            # the budget. The stuck subscriber reads nothing until the end.
+            COUNT = 256
+            # A publisher throttled until the stuck one is dropped: sendall waits.
+            got: list[bytes] = []
+            reader = threading.Thread(
+                target=lambda: got.append(recv_exactly(healthy, COUNT * len(packet)))
+            )
+            reader.start()
+            try:
+                pub.sendall(packet * COUNT)
+                pub.sendall(b"\xc0\x00")
+                assert recv_exactly(pub, 2) == b"\xd0\x00"
+            finally:
+                reader.join(CLIENT_TIMEOUT)
+            assert got == [packet * COUNT]  # the healthy subscriber lost nothing
+            received = recv_until_closed(stuck, timeout=15)
+            # Dropped: it got less than was published, then the end.
+            assert len(received) < COUNT * len(packet)
+        assert served.alive()
+    finally:
+        served.stop()
+
+
+def test_a_slow_subscriber_gets_its_whole_backlog_in_order(
+    server: ExampleServer,
+) -> None:
+    # 16 MiB: beyond the kernel's buffers and the high-water mark, so most of it
+    # waits in the broker's backlog, sent as the subscriber's output drains.
+    count = 1024
+    bodies = [mqtt_str("slow/t") + b"%05d" % i + b"s" * 16379 for i in range(count)]
+    packets = [bytes([0x30]) + varint(len(body)) + body for body in bodies]
+    with connected(server) as slow, connected(server) as pub:
+        subscribe(slow, "slow/t")
+        pub.sendall(b"".join(packets))
+        pub.sendall(b"\xc0\x00")
+        assert recv_exactly(pub, 2) == b"\xd0\x00"  # all handled by the broker
+        slow.settimeout(CLIENT_TIMEOUT)
+        received = recv_exactly(slow, sum(map(len, packets)))
+        assert received == b"".join(packets)
