@@ -192,6 +192,46 @@ class HttpExamplePeer(Peer):
 
 
 @dataclass
+class ServePeer(Peer):
+    """`protogen serve SPEC --compile --handler MODULE:CLASS`, run beside the
+    example's handler: the example in compiled mode (and the compiled runtime)."""
+
+    spec: Path = EXAMPLES
+    handler: str = ""
+
+    def prepare(self, workdir: Path) -> bool:
+        if not self.spec.is_file():
+            self.skip_reason = f"{self.spec.name} does not exist yet"
+            return False
+        self.env = {"PROTOGEN_CACHE_DIR": str(workdir / "serve-cache")}
+        done = subprocess.run(
+            [sys.executable, "-m", "protogen", "compile-runtime"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-2:]
+            self.skip_reason = f"`protogen compile-runtime` failed: {' | '.join(tail)}"
+            return False
+        return True
+
+    def command(self, port: int) -> tuple[list[str], Path | None]:
+        return [
+            sys.executable,
+            "-m",
+            "protogen",
+            "serve",
+            str(self.spec),
+            "--compile",
+            "--handler",
+            self.handler,
+            "--listen",
+            listen_url(port),
+        ], self.spec.parent
+
+
+@dataclass
 class CommandPeer(Peer):
     """A native server (`memcached`), its port as the last argument."""
 
@@ -253,6 +293,13 @@ def all_peers() -> list[Peer]:
         ),
         ScriptPeer("uvloop", HTTP, script=PEERS / "http_uvloop.py"),
         HttpExamplePeer("protogen", HTTP, True),
+        ServePeer(
+            "protogen-compiled",
+            HTTP,
+            True,
+            spec=EXAMPLES / "http" / "http.proto.dsl",
+            handler="handler:HttpExampleHandler",
+        ),
         CommandPeer(
             "memcached",
             MEMCACHED,
@@ -269,6 +316,13 @@ def all_peers() -> list[Peer]:
             True,
             script=EXAMPLES / "memcached" / "serve.py",
             listen_flag=True,
+        ),
+        ServePeer(
+            "protogen-compiled",
+            MEMCACHED,
+            True,
+            spec=EXAMPLES / "memcached" / "memcached.proto.dsl",
+            handler="handler:MemcachedExampleHandler",
         ),
         ScriptPeer("uvloop", LINES, script=lines, args=("--loop", "uvloop")),
         GeneratedPeer(
