@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: test demo bench bench-decode attack fmt fuzz soak clean venv
+.PHONY: test demo compile-runtime bench bench-decode attack fmt fuzz soak clean venv
 
 venv: $(STAMP)
 
@@ -25,7 +25,13 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-bench: $(BENCH_STAMP)
+# Compiled mode for the runtime's hot modules (Cython, from the test extra);
+# protogen.runtime loads them while they match their sources, PROTOGEN_COMPILED=0
+# ignores them.
+compile-runtime: $(STAMP)
+	$(BIN)/protogen compile-runtime
+
+bench: $(BENCH_STAMP) compile-runtime
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Decode speed of the generated codecs vs hand-written struct code vs Construct.

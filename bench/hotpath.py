@@ -10,6 +10,14 @@ runtime or the generated handler A/B, to within a few percent:
     .venv/bin/python bench/hotpath.py --handler runtime     # examples/runtime_echo.py
     .venv/bin/python bench/hotpath.py --handler typed       # a user's typed handler
     .venv/bin/python bench/hotpath.py --depth 16            # 16 frames per read
+    .venv/bin/python bench/hotpath.py --handler typed --compile      # compiled codec+handler
+    .venv/bin/python bench/hotpath.py --handler typed --instructions # callgrind count
+
+`--compile` builds the generated modules with `protogen build --compile`; the
+runtime's hot modules are compiled when `protogen compile-runtime` built them
+(PROTOGEN_COMPILED=0 forces the pure runtime). `--instructions` runs the same
+loop under valgrind's callgrind twice, with two event counts, and prints the
+difference per read event: CPU instructions, exact on a shared machine.
 
 Each poll reports every connection readable; each read returns `depth` frames of
 `--size` bytes; the handler echoes them (send accepts everything). The figure is
@@ -103,13 +111,13 @@ def generated_handler() -> object:
     if os.environ.get("HOTPATH_GENERATED"):  # a hand-edited variant, for A/B
         out = Path(os.environ["HOTPATH_GENERATED"])
     else:
-        build_into(out)
+        build_into(out, compiled=bool(os.environ.get("HOTPATH_COMPILE")))
     sys.path.insert(0, str(out))
     module = importlib.import_module("echo_handler")
     return module.EchoEchoHandler()
 
 
-def build_into(out: Path) -> None:
+def build_into(out: Path, compiled: bool = False) -> None:
     subprocess.run(
         [
             sys.executable,
@@ -119,6 +127,7 @@ def build_into(out: Path) -> None:
             str(ROOT / "examples" / "echo.proto.dsl"),
             "-o",
             str(out),
+            *(["--compile"] if compiled else []),
         ],
         check=True,
         capture_output=True,
@@ -139,6 +148,19 @@ def typed_handler() -> object:
     return TypedEcho()
 
 
+def silent_handler() -> object:
+    """The decode loop and dispatch alone: on_message answers nothing."""
+    generated_handler()
+    from echo_codec import Message
+    from echo_handler import EchoHandler
+
+    class Silent(EchoHandler):  # type: ignore[misc, valid-type]
+        def on_message(self, conn: object, frame: Message) -> None:
+            return None
+
+    return Silent()
+
+
 def load_handler(name: str) -> object:
     if name == "generated":
         return generated_handler()
@@ -146,6 +168,8 @@ def load_handler(name: str) -> object:
         return importlib.import_module("runtime_echo").LengthPrefixedEcho()
     if name == "typed":
         return typed_handler()
+    if name == "silent":
+        return silent_handler()
     raise SystemExit(f"unknown --handler {name!r}: generated, runtime or typed")
 
 
@@ -185,13 +209,30 @@ def main() -> None:
     parser.add_argument(
         "--metrics", action="store_true", help="count as the metrics option does"
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="the generated modules compiled (protogen build --compile)",
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="CPU instructions per read event, under callgrind",
+    )
+    parser.add_argument("--no-warmup", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.compile:
+        os.environ["HOTPATH_COMPILE"] = "1"
+    if args.instructions:
+        instructions(args)
+        return
     frame = struct.pack(">I", args.size) + b"x" * args.size
     request = frame * args.depth
     handler = load_handler(args.handler)
     polls = max(1, args.events // args.conns)
-    warm = max(1, polls // 10)
-    one_round(handler, args.conns, warm, request, args.metrics)  # warm-up
+    if not args.no_warmup:
+        warm = max(1, polls // 10)
+        one_round(handler, args.conns, warm, request, args.metrics)
     rounds = [
         one_round(handler, args.conns, polls, request, args.metrics)
         for _ in range(args.rounds)
@@ -201,6 +242,55 @@ def main() -> None:
         f"{args.handler} handler, depth {args.depth}, {args.size} B, {args.conns} conns: "
         f"{median * 1e9:.0f} ns per read event (median of {args.rounds}; "
         f"min {min(rounds) * 1e9:.0f}, max {max(rounds) * 1e9:.0f})"
+    )
+
+
+def instructions(args: argparse.Namespace) -> None:
+    """Instructions per read event: two callgrind runs that differ only in the
+    number of events, so start-up, imports and the build cancel out."""
+    out = Path(tempfile.mkdtemp(prefix="protogen-hotpath-"))
+    if os.environ.get("HOTPATH_GENERATED"):
+        out = Path(os.environ["HOTPATH_GENERATED"])
+    elif args.handler != "runtime":
+        build_into(out, compiled=args.compile)
+    env = dict(os.environ, HOTPATH_GENERATED=str(out), PYTHONHASHSEED="0")
+    counts = []
+    small, large = args.conns * 20, args.conns * 120
+    for events in (small, large):
+        done = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                __file__,
+                "--handler",
+                args.handler,
+                "--conns",
+                str(args.conns),
+                "--depth",
+                str(args.depth),
+                "--size",
+                str(args.size),
+                "--events",
+                str(events),
+                "--rounds",
+                "1",
+                "--no-warmup",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        found = [line for line in done.stderr.splitlines() if "Collected" in line]
+        counts.append(int(found[-1].split()[-1]))
+    per_event = (counts[1] - counts[0]) / (large - small)
+    mode = "compiled" if args.compile else "pure"
+    print(
+        f"{args.handler} handler ({mode}), depth {args.depth}, {args.size} B, "
+        f"{args.conns} conns: {per_event:,.0f} instructions per read event, "
+        f"{per_event / args.depth:,.0f} per frame"
     )
 
 

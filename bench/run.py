@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import pinning  # noqa: E402
 from benchlib.client import ClientError, ensure_loadclient  # noqa: E402
 from benchlib.paths import RESULTS, ROOT  # noqa: E402
-from benchlib.peers import BASELINE, ECHO, HTTP, Peer, all_peers  # noqa: E402
+from benchlib.peers import (  # noqa: E402
+    BASELINE,
+    ECHO,
+    HTTP,
+    MEMCACHED,
+    Peer,
+    all_peers,
+)
 from benchlib.report import (  # noqa: E402
     THROUGHPUT,
     check_targets,
@@ -89,11 +97,15 @@ def _prepare_peers(
     wanted = {n.strip() for n in names.split(",")} if names else None
     ready, skipped = [], {}
     for peer in all_peers():
-        if peer.kind not in (ECHO, HTTP) or (wanted and peer.name not in wanted):
+        if peer.kind not in (ECHO, HTTP, MEMCACHED) or (
+            wanted and peer.name not in wanted
+        ):
             continue
         label = f"{peer.name} ({peer.kind})"
         if peer.kind == HTTP and not wrk_available():
             skipped[label] = "wrk is not installed"
+        elif peer.kind == MEMCACHED and shutil.which("memcaslap") is None:
+            skipped[label] = "memcaslap (libmemcached-tools) is not installed"
         elif peer.prepare(workdir):
             ready.append(peer)
         else:
@@ -212,7 +224,7 @@ def _progress(run: dict, rounds: int) -> None:
     )
     status = "ok" if run["ok"] else f"ERROR {run.get('first_error', '')}"
     print(
-        f"[{run['round'] + 1}/{rounds}] {run['scenario']:<26} {run['peer']:<17} {what}  {status}",
+        f"[{run['round'] + 1}/{rounds}] {run['scenario']:<26} {run['peer']:<23} {what}  {status}",
         flush=True,
     )
 

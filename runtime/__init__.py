@@ -6,6 +6,12 @@ zero-copy peek/next/discard and batched writes, `Client` for outbound
 connections. See docs/runtime.md.
 """
 
+from . import compiled as _compiled
+
+# Before the hot modules are imported: they load as C extensions when
+# `protogen compile-runtime` built them for their current sources (docs/compiled.md).
+_compiled.install()
+
 from .address import Address, AddressError, parse_address
 from .client import Client
 from .conn import (

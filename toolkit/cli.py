@@ -71,6 +71,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "handler_base, else protogen.runtime.EventHandler)",
     )
     build.add_argument(
+        "--compile",
+        action="store_true",
+        help="also compile the codec and handler modules into C extensions with "
+        "Cython, beside them (needs the compiled extra; default: pure Python)",
+    )
+    build.add_argument(
         "--frame-base",
         metavar="MODULE:CLASS",
         help="base class of the generated frames (default: the spec's "
@@ -108,8 +114,44 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="take templates from DIR first (default: built-in only)",
     )
+    serve.add_argument(
+        "--compile",
+        action="store_true",
+        help="serve the codec and handler compiled into C extensions with Cython "
+        "(built once into the cache; needs the compiled extra; default: pure Python)",
+    )
     add_listen_flag(serve, "127.0.0.1 port 7000 on each of the spec's transports")
     add_runtime_flags(serve)
+
+    version = commands.add_parser(
+        "version",
+        help="print protogen's version",
+        description="Print protogen's version; with --verbose, also the "
+        "interpreter and whether compiled mode is available and in use.",
+    )
+    version.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also report Cython, the C compiler and which runtime hot modules "
+        "are compiled",
+    )
+
+    compile_runtime = commands.add_parser(
+        "compile-runtime",
+        help="compile the runtime's hot modules with Cython",
+        description="Compile the runtime modules every read event runs through "
+        "(buffer, poller, inbound, outbound, conn, eventloop) into C extensions; "
+        "protogen.runtime loads them while they match their sources. Needs the "
+        "compiled extra (Cython) and a C compiler. PROTOGEN_COMPILED=0 ignores them.",
+    )
+    compile_runtime.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="where to write them (default: beside the runtime's sources; "
+        "another directory is used when PROTOGEN_COMPILED_DIR names it)",
+    )
 
     templates = commands.add_parser(
         "templates",

@@ -37,6 +37,8 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "check": cmd_check,
         "serve": cmd_serve,
         "templates": cmd_templates,
+        "version": cmd_version,
+        "compile-runtime": cmd_compile_runtime,
     }
     try:
         return commands[args.command](args)
@@ -163,6 +165,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         written += _write(outputs, target)
     if package:
         written += _write_package_inits(out_dir, package, [n for n in names])
+    if getattr(args, "compile", False):
+        from .compile import generated_modules
+
+        for protocol in names:
+            written += _compile(generated_modules(target, protocol, package))
     for path in written:
         print(path)
     return EXIT_OK
@@ -177,6 +184,20 @@ def _write(outputs: dict[str, str], directory: Path) -> list[Path]:
         raise CommandError(
             f"cannot write {error.filename or directory}: {error.strerror}"
         ) from None
+
+
+def _compile(
+    modules: list[tuple[Path, str]], out_dir: Path | None = None
+) -> list[Path]:
+    """Compiled mode: the modules as C extensions, or a CommandError saying why not."""
+    from .compile import CompileError, compile_modules
+
+    try:
+        return compile_modules(modules, out_dir)
+    except CompileError as error:
+        raise CommandError(str(error)) from None
+    except OSError as error:
+        raise CommandError(f"cannot compile: {error}") from None
 
 
 def _write_package_inits(
@@ -246,6 +267,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             root, package = ensure_built(spec, templates)
     except OSError as error:
         raise CommandError(f"cannot build into the cache: {error}") from None
+    if getattr(args, "compile", False):
+        from .compile import generated_modules
+
+        _compile(generated_modules(root / package, spec.name, package))
     try:
         modules = import_built(spec, root, package)
     except Exception as error:  # e.g. a handler_base module that cannot be imported
@@ -290,6 +315,69 @@ def _handler_class(target: str | None, server: Any) -> type:
         raise CommandError(
             f"--handler {target!r}: importing failed: {type(error).__name__}: {error}"
         ) from None
+
+
+# --- protogen version, compile-runtime -------------------------------------------------
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from ._version import __version__
+
+    print(f"protogen {__version__}")
+    if not args.verbose:
+        return EXIT_OK
+    import platform
+
+    from protogen.runtime import compiled
+
+    from .compile import CompileError, check_toolchain
+
+    print(f"python {platform.python_version()} ({sys.executable})")
+    try:
+        import Cython
+
+        cython = f"Cython {Cython.__version__}"
+    except ModuleNotFoundError:
+        cython = "not installed"
+    print(f"cython: {cython}")
+    try:
+        check_toolchain()
+        available = "available"
+    except CompileError as error:
+        available = f"unavailable: {error}"
+    print(f"compiled mode: {available}")
+    if not compiled.enabled():
+        print(f"runtime: pure Python ({compiled.ENABLE_ENV}=0)")
+    modules = compiled.status()
+    done = [name for name, is_compiled in modules.items() if is_compiled]
+    print(
+        f"runtime hot modules compiled: {len(done)} of {len(modules)} "
+        f"(from {compiled.compiled_dir()})"
+    )
+    for name, is_compiled in modules.items():
+        print(
+            f"  protogen.runtime.{name}: {'compiled' if is_compiled else 'pure Python'}"
+        )
+    return EXIT_OK
+
+
+def cmd_compile_runtime(args: argparse.Namespace) -> int:
+    from .compile import CompileError, compile_runtime
+
+    output = Path(args.output) if args.output else None
+    if output is None and os.environ.get("PROTOGEN_COMPILED_DIR"):
+        output = Path(os.environ["PROTOGEN_COMPILED_DIR"])
+    try:
+        if output is not None:
+            output.mkdir(parents=True, exist_ok=True)
+        built = compile_runtime(output)
+    except CompileError as error:
+        raise CommandError(str(error)) from None
+    except OSError as error:
+        raise CommandError(f"cannot compile the runtime: {error}") from None
+    for path in built:
+        print(path)
+    return EXIT_OK
 
 
 # --- protogen templates export ---------------------------------------------------------

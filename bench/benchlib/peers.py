@@ -5,6 +5,7 @@ missing module) is skipped with a reason rather than failing the whole run."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,9 @@ from pathlib import Path
 
 from .paths import EXAMPLES, PEERS
 
-ECHO, HTTP, LINES = "echo", "http", "lines"
+ECHO, HTTP, LINES, MEMCACHED = "echo", "http", "lines", "memcached"
+# Pure peers run the pure runtime even where `protogen compile-runtime` built it.
+PURE = {"PROTOGEN_COMPILED": "0"}
 
 
 def listen_url(port: int) -> str:
@@ -28,6 +31,8 @@ class Peer:
     kind: str
     protogen: bool = False
     skip_reason: str | None = field(default=None, init=False)
+    # Environment of the server process (on top of the runner's).
+    env: dict[str, str] = field(default_factory=lambda: dict(PURE))
 
     def prepare(self, workdir: Path) -> bool:
         """Build whatever is needed; False (with `skip_reason`) if unavailable."""
@@ -72,6 +77,8 @@ class GeneratedPeer(Peer):
     # A handler module (copied next to the generated code) and its MODULE:CLASS.
     handler_file: Path | None = None
     handler: str | None = None
+    # Compiled mode: `protogen build --compile` and the compiled runtime.
+    compiled: bool = False
 
     def prepare(self, workdir: Path) -> bool:
         if not self.spec.is_file():
@@ -89,10 +96,11 @@ class GeneratedPeer(Peer):
                 str(self.spec),
                 "-o",
                 str(self.outdir),
+                *(["--compile"] if self.compiled else []),
             ],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=600,
         )
         if build.returncode != 0:
             tail = (build.stderr or build.stdout).strip().splitlines()[-3:]
@@ -113,6 +121,23 @@ class GeneratedPeer(Peer):
             return False
         if self.handler_file is not None:
             shutil.copy(self.handler_file, self.outdir / self.handler_file.name)
+        if self.compiled:
+            return self._compile_runtime()
+        return True
+
+    def _compile_runtime(self) -> bool:
+        """The runtime's hot modules compiled too (cached: quick when unchanged)."""
+        self.env = {}
+        done = subprocess.run(
+            [sys.executable, "-m", "protogen", "compile-runtime"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-2:]
+            self.skip_reason = f"`protogen compile-runtime` failed: {' | '.join(tail)}"
+            return False
         return True
 
     def command(self, port: int) -> tuple[list[str], Path | None]:
@@ -166,6 +191,62 @@ class HttpExamplePeer(Peer):
         return self._delegate.command(port)
 
 
+@dataclass
+class ServePeer(Peer):
+    """`protogen serve SPEC --compile --handler MODULE:CLASS`, run beside the
+    example's handler: the example in compiled mode (and the compiled runtime)."""
+
+    spec: Path = EXAMPLES
+    handler: str = ""
+
+    def prepare(self, workdir: Path) -> bool:
+        if not self.spec.is_file():
+            self.skip_reason = f"{self.spec.name} does not exist yet"
+            return False
+        self.env = {"PROTOGEN_CACHE_DIR": str(workdir / "serve-cache")}
+        done = subprocess.run(
+            [sys.executable, "-m", "protogen", "compile-runtime"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-2:]
+            self.skip_reason = f"`protogen compile-runtime` failed: {' | '.join(tail)}"
+            return False
+        return True
+
+    def command(self, port: int) -> tuple[list[str], Path | None]:
+        return [
+            sys.executable,
+            "-m",
+            "protogen",
+            "serve",
+            str(self.spec),
+            "--compile",
+            "--handler",
+            self.handler,
+            "--listen",
+            listen_url(port),
+        ], self.spec.parent
+
+
+@dataclass
+class CommandPeer(Peer):
+    """A native server (`memcached`), its port as the last argument."""
+
+    argv: tuple[str, ...] = ()
+
+    def prepare(self, workdir: Path) -> bool:
+        if shutil.which(self.argv[0]) is None:
+            self.skip_reason = f"{self.argv[0]} is not installed"
+            return False
+        return True
+
+    def command(self, port: int) -> tuple[list[str], Path | None]:
+        return [*self.argv, str(port)], None
+
+
 def all_peers() -> list[Peer]:
     """Every peer, uvloop first (it is the baseline of every ratio)."""
     echo = PEERS / "echo_protocol.py"
@@ -181,8 +262,9 @@ def all_peers() -> list[Peer]:
             spec=EXAMPLES / "echo.proto.dsl",
             module="echo_server",
         ),
-        # The same generated server with a user handler that takes every frame as a
-        # typed object and re-encodes it (the default echo skips the frame objects).
+        # The typed path first: a user handler that takes every frame as a typed
+        # object and answers with a new one; uvloop-typed does the same by hand.
+        ScriptPeer("uvloop-typed", ECHO, script=PEERS / "typed_uvloop.py"),
         GeneratedPeer(
             "protogen-typed",
             ECHO,
@@ -191,6 +273,16 @@ def all_peers() -> list[Peer]:
             module="echo_server",
             handler_file=PEERS / "typed_echo.py",
             handler="typed_echo:TypedEcho",
+        ),
+        GeneratedPeer(
+            "protogen-typed-compiled",
+            ECHO,
+            True,
+            spec=EXAMPLES / "echo.proto.dsl",
+            module="echo_server",
+            handler_file=PEERS / "typed_echo.py",
+            handler="typed_echo:TypedEcho",
+            compiled=True,
         ),
         ScriptPeer(
             "protogen-runtime",
@@ -201,6 +293,37 @@ def all_peers() -> list[Peer]:
         ),
         ScriptPeer("uvloop", HTTP, script=PEERS / "http_uvloop.py"),
         HttpExamplePeer("protogen", HTTP, True),
+        ServePeer(
+            "protogen-compiled",
+            HTTP,
+            True,
+            spec=EXAMPLES / "http" / "http.proto.dsl",
+            handler="handler:HttpExampleHandler",
+        ),
+        CommandPeer(
+            "memcached",
+            MEMCACHED,
+            # (memcached refuses to run as root without -u.)
+            argv=(
+                "memcached",
+                *(("-u", "root") if os.geteuid() == 0 else ()),
+                *("-t", "1", "-U", "0", "-l", "127.0.0.1", "-p"),
+            ),
+        ),
+        ScriptPeer(
+            "protogen",
+            MEMCACHED,
+            True,
+            script=EXAMPLES / "memcached" / "serve.py",
+            listen_flag=True,
+        ),
+        ServePeer(
+            "protogen-compiled",
+            MEMCACHED,
+            True,
+            spec=EXAMPLES / "memcached" / "memcached.proto.dsl",
+            handler="handler:MemcachedExampleHandler",
+        ),
         ScriptPeer("uvloop", LINES, script=lines, args=("--loop", "uvloop")),
         GeneratedPeer(
             "protogen",
@@ -213,3 +336,15 @@ def all_peers() -> list[Peer]:
 
 
 BASELINE = "uvloop"
+# Ratios of the typed peers are to the typed hand-written peer, of the
+# memcached example to memcached itself.
+TYPED_BASELINE = "uvloop-typed"
+MEMCACHED_BASELINE = "memcached"
+
+
+def baseline_of(scenario: str, peer: str) -> str:
+    if scenario.startswith("memcached"):
+        return MEMCACHED_BASELINE
+    if peer.startswith("protogen-typed"):
+        return TYPED_BASELINE
+    return BASELINE

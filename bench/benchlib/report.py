@@ -7,7 +7,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from .peers import BASELINE
+from .peers import BASELINE, TYPED_BASELINE, baseline_of
 
 THROUGHPUT, MEMORY, CAPACITY = "throughput", "memory", "capacity"
 
@@ -37,11 +37,12 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[key] = median(values) if values else None
         rows.append(row)
     for row in rows:
+        wanted = baseline_of(row["scenario"], row["peer"])
         base = next(
             (
                 r
                 for r in rows
-                if r["scenario"] == row["scenario"] and r["peer"] == BASELINE
+                if r["scenario"] == row["scenario"] and r["peer"] == wanted
             ),
             None,
         )
@@ -73,10 +74,11 @@ def paired_ratio(runs: list[dict[str, Any]], scenario: str, peer: str) -> float 
             and "round" in run
         ):
             by_round.setdefault(run["round"], {})[run["peer"]] = run["rps"]
+    base = baseline_of(scenario, peer)
     ratios = [
-        pair[peer] / pair[BASELINE]
+        pair[peer] / pair[base]
         for pair in by_round.values()
-        if peer in pair and BASELINE in pair
+        if peer in pair and base in pair
     ]
     return median(ratios) if ratios else None
 
@@ -87,13 +89,13 @@ def _fmt(value: Any, pattern: str) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     header = (
-        f"{'scenario':<26} {'peer':<17} {'req/s':>11} {'x uvloop':>8} {'paired':>6} "
+        f"{'scenario':<26} {'peer':<23} {'req/s':>11} {'x base':>8} {'paired':>6} "
         f"{'p50 us':>9} {'p99 us':>9} {'B/conn':>8} {'held':>6} {'errors':>6}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
         lines.append(
-            f"{row['scenario']:<26} {row['peer']:<17} {_fmt(row['rps'], ',.0f'):>11} "
+            f"{row['scenario']:<26} {row['peer']:<23} {_fmt(row['rps'], ',.0f'):>11} "
             f"{_fmt(row['ratio'], '.2f'):>8} {_fmt(row.get('paired_ratio'), '.2f'):>6} "
             f"{_fmt(row['p50_us'], '.0f'):>9} "
             f"{_fmt(row['p99_us'], '.0f'):>9} {_fmt(row['bytes_per_conn'], '.0f'):>8} "
@@ -188,6 +190,42 @@ def check_targets(
         )
 
     for row in rows:
+        name, ratio = row["scenario"], row.get("ratio")
+        if row.get("paired_ratio") is not None and ratio is not None:
+            ratio = min(ratio, row["paired_ratio"])
+        if name.startswith("echo-") and ratio is not None:
+            if row["peer"] == "protogen-typed":
+                add(
+                    f">= 1.2x {TYPED_BASELINE} (typed, pure)",
+                    name,
+                    ratio >= 1.2,
+                    f"{ratio:.2f}x",
+                )
+            elif row["peer"] == "protogen-typed-compiled" and "-d16-" in name:
+                add(
+                    f">= 2.5x {TYPED_BASELINE} (typed, compiled)",
+                    name,
+                    ratio >= 2.5,
+                    f"{ratio:.2f}x",
+                )
+        if name.startswith("memcached"):
+            if row["peer"] == "protogen-compiled" and ratio is not None:
+                add(
+                    ">= 0.6x memcached -t 1 (compiled)",
+                    name,
+                    ratio >= 0.6,
+                    f"{ratio:.2f}x",
+                )
+            continue
+        if name.startswith("http-distinct") and row["peer"] == "protogen-compiled":
+            if ratio is not None:
+                add(
+                    ">= 1.5x uvloop+httptools (compiled)",
+                    name,
+                    ratio >= 1.5,
+                    f"{ratio:.2f}x",
+                )
+            continue
         if row["peer"] != peer:
             continue
         name, ratio = row["scenario"], row.get("ratio")
@@ -212,8 +250,8 @@ def check_targets(
                 ok,
                 f"{ratio:.2f}x, p99 {_fmt(p99, '.0f')} vs {_fmt(base_p99, '.0f')} us",
             )
-        elif name.startswith("http-plaintext") and ratio is not None:
-            add(">= 1.2x uvloop+httptools", name, ratio >= 1.2, f"{ratio:.2f}x")
+        elif name.startswith("http-distinct") and ratio is not None:
+            add(">= 1.0x uvloop+httptools (pure)", name, ratio >= 1.0, f"{ratio:.2f}x")
         elif row["family"] == MEMORY and row.get("bytes_per_conn") is not None:
             value = row["bytes_per_conn"]
             add("<= 600 B per idle connection", name, value <= 600, f"{value:.0f} B")
@@ -231,6 +269,6 @@ def check_targets(
 
 def format_targets(checks: list[dict[str, Any]]) -> str:
     return "\n".join(
-        f"{'PASS' if c['passed'] else 'MISS'}  {c['scenario']:<26} {c['target']:<34} {c['detail']}"
+        f"{'PASS' if c['passed'] else 'MISS'}  {c['scenario']:<26} {c['target']:<42} {c['detail']}"
         for c in checks
     )

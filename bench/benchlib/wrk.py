@@ -71,12 +71,17 @@ def parse_wrk(output: str) -> dict[str, Any]:
 
 
 def run_wrk(
-    port: int, conns: int, pipeline: int, duration: float, cpu: int | None = 1
+    port: int,
+    conns: int,
+    pipeline: int,
+    duration: float,
+    cpu: int | None = 1,
+    script: str = "pipeline.lua",
 ) -> dict[str, Any]:
     cmd = pinned(
         [
             "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency",
-            "-s", str(PEERS / "pipeline.lua"),
+            "-s", str(PEERS / script),
             f"http://127.0.0.1:{port}/plaintext", "--", str(pipeline),
         ],
         cpu,

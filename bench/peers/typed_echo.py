@@ -1,5 +1,6 @@
 """A user handler for the generated echo server: every frame is delivered as a typed
-`Message` and sent back re-encoded, one callback per frame (`protogen-typed` peer)."""
+`Message`, answered with a new `Message` through `self.send`, one callback per
+frame (`protogen-typed` peers; `uvloop-typed` is the same by hand)."""
 
 from __future__ import annotations
 
@@ -11,4 +12,4 @@ from echo_handler import EchoHandler
 
 class TypedEcho(EchoHandler):
     def on_message(self, conn: Any, frame: Message) -> None:
-        self.send(conn, frame)
+        self.send(conn, Message(frame.payload))

@@ -1,0 +1,321 @@
+"""Compiled mode: Python modules turned into C extensions by Cython 3.
+
+The generated codec and handler modules (and the runtime's hot modules, see
+`protogen.runtime.compiled`) are plain typed Python. Cython compiles the same
+`.py` files in pure-Python mode: the annotations guide it, nothing else changes,
+and the pure module always works where no C compiler is.
+
+Each extension is built once per content: the key hashes the source, the
+module's dotted name, the Cython version, the interpreter's ABI and the compiler
+directives. Builds live under `<cache>/compiled/<key>/` (see `cache.cache_root`)
+and are copied beside the `.py` (as `name.cpython-311-x86_64-linux-gnu.so`),
+where Python's import system prefers them to the source.
+
+The figures behind the choice of Cython (and not mypyc) are in docs/compiled.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import filecmp
+import hashlib
+import json
+import importlib.machinery
+import os
+import shutil
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+INSTALL_HINT = "pip install 'protogen-toolkit[compiled]'"
+
+# Cython directives for every compiled module. The code is ordinary Python and
+# keeps Python's semantics: annotations are for mypy, not checked by Cython
+# (a zero-copy frame field annotated `bytes` holds a memoryview during its
+# callback; Cython would reject it), and indexing keeps its meaning.
+DIRECTIVES: dict[str, Any] = {
+    "language_level": 3,
+    "annotation_typing": False,
+    "binding": True,  # functions keep __name__, __doc__, signatures (help, inspect)
+    "embedsignature": False,
+}
+CFLAGS = ("-O2", "-g0")
+# Changes whenever _build's way of building changes (part of the cache key).
+BUILD_FORMAT = "2"
+
+
+class CompileError(Exception):
+    """Compiled mode is not available here, or a module failed to compile."""
+
+
+def extension_suffix() -> str:
+    return importlib.machinery.EXTENSION_SUFFIXES[0]
+
+
+def check_toolchain() -> None:
+    """Raise CompileError saying what is missing for compiled mode, if anything."""
+    try:
+        import Cython  # noqa: F401
+    except ModuleNotFoundError:
+        raise CompileError(
+            f"compiled mode needs Cython 3, which is not installed: {INSTALL_HINT}"
+        ) from None
+    import Cython
+
+    if int(Cython.__version__.split(".")[0]) < 3:
+        raise CompileError(
+            f"compiled mode needs Cython 3, found {Cython.__version__}: {INSTALL_HINT}"
+        )
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(os.environ.get("CC", compiler).split()[0]) is None:
+        raise CompileError(
+            f"compiled mode needs a C compiler ({compiler!r} not found on PATH): "
+            "install gcc or clang, or build without --compile"
+        )
+    include = sysconfig.get_paths()["include"]
+    if not os.path.isfile(os.path.join(include, "Python.h")):
+        raise CompileError(
+            f"compiled mode needs the Python headers ({include}/Python.h is missing): "
+            "install python3-dev (or your platform's equivalent)"
+        )
+
+
+def build_key(source: bytes, module_name: str) -> str:
+    """A hex key that changes whenever the extension could."""
+    import Cython
+
+    digest = hashlib.sha256()
+    for part in (
+        source,
+        module_name.encode(),
+        Cython.__version__.encode(),
+        sys.implementation.cache_tag.encode(),
+        extension_suffix().encode(),
+        repr(sorted(DIRECTIVES.items())).encode(),
+        " ".join(CFLAGS).encode(),
+        BUILD_FORMAT.encode(),
+    ):
+        digest.update(part)
+        digest.update(b"\0")
+    return digest.hexdigest()[:24]
+
+
+def slot_classes_pxd(text: str) -> str:
+    """A Cython augmenting `.pxd` making the module's slotted classes extension
+    types ("" when it has none).
+
+    A class qualifies when its `__slots__` is a literal tuple of names and its
+    bases (if any) qualify too: the frame classes, their `FrameBase`, the
+    decoders and readers of a generated codec. As extension types their fields
+    are C struct members: construction and attribute access skip the generic
+    attribute machinery. The `.py` stays the same plain Python.
+    """
+    tree = ast.parse(text)
+    declared: list[str] = []
+    lines: list[str] = []
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef) or node.decorator_list or node.keywords:
+            continue
+        bases = [base.id for base in node.bases if isinstance(base, ast.Name)]
+        if len(bases) != len(node.bases) or not all(b in declared for b in bases):
+            continue
+        slots = _literal_slots(node)
+        if slots is None:
+            continue
+        declared.append(node.name)
+        parents = f"({', '.join(bases)})" if bases else ""
+        lines.append(f"cdef class {node.name}{parents}:")
+        lines += [f"    cdef public object {name}" for name in slots] or ["    pass"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _literal_slots(node: ast.ClassDef) -> list[str] | None:
+    for statement in node.body:
+        if (
+            isinstance(statement, ast.Assign)
+            and len(statement.targets) == 1
+            and isinstance(statement.targets[0], ast.Name)
+            and statement.targets[0].id == "__slots__"
+        ):
+            value = statement.value
+            names = []
+            if isinstance(value, ast.Tuple):
+                for element in value.elts:
+                    if not isinstance(element, ast.Constant):
+                        return None
+                    if not isinstance(element.value, str):
+                        return None
+                    names.append(element.value)
+                return names
+            return None
+    return None
+
+
+def compile_module(
+    source: Path,
+    module_name: str,
+    out_dir: Path | None = None,
+    *,
+    extension_types: bool = False,
+) -> Path:
+    """Compile `source` (importable as `module_name`) into an extension in
+    `out_dir` (default: beside the source); returns the extension's path.
+
+    With `extension_types`, its slotted classes become extension types (see
+    slot_classes_pxd); should Cython refuse that, the module is compiled
+    without. A build of the same content is reused from the cache.
+    """
+    from .cache import cache_root
+
+    check_toolchain()
+    source = Path(source)
+    out_dir = Path(out_dir) if out_dir is not None else source.parent
+    leaf = module_name.rpartition(".")[2]
+    target = out_dir / f"{leaf}{extension_suffix()}"
+    text = source.read_bytes()
+    pxd = slot_classes_pxd(text.decode("utf-8")) if extension_types else ""
+    key = build_key(text + b"\0" + pxd.encode(), module_name)
+    cached = cache_root() / "compiled" / key / target.name
+    if not cached.is_file():
+        try:
+            _build(source, module_name, cached, pxd)
+        except CompileError:
+            if not pxd:
+                raise
+            _build(source, module_name, cached, "")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if target.is_file() and filecmp.cmp(cached, target, shallow=False):
+        return target  # (a loaded extension is not replaced for nothing)
+    # Copied under a temporary name, then renamed: an importer never sees half.
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(cached, tmp)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def compile_modules(
+    modules: Iterable[tuple[Path, str]], out_dir: Path | None = None
+) -> list[Path]:
+    """compile_module for each (source, module name) of generated code: the
+    codecs' slotted classes become extension types."""
+    return [
+        compile_module(source, name, out_dir, extension_types=name.endswith("_codec"))
+        for source, name in modules
+    ]
+
+
+def _build(source: Path, module_name: str, cached: Path, pxd: str) -> None:
+    """Cythonize and compile in a scratch directory, then move into the cache."""
+    from Cython.Build import cythonize
+    from setuptools import Distribution, Extension
+    from setuptools.command.build_ext import build_ext
+
+    leaf = module_name.rpartition(".")[2]
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".build-{leaf}-", dir=cached.parent))
+    try:
+        # The source is copied under its own name inside its packages (each with
+        # an __init__.py): Cython derives the module's qualified name, and where
+        # it looks for the augmenting .pxd, from that layout.
+        *packages, leaf = module_name.split(".")
+        home = scratch.joinpath("src", *packages)
+        home.mkdir(parents=True)
+        for depth in range(len(packages)):
+            scratch.joinpath("src", *packages[: depth + 1], "__init__.py").touch()
+        copy = home / f"{leaf}.py"
+        shutil.copyfile(source, copy)
+        if pxd:
+            (home / f"{leaf}.pxd").write_text(pxd, encoding="utf-8")
+        extension = Extension(module_name, [str(copy)], extra_compile_args=list(CFLAGS))
+        try:
+            extensions = cythonize(
+                [extension],
+                compiler_directives=DIRECTIVES,
+                build_dir=str(scratch / "c"),
+                quiet=True,
+                force=True,
+            )
+        except Exception as error:  # Cython's CompileError and friends
+            raise CompileError(f"{source}: Cython failed: {error}") from None
+        dist = Distribution({"name": leaf, "ext_modules": extensions})
+        command = build_ext(dist)
+        command.build_lib = str(scratch / "lib")
+        command.build_temp = str(scratch / "tmp")
+        command.ensure_finalized()
+        try:
+            command.run()
+        except Exception as error:  # distutils CompileError, LinkError
+            raise CompileError(f"{source}: C compilation failed: {error}") from None
+        built = Path(command.get_ext_fullpath(module_name))
+        os.replace(built, cached)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def generated_modules(
+    directory: Path, protocol: str, package: str | None
+) -> list[tuple[Path, str]]:
+    """(source, module name) of the generated modules compiled mode compiles:
+    the codec and the handler, the ones every frame runs through."""
+    found = []
+    for kind in ("codec", "handler"):
+        source = directory / f"{protocol}_{kind}.py"
+        if source.is_file():
+            name = f"{protocol}_{kind}"
+            found.append((source, f"{package}.{name}" if package else name))
+    return found
+
+
+def compile_runtime(out_dir: Path | None = None) -> list[Path]:
+    """Compile the runtime's hot modules (`protogen.runtime.compiled.HOT_MODULES`)
+    into `out_dir` (default: beside their sources) and record their source
+    hashes there, which is what lets `protogen.runtime` load them."""
+    from protogen.runtime import compiled
+
+    directory = Path(out_dir) if out_dir is not None else compiled.SOURCE_DIR
+    built = []
+    hashes = {}
+    for leaf in compiled.HOT_MODULES:
+        source = compiled.SOURCE_DIR / f"{leaf}.py"
+        # Their slotted classes (Conn, Inbound, Outbound, EventLoop, ...) become
+        # extension types, as a codec's frames do.
+        name = f"{compiled.PACKAGE}.{leaf}"
+        built.append(compile_module(source, name, directory, extension_types=True))
+        hashes[leaf] = compiled.source_hash(leaf)
+    stamp = {"cache_tag": sys.implementation.cache_tag, "modules": hashes}
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix=f".{compiled.STAMP}.", suffix=".tmp"
+    )
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(stamp, out, indent=2, sort_keys=True)
+        out.write("\n")
+    os.replace(tmp, directory / compiled.STAMP)
+    return built
+
+
+def is_compiled(module: Any) -> bool:
+    """True when `module` was loaded from a C extension."""
+    path = getattr(module, "__file__", None) or ""
+    return path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
+__all__ = [
+    "CompileError",
+    "check_toolchain",
+    "compile_module",
+    "compile_modules",
+    "compile_runtime",
+    "generated_modules",
+    "extension_suffix",
+    "is_compiled",
+    "INSTALL_HINT",
+]
