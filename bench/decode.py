@@ -47,6 +47,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "bench" / "specs"
 sys.path.insert(0, str(SPECS))
+# The DNS spec's name-compression plug-in is the DNS example's.
+sys.path.insert(0, str(REPO / "examples" / "dns"))
 
 from dns_names import domain_name  # noqa: E402
 

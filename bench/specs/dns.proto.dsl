@@ -2,7 +2,7 @@
 #
 # Over TCP every message follows a 2-byte length (RFC 1035 4.2.2); a datagram is
 # one message without it (`stream_only`). Names are compressed (4.1.4): the
-# plug-in type DomainName (dns_names.py) follows and writes pointers. A resource
+# plug-in type DomainName (examples/dns/dns_names.py) follows and writes pointers. A resource
 # record's RDATA is chosen by its type; an OPT pseudo-record (type 41) reuses the
 # class and TTL fields for the UDP payload size, extended RCODE, version and flags.
 protocol dns
