@@ -100,6 +100,19 @@ def loops_options(loops: int) -> dict[str, Any]:
     return {"loops": loops, "multicore": True} if loops > 1 else {}
 
 
+def refuse_several_loops(
+    parser: argparse.ArgumentParser, options: dict[str, Any], why: str
+) -> None:
+    """Exit 2 when `--loops N > 1` or `--multicore` is asked of an example whose
+    state lives in one process: several workers would each hold a part of it
+    (`why` says which) and answer as if the rest did not exist."""
+    loops = options.get("loops", 1)
+    if loops > 1 or options.get("multicore"):
+        parser.error(
+            f"--loops {loops}: {why}, so this example serves with one event loop only"
+        )
+
+
 def main_with_loops(
     here: Path,
     spec_name: str,
@@ -107,14 +120,17 @@ def main_with_loops(
     default_listen: str,
     description: str,
     argv: Sequence[str] | None = None,
+    one_process: str | None = None,
 ) -> int:
     """`serve.py [--listen URL ...] [runtime options]` for an example whose
-    handler class takes no arguments and whose state may live in several worker
-    processes (`--loops N`)."""
+    handler class takes no arguments. Its state may live in several worker
+    processes (`--loops N`) unless `one_process` says why it cannot."""
     parser = example_parser(description, [default_listen])
     args = parser.parse_args(argv)
     listen = args.listen or [default_listen]
     options = example_options(parser, args, listen)
+    if one_process is not None:
+        refuse_several_loops(parser, options, one_process)
     modules, handler = load_example(here, spec_name)
     return serve_example(modules, getattr(handler, handler_class)(), listen, **options)
 
@@ -125,5 +141,6 @@ __all__ = [
     "load_example",
     "loops_options",
     "main_with_loops",
+    "refuse_several_loops",
     "serve_example",
 ]

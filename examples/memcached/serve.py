@@ -22,6 +22,7 @@ sys.path.insert(0, str(HERE.parent))
 from example_server import load_example as _load  # noqa: E402
 from example_server import example_options, example_parser  # noqa: E402
 from example_server import serve_example  # noqa: E402
+from example_server import refuse_several_loops  # noqa: E402
 
 SPEC = "memcached.proto.dsl"
 DEFAULT_LISTEN = "tcp://127.0.0.1:11211"
@@ -63,13 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     listen = args.listen or [DEFAULT_LISTEN]
     options = example_options(parser, args, listen)
-    loops = options.get("loops", 1)
-    if loops > 1 or options.get("multicore"):
-        parser.error(
-            f"--loops {loops}: the cache lives in one process; with several "
-            "worker processes a key stored through one would be a miss on the "
-            "others, so this example serves with one event loop only"
-        )
+    refuse_several_loops(
+        parser,
+        options,
+        "the cache lives in one process; with several worker processes a key "
+        "stored through one would be a miss on the others",
+    )
     if args.memory_limit < 1:
         parser.error("-m must be at least 1 (megabyte)")
     modules, handler = load_example()

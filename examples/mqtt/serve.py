@@ -23,6 +23,7 @@ sys.path.insert(0, str(HERE.parent))
 from example_server import example_options, example_parser  # noqa: E402
 from example_server import load_example as _load  # noqa: E402
 from example_server import serve_example  # noqa: E402
+from example_server import refuse_several_loops  # noqa: E402
 
 from protogen.runtime.cli import format_size, parse_size  # noqa: E402
 
@@ -61,11 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     listen = args.listen or [DEFAULT_LISTEN]
     options = example_options(parser, args, listen)
-    if options.get("loops", 1) > 1 or options.get("multicore"):
-        parser.error(
-            "the broker keeps sessions, subscriptions and retained messages in one"
-            " process: --loops and --multicore are not supported"
-        )
+    refuse_several_loops(
+        parser,
+        options,
+        "the broker keeps sessions, subscriptions and retained messages in one process",
+    )
     modules, handler = load_example()
     broker = handler.MqttBroker(memory_budget=args.memory_budget)
     return serve_example(modules, broker, listen, **options)

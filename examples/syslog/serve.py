@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from example_server import example_options, example_parser  # noqa: E402
 from example_server import load_example, serve_example  # noqa: E402
+from example_server import refuse_several_loops  # noqa: E402
 
 SPEC = "syslog.proto.dsl"
 DEFAULT_LISTEN = "tcp://127.0.0.1:5514"
@@ -32,8 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     listen = args.listen or [DEFAULT_LISTEN]
     options = example_options(parser, args, listen)
-    if options.get("loops", 1) > 1 or options.get("multicore"):
-        parser.error("--loops: one process writes the output, so one event loop only")
+    refuse_several_loops(parser, options, "one process writes the output")
     modules, handler = load_example(HERE, SPEC)
     output = open(args.output, "a", encoding="utf-8") if args.output else None
     try:

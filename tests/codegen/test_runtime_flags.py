@@ -362,16 +362,29 @@ def test_every_example_serve_py_takes_every_runtime_option(
     assert bad.returncode == 2 and "--idle-timeout" in bad.stderr
 
 
-def test_the_mqtt_broker_refuses_several_loops(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "example, state",
+    [
+        ("mqtt", "the broker keeps sessions"),
+        ("memcached", "the cache lives in one process"),
+        ("postgres", "the table lives in one process"),
+        ("redis", "the keyspace lives in one process"),
+        ("syslog", "one process writes the output"),
+    ],
+)
+def test_a_single_process_example_refuses_several_loops(
+    tmp_path: Path, example: str, state: str
+) -> None:
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "mqtt/serve.py"), "--loops", "2"],
+        [sys.executable, str(EXAMPLES / example / "serve.py"), "--loops", "2"],
         capture_output=True,
         text=True,
         timeout=60,
         env=env_for(tmp_path),
     )
     assert result.returncode == 2
-    assert "--loops and --multicore are not supported" in result.stderr
+    assert f"--loops 2: {state}" in result.stderr
+    assert "so this example serves with one event loop only" in result.stderr
 
 
 def test_an_example_serve_py_applies_an_option(tmp_path: Path) -> None:
