@@ -1,8 +1,6 @@
 """The examples over TLS, with the real clients: curl and wrk (HTTP), mosquitto_pub
-and mosquitto_sub (MQTT), dig +tls (DNS over TLS). Each example's serve.py takes
---listen tls://... --tls-cert FILE like any runtime flag.
-
-(No Redis example exists yet, so `redis-cli --tls` is not tested here.)
+and mosquitto_sub (MQTT), dig +tls (DNS over TLS), redis-cli --tls (Redis). Each
+example's serve.py takes --listen tls://... --tls-cert FILE like any runtime flag.
 """
 
 from __future__ import annotations
@@ -227,3 +225,30 @@ def test_dig_over_tls(
             "+short",
         )
         assert verified.stdout.split() == ["192.0.2.20"], verified
+
+
+# -- Redis over TLS ----------------------------------------------------------------------
+
+
+def redis_cli_has_tls() -> bool:
+    if shutil.which("redis-cli") is None:
+        return False
+    done = subprocess.run(["redis-cli", "--help"], capture_output=True, text=True)
+    return "--tls" in done.stdout + done.stderr
+
+
+@pytest.mark.skipif(not redis_cli_has_tls(), reason="needs redis-cli built with TLS")
+def test_redis_cli_over_tls(
+    tmp_path_factory: pytest.TempPathFactory, certs: tuple[Path, Path]
+) -> None:
+    for server in serve("redis", tmp_path_factory, certs[1]):
+        base = ["redis-cli", "-h", "localhost", "-p", str(server.port)]
+        secure = [*base, "--tls", "--cacert", str(certs[0])]
+        assert run(*secure, "SET", "greeting", "over tls").stdout.strip() == "OK"
+        assert run(*secure, "GET", "greeting").stdout.strip() == "over tls"
+        # Without the CA, redis-cli refuses the server's certificate.
+        refused = run(*base, "--tls", "--cacert", str(certs[1]), "PING")
+        assert "PONG" not in refused.stdout
+        # And a plain-text client gets no answer from a TLS listener.
+        plain = run(*base, "PING", timeout=30)
+        assert "PONG" not in plain.stdout
