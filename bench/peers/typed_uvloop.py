@@ -10,9 +10,10 @@ frame class, precompiled struct, zero-copy payload slices, one write per read.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 
-from _common import LENGTH, parse_args, raise_nofile_limit
+from _common import LENGTH, parse_args, raise_nofile_limit, server_ssl_context
 
 HEADER = LENGTH.size
 unpack_length = LENGTH.unpack_from
@@ -77,9 +78,13 @@ class TypedEchoProtocol(asyncio.Protocol):
         self.replies.append(encode(frame))
 
 
-async def serve(host: str, port: int, backlog: int) -> None:
+async def serve(
+    host: str, port: int, backlog: int, context: ssl.SSLContext | None
+) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(TypedEchoProtocol, host, port, backlog=backlog)
+    server = await loop.create_server(
+        TypedEchoProtocol, host, port, backlog=backlog, ssl=context
+    )
     async with server:
         await server.serve_forever()
 
@@ -87,10 +92,10 @@ async def serve(host: str, port: int, backlog: int) -> None:
 def main() -> None:
     import uvloop
 
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], tls=True)
     raise_nofile_limit()
     try:
-        uvloop.run(serve(args.host, args.port, args.backlog))
+        uvloop.run(serve(args.host, args.port, args.backlog, server_ssl_context(args)))
     except KeyboardInterrupt:
         sys.exit(0)
 

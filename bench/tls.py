@@ -1,0 +1,309 @@
+"""`make bench-tls`: protogen over tls:// against uvloop with `ssl=`, on one
+certificate made at run time: typed echo at depth 16, HTTP with wrk over https,
+and handshakes per second.
+
+Servers run pinned to CPU 0; every client is native and pinned to CPU 1: the C
+load client through haproxy (plain TCP in, TLS out: the same originator for
+every peer), wrk (https itself), `openssl s_time -new` (full handshakes one
+after another) and wrk with `Connection: close` (a new TLS connection per
+request, 64 at once). Peers alternate within every round (their order rotates
+from round to round); the table shows medians over rounds and the ratio to the
+uvloop peer. Results go to bench/results/tls-<timestamp>.json. See
+docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import pinning  # noqa: E402
+from benchlib.client import (  # noqa: E402
+    ClientError,
+    LoadSpec,
+    Target,
+    ensure_loadclient,
+    run_load,
+)
+from benchlib.paths import RESULTS  # noqa: E402
+from benchlib.peers import ECHO, HTTP, Peer, all_peers  # noqa: E402
+from benchlib.report import THROUGHPUT, format_table, summarize  # noqa: E402
+from benchlib.report import write_json  # noqa: E402
+from benchlib.scenarios import ServerPool  # noqa: E402
+from benchlib.servers import Server, ServerError, install_cleanup  # noqa: E402
+from benchlib.tls import (  # noqa: E402
+    Certificate,
+    check_echo,
+    haproxy_available,
+    make_certificate,
+    over_tls,
+    run_s_time,
+    tls_originator,
+)
+from benchlib.wrk import check_plaintext, run_wrk, wrk_available  # noqa: E402
+
+#: (name, kind) of the peers compared, the uvloop one first in each kind: the
+#: typed echo pair (decode into an object, method call, encode) and HTTP.
+PEERS = (
+    ("uvloop-typed", ECHO),
+    ("protogen-typed", ECHO),
+    ("uvloop", HTTP),
+    ("protogen", HTTP),
+)
+
+
+@dataclass
+class Context:
+    """What a measurement needs besides the server."""
+
+    binary: Path
+    workdir: Path
+    duration: float
+    warmup: float
+    originators: dict[int, Server]
+
+    def originator(self, server: Server) -> Server:
+        """The haproxy in front of `server` (one per server process)."""
+        front = self.originators.get(server.port)
+        if front is None or not front.alive():
+            front = tls_originator(server.port, self.workdir).start()
+            self.originators[server.port] = front
+        return front
+
+
+Measure = Callable[[Server, Context], dict[str, Any]]
+
+
+@dataclass
+class TlsScenario:
+    name: str
+    kind: str
+    measure: Measure
+
+
+def _echo(size: int) -> Measure:
+    def measure(server: Server, ctx: Context) -> dict[str, Any]:
+        spec = LoadSpec(
+            conns=50, depth=16, size=size, duration=ctx.duration, warmup=ctx.warmup
+        )
+        return run_load(ctx.binary, Target(ctx.originator(server).port), spec)
+
+    return measure
+
+
+def _https(server: Server, ctx: Context) -> dict[str, Any]:
+    return run_wrk(
+        server.port,
+        256,
+        16,
+        ctx.duration,
+        script="pipeline_distinct.lua",
+        scheme="https",
+    )
+
+
+def _https_new_connections(server: Server, ctx: Context) -> dict[str, Any]:
+    return run_wrk(
+        server.port, 64, 1, ctx.duration, scheme="https", headers=["Connection: close"]
+    )
+
+
+def _s_time(server: Server, ctx: Context) -> dict[str, Any]:
+    return run_s_time(server.port, ctx.duration)
+
+
+def all_scenarios() -> list[TlsScenario]:
+    return [
+        TlsScenario("tls-echo-d16-64B-c50", ECHO, _echo(64)),
+        TlsScenario("tls-echo-d16-4KiB-c50", ECHO, _echo(4096)),
+        TlsScenario("tls-http-distinct-c256-p16", HTTP, _https),
+        TlsScenario("tls-handshake-echo-s_time", ECHO, _s_time),
+        TlsScenario("tls-handshake-http-s_time", HTTP, _s_time),
+        TlsScenario("tls-handshake-http-close-c64", HTTP, _https_new_connections),
+    ]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="seconds before measuring (echo)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round of 1 s"
+    )
+    parser.add_argument(
+        "--scenarios", help="comma list of substrings selecting scenarios"
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS, help="directory for the JSON"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration, args.warmup = 1, 1.0, 0.3
+    return args
+
+
+def prepare_peers(
+    certificate: Certificate, workdir: Path
+) -> tuple[list[Peer], dict[str, str]]:
+    by_key = {(p.name, p.kind): p for p in all_peers()}
+    ready, skipped = [], {}
+    for key in PEERS:
+        peer = over_tls(by_key[key], certificate)
+        label = f"{peer.name} ({peer.kind})"
+        if peer.kind == HTTP and not wrk_available():
+            skipped[label] = "wrk is not installed"
+        elif peer.prepare(workdir):
+            ready.append(peer)
+        else:
+            skipped[label] = peer.skip_reason or "unavailable"
+    return ready, skipped
+
+
+def check_answer(peer: Peer, server: Server, certificate: Certificate) -> str | None:
+    """A verified TLS request on the certificate before any load: the clients
+    do not verify it, and do not read what they count."""
+    context = certificate.client_context()
+    if peer.kind == ECHO:
+        return check_echo(server.port, context)
+    return check_plaintext(server.port, tls=context)
+
+
+def _record(scenario: str, peer: str, round_no: int, **values: Any) -> dict[str, Any]:
+    record = {"scenario": scenario, "family": THROUGHPUT, "peer": peer}
+    record.update(round=round_no, **values)
+    record.setdefault("errors", 0)
+    record["ok"] = record["errors"] == 0
+    return record
+
+
+def run_one(
+    scenario: TlsScenario,
+    peer: Peer,
+    pool: ServerPool,
+    ctx: Context,
+    certificate: Certificate,
+    checked: set[int],
+    round_no: int,
+) -> dict[str, Any]:
+    try:
+        server = pool.get(peer)
+        if server.port not in checked:
+            if wrong := check_answer(peer, server, certificate):
+                return _record(
+                    scenario.name, peer.name, round_no, errors=1, first_error=wrong
+                )
+            checked.add(server.port)
+        report = scenario.measure(server, ctx)
+    except (ClientError, ServerError, OSError) as exc:
+        return _record(
+            scenario.name, peer.name, round_no, errors=1, first_error=str(exc)[-300:]
+        )
+    keep = ("rps", "p50_us", "p99_us", "errors", "first_error")
+    values = {k: report[k] for k in keep if k in report}
+    values.update(port=server.port, client=report)
+    if not server.alive():
+        values["errors"] = int(values.get("errors", 0)) + 1
+        values["first_error"] = f"server died: {server.log_tail(300)}"
+    return _record(scenario.name, peer.name, round_no, **values)
+
+
+def _rotate(items: list[Peer], by: int) -> list[Peer]:
+    if not items:
+        return items
+    by %= len(items)
+    return items[by:] + items[:by]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    install_cleanup()
+    pinning.set_pinning(not args.no_pin)
+    if not haproxy_available():
+        print(
+            "bench-tls: haproxy is needed in front of the load client", file=sys.stderr
+        )
+        return 2
+    try:
+        binary = ensure_loadclient()
+    except ClientError as exc:
+        print(f"bench-tls: {exc}", file=sys.stderr)
+        return 2
+    wanted = [s.strip() for s in (args.scenarios or "").split(",") if s.strip()]
+    scenarios = [
+        s for s in all_scenarios() if not wanted or any(w in s.name for w in wanted)
+    ]
+    runs: list[dict[str, Any]] = []
+    started = time.strftime("%Y%m%d-%H%M%S")
+    with tempfile.TemporaryDirectory(prefix="protogen-bench-tls-") as tmp:
+        workdir = Path(tmp)
+        certificate = make_certificate(workdir)
+        peers, skipped = prepare_peers(certificate, workdir)
+        for label, reason in skipped.items():
+            print(f"skipping {label}: {reason}", flush=True)
+        pool = ServerPool()
+        ctx = Context(binary, workdir, args.duration, args.warmup, {})
+        checked: set[int] = set()
+        try:
+            for round_no in range(args.rounds):
+                for scenario in scenarios:
+                    serving = [p for p in peers if p.kind == scenario.kind]
+                    for peer in _rotate(serving, round_no):
+                        run = run_one(
+                            scenario, peer, pool, ctx, certificate, checked, round_no
+                        )
+                        runs.append(run)
+                        _progress(run, args.rounds)
+        finally:
+            for front in ctx.originators.values():
+                front.stop()
+            pool.close()
+
+    rows = summarize(runs)
+    print()
+    print(format_table(rows))
+    meta = {
+        "started": started,
+        "argv": sys.argv[1:] if argv is None else argv,
+        "rounds": args.rounds,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "pinned": pinning.pinning_enabled(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    json_path = args.output / f"tls-{started}.json"
+    write_json(json_path, meta, runs, rows, skipped)
+    print(f"\nresults: {json_path}")
+    failed = [r for r in runs if not r["ok"]]
+    for run in failed:
+        print(
+            f"ERROR {run['scenario']} {run['peer']}: {run.get('first_error', '')}",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+def _progress(run: dict[str, Any], rounds: int) -> None:
+    status = "ok" if run["ok"] else f"ERROR {run.get('first_error', '')}"
+    print(
+        f"[{run['round'] + 1}/{rounds}] {run['scenario']:<30} {run['peer']:<15} "
+        f"{run.get('rps') or 0:,.0f}/s  {status}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
