@@ -1,7 +1,8 @@
 """TechEmpower-style HTTP/1.1 plaintext server on uvloop + httptools: the HTTP peer
 protogen's HTTP example is compared against. `GET /plaintext` answers
 `Hello, World!` with Date and Server headers; keep-alive and pipelining supported
-(the replies to all requests parsed from one read go out in one write)."""
+(the replies to all requests parsed from one read go out in one write).
+With --tls-cert/--tls-key it serves https through uvloop's `ssl=`."""
 
 from __future__ import annotations
 
