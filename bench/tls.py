@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -205,18 +206,54 @@ def run_one(
                     scenario.name, peer.name, round_no, errors=1, first_error=wrong
                 )
             checked.add(server.port)
+        assert server.proc is not None
+        cpu_before, wall_before = cpu_seconds(server.proc.pid), time.monotonic()
         report = scenario.measure(server, ctx)
+        cpu = cpu_seconds(server.proc.pid) - cpu_before
+        share = cpu / (time.monotonic() - wall_before)
     except (ClientError, ServerError, OSError) as exc:
         return _record(
             scenario.name, peer.name, round_no, errors=1, first_error=str(exc)[-300:]
         )
     keep = ("rps", "p50_us", "p99_us", "errors", "first_error")
     values = {k: report[k] for k in keep if k in report}
-    values.update(port=server.port, client=report)
+    values.update(port=server.port, client=report, server_cpu=share)
+    if values.get("rps"):
+        # Server CPU per request, taking the whole window as steady state.
+        values["cpu_us"] = share * 1e6 / values["rps"]
     if not server.alive():
         values["errors"] = int(values.get("errors", 0)) + 1
         values["first_error"] = f"server died: {server.log_tail(300)}"
     return _record(scenario.name, peer.name, round_no, **values)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def format_cpu(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
+    """Medians of the server's CPU share (1.0: it had its core to itself) and of
+    its CPU time per request: steadier than req/s on a shared machine."""
+    lines = [f"{'scenario':<30} {'peer':<15} {'server CPU':>10} {'CPU us/req':>10}"]
+    for row in rows:
+        good = [
+            r
+            for r in runs
+            if r["scenario"] == row["scenario"] and r["peer"] == row["peer"] and r["ok"]
+        ]
+        share = [r["server_cpu"] for r in good if "server_cpu" in r]
+        per = [r["cpu_us"] for r in good if "cpu_us" in r]
+        lines.append(
+            f"{row['scenario']:<30} {row['peer']:<15} "
+            f"{median(share) if share else 0:>10.2f} {median(per) if per else 0:>10.1f}"
+        )
+    return "\n".join(lines)
 
 
 def _rotate(items: list[Peer], by: int) -> list[Peer]:
@@ -273,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(runs)
     print()
     print(format_table(rows))
+    print()
+    print(format_cpu(rows, runs))
     meta = {
         "started": started,
         "argv": sys.argv[1:] if argv is None else argv,
