@@ -42,6 +42,7 @@ from benchlib.scenarios import ServerPool  # noqa: E402
 from benchlib.servers import Server, ServerError, install_cleanup  # noqa: E402
 from benchlib.tls import (  # noqa: E402
     Certificate,
+    TlsPeer,
     check_echo,
     haproxy_available,
     make_certificate,
@@ -88,27 +89,32 @@ class TlsScenario:
     name: str
     kind: str
     measure: Measure
+    tls: bool = True  # False: the same peers over plain TCP, for comparison
 
 
-def _echo(size: int) -> Measure:
+def _echo(size: int, tls: bool = True) -> Measure:
     def measure(server: Server, ctx: Context) -> dict[str, Any]:
         spec = LoadSpec(
             conns=50, depth=16, size=size, duration=ctx.duration, warmup=ctx.warmup
         )
-        return run_load(ctx.binary, Target(ctx.originator(server).port), spec)
+        port = ctx.originator(server).port if tls else server.port
+        return run_load(ctx.binary, Target(port), spec)
 
     return measure
 
 
-def _https(server: Server, ctx: Context) -> dict[str, Any]:
-    return run_wrk(
-        server.port,
-        256,
-        16,
-        ctx.duration,
-        script="pipeline_distinct.lua",
-        scheme="https",
-    )
+def _http(scheme: str) -> Measure:
+    def measure(server: Server, ctx: Context) -> dict[str, Any]:
+        return run_wrk(
+            server.port,
+            256,
+            16,
+            ctx.duration,
+            script="pipeline_distinct.lua",
+            scheme=scheme,
+        )
+
+    return measure
 
 
 def _https_new_connections(server: Server, ctx: Context) -> dict[str, Any]:
@@ -125,10 +131,14 @@ def all_scenarios() -> list[TlsScenario]:
     return [
         TlsScenario("tls-echo-d16-64B-c50", ECHO, _echo(64)),
         TlsScenario("tls-echo-d16-4KiB-c50", ECHO, _echo(4096)),
-        TlsScenario("tls-http-distinct-c256-p16", HTTP, _https),
+        TlsScenario("tls-http-distinct-c256-p16", HTTP, _http("https")),
         TlsScenario("tls-handshake-echo-s_time", ECHO, _s_time),
         TlsScenario("tls-handshake-http-s_time", HTTP, _s_time),
         TlsScenario("tls-handshake-http-close-c64", HTTP, _https_new_connections),
+        # The same peers and loads without TLS, in the same rounds: what TLS
+        # adds per request on each side (no originator in the echo path here).
+        TlsScenario("plain-echo-d16-64B-c50", ECHO, _echo(64, tls=False), tls=False),
+        TlsScenario("plain-http-distinct-c256-p16", HTTP, _http("http"), tls=False),
     ]
 
 
@@ -157,7 +167,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def prepare_peers(
     certificate: Certificate, workdir: Path
-) -> tuple[list[Peer], dict[str, str]]:
+) -> tuple[list[TlsPeer], dict[str, str]]:
     by_key = {(p.name, p.kind): p for p in all_peers()}
     ready, skipped = [], {}
     for key in PEERS:
@@ -174,7 +184,10 @@ def prepare_peers(
 
 def check_answer(peer: Peer, server: Server, certificate: Certificate) -> str | None:
     """A verified TLS request on the certificate before any load: the clients
-    do not verify it, and do not read what they count."""
+    do not verify it, and do not read what they count. (Over plain TCP: the
+    load client verifies every echo itself, wrk does not read bodies.)"""
+    if not isinstance(peer, TlsPeer):
+        return None if peer.kind == ECHO else check_plaintext(server.port)
     context = certificate.client_context()
     if peer.kind == ECHO:
         return check_echo(server.port, context)
@@ -289,23 +302,35 @@ def main(argv: list[str] | None = None) -> int:
         peers, skipped = prepare_peers(certificate, workdir)
         for label, reason in skipped.items():
             print(f"skipping {label}: {reason}", flush=True)
-        pool = ServerPool()
+        # Plain and TLS servers of one peer share its name: a pool for each.
+        pools = {True: ServerPool(), False: ServerPool()}
         ctx = Context(binary, workdir, args.duration, args.warmup, {})
         checked: set[int] = set()
         try:
             for round_no in range(args.rounds):
                 for scenario in scenarios:
-                    serving = [p for p in peers if p.kind == scenario.kind]
+                    serving = [
+                        p if scenario.tls else p.inner
+                        for p in peers
+                        if p.kind == scenario.kind and p.inner is not None
+                    ]
                     for peer in _rotate(serving, round_no):
                         run = run_one(
-                            scenario, peer, pool, ctx, certificate, checked, round_no
+                            scenario,
+                            peer,
+                            pools[scenario.tls],
+                            ctx,
+                            certificate,
+                            checked,
+                            round_no,
                         )
                         runs.append(run)
                         _progress(run, args.rounds)
         finally:
             for front in ctx.originators.values():
                 front.stop()
-            pool.close()
+            for pool in pools.values():
+                pool.close()
 
     rows = summarize(runs)
     print()
