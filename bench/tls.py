@@ -6,9 +6,11 @@ Servers run pinned to CPU 0; every client is native and pinned to CPU 1: the C
 load client through haproxy (plain TCP in, TLS out: the same originator for
 every peer), wrk (https itself), `openssl s_time -new` (full handshakes one
 after another) and wrk with `Connection: close` (a new TLS connection per
-request, 64 at once). Peers alternate within every round (their order rotates
-from round to round); the table shows medians over rounds and the ratio to the
-uvloop peer. Results go to bench/results/tls-<timestamp>.json. See
+request, 64 at once). The plain-* rows run the same peers and loads over
+plain TCP in the same rounds, for comparison. Peers alternate within every
+round (their order rotates from round to round); the table shows medians over
+rounds and the ratio to the uvloop peer, then each server's CPU share and CPU
+time per request. Results go to bench/results/tls-<timestamp>.json. See
 docs/benchmarks.md."""
 
 from __future__ import annotations
