@@ -5,8 +5,9 @@ from __future__ import annotations
 import http.client
 import re
 import shutil
+import ssl
 import subprocess
-from typing import Any
+from typing import Any, Sequence
 
 from .paths import PEERS
 from .pinning import pinned
@@ -18,10 +19,15 @@ def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def check_plaintext(port: int) -> str | None:
+def check_plaintext(port: int, tls: ssl.SSLContext | None = None) -> str | None:
     """One real request before the load: wrk counts responses, it does not read
-    bodies, so a wrong answer would otherwise go unnoticed. None if correct."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    bodies, so a wrong answer would otherwise go unnoticed. None if correct.
+    `tls`: over https, verifying the server with this client context."""
+    conn = (
+        http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=tls)
+        if tls is not None
+        else http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    )
     try:
         conn.request("GET", "/plaintext")
         response = conn.getresponse()
@@ -77,12 +83,16 @@ def run_wrk(
     duration: float,
     cpu: int | None = 1,
     script: str = "pipeline.lua",
+    scheme: str = "http",
+    headers: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """`scheme` "https": wrk does the TLS itself (it does not verify certificates);
+    `headers` are `-H` lines added to every request."""
     cmd = pinned(
         [
             "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency",
-            "-s", str(PEERS / script),
-            f"http://127.0.0.1:{port}/plaintext", "--", str(pipeline),
+            "-s", str(PEERS / script), *(f"-H{h}" for h in headers),
+            f"{scheme}://127.0.0.1:{port}/plaintext", "--", str(pipeline),
         ],
         cpu,
     )  # fmt: skip

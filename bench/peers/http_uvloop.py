@@ -1,18 +1,20 @@
 """TechEmpower-style HTTP/1.1 plaintext server on uvloop + httptools: the HTTP peer
 protogen's HTTP example is compared against. `GET /plaintext` answers
 `Hello, World!` with Date and Server headers; keep-alive and pipelining supported
-(the replies to all requests parsed from one read go out in one write)."""
+(the replies to all requests parsed from one read go out in one write).
+With --tls-cert/--tls-key it serves https through uvloop's `ssl=`."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 from email.utils import formatdate
 
 import httptools
 import uvloop
 
-from _common import parse_args, raise_nofile_limit
+from _common import parse_args, raise_nofile_limit, server_ssl_context
 
 BODY = b"Hello, World!"
 _date_header = b""
@@ -85,19 +87,23 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-async def serve(host: str, port: int, backlog: int) -> None:
+async def serve(
+    host: str, port: int, backlog: int, context: ssl.SSLContext | None
+) -> None:
     loop = asyncio.get_running_loop()
     _refresh_date(loop)
-    server = await loop.create_server(HttpProtocol, host, port, backlog=backlog)
+    server = await loop.create_server(
+        HttpProtocol, host, port, backlog=backlog, ssl=context
+    )
     async with server:
         await server.serve_forever()
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], tls=True)
     raise_nofile_limit()
     try:
-        uvloop.run(serve(args.host, args.port, args.backlog))
+        uvloop.run(serve(args.host, args.port, args.backlog, server_ssl_context(args)))
     except KeyboardInterrupt:
         sys.exit(0)
 

@@ -5,14 +5,16 @@ build the answer as a new object and encode it -- with the answers of one
 
 It is what a Python user would write by hand for the same server: `__slots__`
 frame class, precompiled struct, zero-copy payload slices, one write per read.
+With --tls-cert/--tls-key it serves TLS through uvloop's `ssl=` (`make bench-tls`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 
-from _common import LENGTH, parse_args, raise_nofile_limit
+from _common import LENGTH, parse_args, raise_nofile_limit, server_ssl_context
 
 HEADER = LENGTH.size
 unpack_length = LENGTH.unpack_from
@@ -77,9 +79,13 @@ class TypedEchoProtocol(asyncio.Protocol):
         self.replies.append(encode(frame))
 
 
-async def serve(host: str, port: int, backlog: int) -> None:
+async def serve(
+    host: str, port: int, backlog: int, context: ssl.SSLContext | None
+) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(TypedEchoProtocol, host, port, backlog=backlog)
+    server = await loop.create_server(
+        TypedEchoProtocol, host, port, backlog=backlog, ssl=context
+    )
     async with server:
         await server.serve_forever()
 
@@ -87,10 +93,10 @@ async def serve(host: str, port: int, backlog: int) -> None:
 def main() -> None:
     import uvloop
 
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], tls=True)
     raise_nofile_limit()
     try:
-        uvloop.run(serve(args.host, args.port, args.backlog))
+        uvloop.run(serve(args.host, args.port, args.backlog, server_ssl_context(args)))
     except KeyboardInterrupt:
         sys.exit(0)
 
