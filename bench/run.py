@@ -28,6 +28,7 @@ from benchlib.peers import (  # noqa: E402
     ECHO,
     HTTP,
     MEMCACHED,
+    REDIS,
     Peer,
     all_peers,
 )
@@ -45,6 +46,7 @@ from benchlib.scenarios import (  # noqa: E402
     ServerPool,
     all_scenarios,
     run_idle,
+    run_redis,
     run_throughput,
 )
 from benchlib.servers import install_cleanup  # noqa: E402
@@ -97,7 +99,7 @@ def _prepare_peers(
     wanted = {n.strip() for n in names.split(",")} if names else None
     ready, skipped = [], {}
     for peer in all_peers():
-        if peer.kind not in (ECHO, HTTP, MEMCACHED) or (
+        if peer.kind not in (ECHO, HTTP, MEMCACHED, REDIS) or (
             wanted and peer.name not in wanted
         ):
             continue
@@ -106,6 +108,8 @@ def _prepare_peers(
             skipped[label] = "wrk is not installed"
         elif peer.kind == MEMCACHED and shutil.which("memcaslap") is None:
             skipped[label] = "memcaslap (libmemcached-tools) is not installed"
+        elif peer.kind == REDIS and shutil.which("redis-benchmark") is None:
+            skipped[label] = "redis-benchmark (redis-tools) is not installed"
         elif peer.prepare(workdir):
             ready.append(peer)
         else:
@@ -159,11 +163,22 @@ def main(argv: list[str] | None = None) -> int:
                 for scenario in (s for s in scenarios if s.family == THROUGHPUT):
                     serving = [p for p in peers if p.kind == scenario.kind]
                     for peer in _rotate(serving, round_no):
-                        run = run_throughput(
-                            scenario, peer, pool, binary, round_no, args.duration
-                        )
-                        runs.append(run)
-                        _progress(run, args.rounds)
+                        if scenario.redis is not None:
+                            done = run_redis(scenario, peer, pool, round_no)
+                        else:
+                            done = [
+                                run_throughput(
+                                    scenario,
+                                    peer,
+                                    pool,
+                                    binary,
+                                    round_no,
+                                    args.duration,
+                                )
+                            ]
+                        for run in done:
+                            runs.append(run)
+                            _progress(run, args.rounds)
         finally:
             pool.close()
         idle_names = {n.strip() for n in args.idle_peers.split(",")}

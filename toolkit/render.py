@@ -92,6 +92,12 @@ def regex_alternation(delimiters: Iterable[bytes]) -> bytes:
     return b"|".join(re.escape(d) for d in delimiters)
 
 
+def decimal_head_regex(marker: bytes | None, separator: bytes) -> bytes:
+    """A bytes regex for a well-formed decimal length prefix: the marker, a length
+    without leading zeros (group 1), the separator (which holds no digit)."""
+    return re.escape(marker or b"") + rb"([1-9][0-9]*|0)" + re.escape(separator)
+
+
 def joined_args(items: Iterable[str]) -> str:
     """`a, b, c` - for argument lists built from lists of expressions."""
     return ", ".join(items)
@@ -146,6 +152,7 @@ FILTERS = {
     "pyset": py_set,
     "pystr": py_str,
     "alternation": regex_alternation,
+    "decimal_head": decimal_head_regex,
     "format_len": len_of,
     "pack_expr": pack_expr,
     "zeros": zero_bytes,

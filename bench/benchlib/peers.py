@@ -15,6 +15,7 @@ from pathlib import Path
 from .paths import EXAMPLES, PEERS
 
 ECHO, HTTP, LINES, MEMCACHED = "echo", "http", "lines", "memcached"
+REDIS = "redis"
 # Pure peers run the pure runtime even where `protogen compile-runtime` built it.
 PURE = {"PROTOGEN_COMPILED": "0"}
 
@@ -324,6 +325,30 @@ def all_peers() -> list[Peer]:
             spec=EXAMPLES / "memcached" / "memcached.proto.dsl",
             handler="handler:MemcachedExampleHandler",
         ),
+        CommandPeer(
+            "redis-server",
+            REDIS,
+            # No persistence: the run measures the keyspace, not the disk.
+            argv=(
+                "redis-server",
+                *("--save", "", "--appendonly", "no", "--bind", "127.0.0.1"),
+                "--port",
+            ),
+        ),
+        ScriptPeer(
+            "protogen",
+            REDIS,
+            True,
+            script=EXAMPLES / "redis" / "serve.py",
+            listen_flag=True,
+        ),
+        ServePeer(
+            "protogen-compiled",
+            REDIS,
+            True,
+            spec=EXAMPLES / "redis" / "redis.proto.dsl",
+            handler="handler:RedisExample",
+        ),
         ScriptPeer("uvloop", LINES, script=lines, args=("--loop", "uvloop")),
         GeneratedPeer(
             "protogen",
@@ -337,14 +362,17 @@ def all_peers() -> list[Peer]:
 
 BASELINE = "uvloop"
 # Ratios of the typed peers are to the typed hand-written peer, of the
-# memcached example to memcached itself.
+# memcached example to memcached itself, of the Redis example to redis-server.
 TYPED_BASELINE = "uvloop-typed"
 MEMCACHED_BASELINE = "memcached"
+REDIS_BASELINE = "redis-server"
 
 
 def baseline_of(scenario: str, peer: str) -> str:
     if scenario.startswith("memcached"):
         return MEMCACHED_BASELINE
+    if scenario.startswith("redis"):
+        return REDIS_BASELINE
     if peer.startswith("protogen-typed"):
         return TYPED_BASELINE
     return BASELINE

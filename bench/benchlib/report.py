@@ -217,6 +217,17 @@ def check_targets(
                     f"{ratio:.2f}x",
                 )
             continue
+        if name.startswith("redis-"):
+            goals = {"protogen": ("pure", 0.4), "protogen-compiled": ("compiled", 0.6)}
+            if row["peer"] in goals and ratio is not None:
+                mode, goal = goals[row["peer"]]
+                add(
+                    f">= {goal}x redis-server ({mode})",
+                    name,
+                    ratio >= goal,
+                    f"{ratio:.2f}x",
+                )
+            continue
         if name.startswith("http-distinct") and row["peer"] == "protogen-compiled":
             if ratio is not None:
                 add(

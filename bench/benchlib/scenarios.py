@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .client import ClientError, HeldConnections, LoadSpec, Target, run_load
 from .memcaslap import run_memcaslap
-from .peers import ECHO, HTTP, MEMCACHED, Peer
+from .peers import ECHO, HTTP, MEMCACHED, REDIS, Peer
+from .redisbench import TESTS, check_redis, run_redis_benchmark
 from .report import CAPACITY, MEMORY, THROUGHPUT
 from .servers import Server, ServerError, free_port
 from .wrk import check_plaintext, run_wrk
@@ -24,6 +26,8 @@ class Scenario:
     http: tuple[int, int] | None = None  # (connections, pipelined requests)
     lua: str = "pipeline_distinct.lua"  # wrk script of an HTTP scenario
     memcaslap: int = 0  # memcaslap -B concurrency (memcached throughput)
+    # redis-benchmark: (connections, pipeline depth, requests per test)
+    redis: tuple[int, int, int] | None = None
     hold: int = 0  # idle connections held (memory, capacity)
 
 
@@ -44,9 +48,17 @@ def echo_scenarios(duration: float, warmup: float) -> list[Scenario]:
     return scenarios
 
 
+def redis_row(scenario: str, test: str) -> str:
+    """The row of one redis-benchmark test: `redis-c50-p16` -> `redis-set-c50-p16`."""
+    return scenario.replace("redis-", f"redis-{test}-", 1)
+
+
 def all_scenarios(
     duration: float, warmup: float, idle_conns: int, max_conns: int
 ) -> list[Scenario]:
+    # redis-benchmark runs a number of requests, not a time: about `duration`
+    # seconds of the Python servers' pace (100 000 requests/s).
+    redis_requests = max(50_000, int(duration * 100_000))
     return [
         *echo_scenarios(duration, warmup),
         # Every request with its own X-Request-Id (as behind a proxy) leads; the
@@ -60,6 +72,7 @@ def all_scenarios(
             lua="pipeline.lua",
         ),
         Scenario("memcached-binary-c64", THROUGHPUT, MEMCACHED, memcaslap=64),
+        Scenario("redis-c50-p16", THROUGHPUT, REDIS, redis=(50, 16, redis_requests)),
         Scenario(f"idle-rss-c{idle_conns}", MEMORY, ECHO, hold=idle_conns),
         Scenario(f"concurrent-c{max_conns}", CAPACITY, ECHO, hold=max_conns),
     ]
@@ -142,6 +155,37 @@ def run_throughput(
         values["errors"] = int(values.get("errors", 0)) + 1
         values["first_error"] = f"server died: {server.log_tail(300)}"
     return _record(scenario, peer, round_no, **values)
+
+
+def run_redis(
+    scenario: Scenario, peer: Peer, pool: ServerPool, round_no: int
+) -> list[dict[str, Any]]:
+    """One redis-benchmark run (SET, then GET): a record per test."""
+    assert scenario.redis is not None
+    conns, pipeline, requests = scenario.redis
+    rows = [redis_row(scenario.name, test) for test in TESTS]
+    try:
+        server = pool.get(peer)
+        if wrong := check_redis(server.port):
+            reports = {test: {"errors": 1, "first_error": wrong} for test in TESTS}
+        else:
+            reports = run_redis_benchmark(server.port, requests, conns, pipeline)
+    except (ServerError, OSError, subprocess.SubprocessError) as exc:
+        failed = {"errors": 1, "first_error": str(exc)[-300:]}
+        reports = {test: failed for test in TESTS}
+        server = None
+    records = []
+    for test, row in zip(TESTS, rows):
+        report = reports[test]
+        keep = ("rps", "p50_us", "p99_us", "errors", "first_error")
+        values = {k: report[k] for k in keep if k in report}
+        if server is not None:
+            values.update(port=server.port, client=report)
+            if not server.alive():
+                values["errors"] = int(values.get("errors", 0)) + 1
+                values["first_error"] = f"server died: {server.log_tail(300)}"
+        records.append(_record(replace(scenario, name=row), peer, round_no, **values))
+    return records
 
 
 def run_idle(scenario: Scenario, peer: Peer, binary: Path) -> dict[str, Any]:

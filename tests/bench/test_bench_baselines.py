@@ -78,3 +78,29 @@ def test_memcached_rows_are_compared_with_memcached() -> None:
     assert rows["protogen-compiled"]["ratio"] == 0.65
     (check,) = check_targets(list(rows.values()))
     assert check["passed"] and check["detail"] == "0.65x"
+
+
+def test_redis_rows_are_compared_with_redis_server() -> None:
+    runs = _runs(
+        "redis-set-c50-p16",
+        {
+            "redis-server": [1000, 1000, 1000],
+            "protogen": [300, 450, 400],
+            "protogen-compiled": [500, 550, 700],
+        },
+    )
+    rows = {row["peer"]: row for row in summarize(runs)}
+    assert rows["protogen"]["ratio"] == 0.4
+    assert rows["protogen-compiled"]["ratio"] == 0.55
+    checks = {c["target"]: c for c in check_targets(list(rows.values()))}
+    pure = checks[">= 0.4x redis-server (pure)"]
+    compiled = checks[">= 0.6x redis-server (compiled)"]
+    assert pure["passed"] and pure["detail"] == "0.40x"
+    assert not compiled["passed"] and compiled["detail"] == "0.55x"
+
+
+def test_one_redis_benchmark_run_gives_a_row_per_test() -> None:
+    from benchlib.scenarios import redis_row
+
+    assert redis_row("redis-c50-p16", "set") == "redis-set-c50-p16"
+    assert redis_row("redis-c50-p16", "get") == "redis-get-c50-p16"
