@@ -25,7 +25,7 @@ SPECS = sorted(
     + list(REPO.glob("bench/specs/*.proto.dsl"))
     + list(REPO.glob("tests/codegen/specs/*.proto.dsl"))
 )
-PLUGINS = REPO / "bench" / "specs"  # plug-in field types the bench specs name
+PLUGINS = REPO / "examples" / "dns"  # dns_names: the DNS specs' plug-in (bench and example)
 
 # A user's handler, typed as the docs show: mypy checks it against the
 # generated base class and the runtime's Conn.
