@@ -85,7 +85,6 @@ REASONS = {
     501: b"Not Implemented",
 }
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-WEBSOCKET_PATH = b"/ws"
 WEBSOCKET = Path(__file__).resolve().parent.parent / "websocket"
 
 
@@ -315,10 +314,10 @@ class HttpExampleHandler(HttpHandler):
             self._fail(refusal(refused))
             return None
         method, target, http11, keep_alive, expect_continue, chunked = request
-        if not chunked and target != WEBSOCKET_PATH:
+        if not chunked and target != b"/ws":
             self._respond(method, target, http11, keep_alive, frame.body)
             return None
-        if target == WEBSOCKET_PATH:
+        if target == b"/ws":
             return self._upgrade(conn, frame, chunked)
         if expect_continue and not _takes_body(method, target):
             # As for a Content-Length body: answer without it, and close.
