@@ -314,3 +314,33 @@ def test_a_switch_back_to_the_start_phase_takes_effect_at_the_next_byte(
     handler.on_traffic(conn)
     assert [name for _, name, _ in handler.seen][-1] == "Hello"
     assert handler.phase(conn) is Phase.Commands
+
+
+ONE_FRAME_SPEC = """
+protocol onephase
+start phase Lines {
+    Line
+}
+frame Line { framing delimited "\\n" body { text: bytes[rest] } }
+"""
+
+
+def test_a_one_frame_phased_handler_has_its_frames_counted_by_metrics(
+    tmp_path: Path,
+) -> None:
+    """The metrics option wraps the callback named by `frame_callback`: the
+    decode loop must call that (instance) attribute, once per frame."""
+    from protogen.runtime.metrics import _counting
+
+    module = build(ONE_FRAME_SPEC, tmp_path)["handler"]
+
+    class Lines(module.OnephaseHandler):
+        def on_line(self, conn, frame):
+            return None
+
+    handler = Lines()
+    assert (handler.decoded_frame, handler.frame_callback) == ("Line", "on_line")
+    cell = [0]
+    handler.__dict__["on_line"] = _counting(handler.on_line, cell)
+    handler.on_traffic(FakeConn(b"a\nb\nc\n"))
+    assert cell == [3]
