@@ -9,7 +9,17 @@ chunked bodies, which the spec does not frame; this module answers:
     GET  /plaintext  200 "Hello, World!" (TechEmpower style: Server, Date,
                      Content-Type, Content-Length); HEAD: the same head, no body
     POST /echo       200 with the request body (PUT too: `curl -T file`)
+    GET  /ws         a WebSocket opening handshake: 101, then the connection is
+                     the WebSocket example's echo server's (else 400 and close)
     anything else    404 (405 for a known path with another method)
+
+WebSocket: `GET /ws` with a valid opening handshake (RFC 6455 section 4.2,
+checked by the WebSocket example's `handshake_response`) is answered `101
+Switching Protocols`, after the answers to the requests before it, and
+`hand_over` gives the connection to the WebSocket example's `EchoServer` (its
+own generated handler, its own spec) in its `Frames` phase: the bytes behind
+the request, already buffered or not, are WebSocket frames. A WebSocket frame
+sent before the upgrade is no request head: 400 and close, as any bad head.
 
 A chunked request (`Transfer-Encoding: chunked`) reaches `on_http_request` as
 its head alone: the decode loop is stopped there (Action.YIELD), and the body
@@ -38,11 +48,14 @@ when the Date changes, never per request.
 
 from __future__ import annotations
 
+import sys
 from email.utils import formatdate
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from http_codec import HttpRequest
-from http_handler import HttpHandler
+from http_handler import HttpHandler, Phase
 from request import (  # beside this file (serve.py puts it on sys.path)
     MAX_REQUEST_LINE,
     BodyError,
@@ -72,6 +85,16 @@ REASONS = {
     501: b"Not Implemented",
 }
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+WEBSOCKET = Path(__file__).resolve().parent.parent / "websocket"
+
+
+def websocket_example() -> tuple[dict[str, ModuleType], ModuleType]:
+    """The WebSocket example's generated modules and its handler module."""
+    if str(WEBSOCKET.parent) not in sys.path:
+        sys.path.insert(0, str(WEBSOCKET.parent))
+    from example_server import load_example
+
+    return load_example(WEBSOCKET, "websocket.proto.dsl")
 
 
 def _status(code: int, *headers: bytes, body: bytes = b"") -> bytes:
@@ -123,6 +146,14 @@ class HttpExampleHandler(HttpHandler):
         self._pending: dict[Any, PendingRequest] = {}
         # Connections reading a chunked body: its request's head, and the reader.
         self._chunked: dict[Any, tuple[RequestHead, ChunkedBody]] = {}
+        # What bounds a request (head + body), as the decoder does.
+        self.request_limit = self.max_frame
+        modules, self._websocket = websocket_example()
+        self._websocket_frames = modules["handler"].Phase.Frames
+        self._echo = self._websocket.EchoServer()
+        # The loop lets a connection buffer one whole frame of its handler: after an
+        # upgrade that is a WebSocket frame (4 MiB), not a request (64 KiB).
+        self.max_frame = max(self.max_frame, self._echo.max_frame)
         self._refresh_date()
 
     # -- the Date header, refreshed once a second ------------------------------------
@@ -233,16 +264,19 @@ class HttpExampleHandler(HttpHandler):
         return Action.CLOSE
 
     def _too_large(self, conn: Any) -> bytes:
-        start = bytes(conn.peek()[: self.max_frame + 4])
+        limit = self.request_limit
+        start = bytes(conn.peek()[: limit + 4])
         if b"\r\n\r\n" in start:
-            return refusal(HeadError(413, f"the body is over {self.max_frame} bytes"))
+            return refusal(HeadError(413, f"the body is over {limit} bytes"))
         if b"\r\n" not in start[: MAX_REQUEST_LINE + 2]:
             return refusal(HeadError(414, "the request line is longer than 8 KiB"))
-        return refusal(HeadError(431, f"the head is over {self.max_frame} bytes"))
+        return refusal(HeadError(431, f"the head is over {limit} bytes"))
 
     def _watch_unfinished(self, conn: Any) -> None:
         """The front request is unfinished: refuse a head already known bad, and
         answer `Expect: 100-continue` once the head is complete."""
+        if self.phase(conn) is not Phase.Requests:
+            return  # handed over: the bytes are WebSocket frames, not a request
         pending = self._pending.get(conn)
         if pending is None:
             pending = self._pending[conn] = PendingRequest()
@@ -280,17 +314,38 @@ class HttpExampleHandler(HttpHandler):
             self._fail(refusal(refused))
             return None
         method, target, http11, keep_alive, expect_continue, chunked = request
-        if not chunked:
+        if not chunked and target != b"/ws":
             self._respond(method, target, http11, keep_alive, frame.body)
             return None
+        if target == b"/ws":
+            return self._upgrade(conn, frame, chunked)
         if expect_continue and not _takes_body(method, target):
             # As for a Content-Length body: answer without it, and close.
             self._respond(method, target, http11, False, b"")
             return Action.CLOSE
         # The head and its CRLFCRLF count against max_frame, as in the decoder.
-        limit = self.max_frame - len(frame.head) - 4
+        limit = self.request_limit - len(frame.head) - 4
         self._chunked[conn] = (request, ChunkedBody(limit))
         return Action.YIELD  # stop the decode loop: the body comes next
+
+    def _upgrade(self, conn: Any, frame: HttpRequest, chunked: bool) -> Action | None:
+        """`GET /ws`: the WebSocket opening handshake, then the hand-over."""
+        websocket = self._websocket
+        response = None
+        if not chunked and not frame.body:
+            response = websocket.handshake_response(bytes(frame.head))
+        if response is None:
+            self._fail(refusal(HeadError(400, "not a WebSocket opening handshake")))
+            return None
+        # The answers so far, then the 101, go out now: from here on the WebSocket
+        # handler writes its own, before this on_traffic call returns.
+        out = self._out
+        out.append(response)
+        conn.write(b"".join(out))
+        out.clear()
+        conn.context = websocket.Session()
+        self._echo.switch(conn, self._websocket_frames)
+        return self.hand_over(conn, self._echo)
 
     def _respond(
         self,

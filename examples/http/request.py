@@ -180,15 +180,24 @@ def _check_transfer_coding(lowered: bytes, http11: bool) -> None:
         )
 
 
+# What a request may start with: a method's first character, or the CR of an
+# empty line before the request line (RFC 9112 section 2.2). A WebSocket frame
+# (its first byte is FIN and the opcode) or a TLS record cannot.
+_REQUEST_START = frozenset(
+    b"!#$%&'*+.^_`|~-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\r"
+)
+
+
 class PendingRequest:
     """The unfinished request at the front of a connection's input: its head still
     arriving, or its body.
 
     `update` looks only at bytes it has not seen (so a head trickling in costs
     linear time in total) and reports an error the unfinished head already shows:
-    a bare CR or LF (a client ending lines with LF alone gets 400 rather than a
-    server waiting for a CRLF that never comes; RFC 9112 section 2.2 allows
-    either), or a request line over MAX_REQUEST_LINE (414). Once the empty line
+    a first byte no request starts with (a WebSocket frame sent before the
+    upgrade: 400), a bare CR or LF (a client ending lines with LF alone gets 400
+    rather than a server waiting for a CRLF that never comes; RFC 9112 section
+    2.2 allows either), or a request line over MAX_REQUEST_LINE (414). Once the empty line
     has arrived, `head` holds the head (the body is what is still missing).
     """
 
@@ -203,6 +212,10 @@ class PendingRequest:
         """Look at `buffered`: this request's bytes so far (and perhaps more)."""
         if self.head is not None:
             return None
+        if not self._scanned and buffered and buffered[0] not in _REQUEST_START:
+            return HeadError(
+                400, f"not an HTTP request: it starts with byte {buffered[0]:#04x}"
+            )
         # Rescan 3 bytes: the empty line may straddle two reads. Never start on an
         # LF whose CR was seen before (it would look bare).
         begin = max(0, self._scanned - 3)

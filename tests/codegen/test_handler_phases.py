@@ -285,3 +285,62 @@ def test_a_switch_between_reads_forgets_the_old_phases_unfinished_scan(modules) 
         b"x",
         b"y",
     ]
+
+
+def test_a_switch_back_to_the_start_phase_takes_effect_at_the_next_byte(
+    modules,
+) -> None:
+    """The start phase keeps no entry per connection: switching back to it, in
+    the same read or between reads, decodes the next bytes as its frames."""
+    Phase = modules["handler"].Phase
+    handler = recorder(modules)
+    on_command = handler.on_command
+
+    def command_then_greeting(conn, frame):
+        on_command(conn, frame)
+        handler.switch(conn, Phase.Greeting)
+
+    handler.on_command = command_then_greeting
+    conn = FakeConn(HELLO + b"again\n" + HELLO + b"more\n")
+    assert handler.on_traffic(conn) is None
+    assert [(phase, name) for phase, name, _ in handler.seen] == [
+        ("Commands", "Hello"),
+        ("Commands", "Command"),
+        ("Commands", "Hello"),  # decoded in Greeting, which moved on by itself
+        ("Commands", "Command"),
+    ]
+    assert handler.phase(conn) is Phase.Greeting
+    conn.feed(HELLO)
+    handler.on_traffic(conn)
+    assert [name for _, name, _ in handler.seen][-1] == "Hello"
+    assert handler.phase(conn) is Phase.Commands
+
+
+ONE_FRAME_SPEC = """
+protocol onephase
+start phase Lines {
+    Line
+}
+frame Line { framing delimited "\\n" body { text: bytes[rest] } }
+"""
+
+
+def test_a_one_frame_phased_handler_has_its_frames_counted_by_metrics(
+    tmp_path: Path,
+) -> None:
+    """The metrics option wraps the callback named by `frame_callback`: the
+    decode loop must call that (instance) attribute, once per frame."""
+    from protogen.runtime.metrics import _counting
+
+    module = build(ONE_FRAME_SPEC, tmp_path)["handler"]
+
+    class Lines(module.OnephaseHandler):
+        def on_line(self, conn, frame):
+            return None
+
+    handler = Lines()
+    assert (handler.decoded_frame, handler.frame_callback) == ("Line", "on_line")
+    cell = [0]
+    handler.__dict__["on_line"] = _counting(handler.on_line, cell)
+    handler.on_traffic(FakeConn(b"a\nb\nc\n"))
+    assert cell == [3]

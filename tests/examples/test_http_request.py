@@ -244,6 +244,21 @@ def test_a_cr_at_the_end_of_a_read_waits_for_its_lf() -> None:
     assert feed([b"GET / HTTP/1.1\r", b"xHost"])[0] == 400
 
 
+@pytest.mark.parametrize(
+    "start",
+    [b"\x81\x89\x01\x02\x03\x04", b"\x02", b"\x16\x03\x01\x02\x00", b" GET /"],
+    ids=["websocket-frame", "websocket-continuation", "tls-hello", "space"],
+)
+def test_bytes_no_request_starts_with_are_refused_at_once(start: bytes) -> None:
+    assert feed([start[:1]]) == (400, None)
+    assert feed([start]) == (400, None)
+
+
+@pytest.mark.parametrize("start", [b"G", b"\r", b"\r\nGET / HT", b"M-SEARCH *"])
+def test_what_a_request_may_start_with_is_not_refused(start: bytes) -> None:
+    assert feed([start[i : i + 1] for i in range(len(start))]) == (None, None)
+
+
 def test_an_endless_request_line_is_414() -> None:
     assert feed([b"GET /" + b"a" * 4000] * 3)[0] == 414
     assert feed([b"GET / HTTP/1.1\r\nX: " + b"a" * 20000])[0] is None

@@ -1,6 +1,7 @@
-"""The upgrade example (examples/upgrade/): HTTP/1.1 until `GET /ws`, then the
-WebSocket example's generated handler takes the connection over. Driven by the
-`websockets` package as the client (and curl-like raw requests)."""
+"""HTTP/1.1 until `GET /ws`, then the WebSocket example's generated handler takes
+the connection over: the upgrade example (examples/upgrade/, a minimal one) and
+the HTTP example's `/ws` route (examples/http/), each test run against both.
+Driven by the `websockets` package as the client (and curl-like raw requests)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,19 @@ UPGRADE = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleServer]:
-    served = ExampleServer("upgrade", tmp_path_factory.mktemp("cache"))
+# A plain request each example answers, and how its answer ends.
+PLAIN = {
+    "upgrade": (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"at /ws\n"),
+    "http": (b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n", b"Hello, World!"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(PLAIN))
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ExampleServer]:
+    served = ExampleServer(request.param, tmp_path_factory.mktemp("cache"))
+    served.example = request.param  # type: ignore[attr-defined]
     try:
         yield served
     finally:
@@ -88,11 +99,12 @@ def test_plain_requests_before_the_upgrade_on_one_connection(
     server: ExampleServer,
 ) -> None:
     """HTTP keep-alive, then the upgrade, then frames in the same segment."""
+    plain, end = PLAIN[server.example]  # type: ignore[attr-defined]
     with server.connect() as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert read_until(sock, b"at /ws\n").startswith(b"HTTP/1.1 200 OK\r\n")
+        sock.sendall(plain)
+        assert read_until(sock, end).startswith(b"HTTP/1.1 200 OK\r\n")
         sock.sendall(
-            b"GET /nope HTTP/1.1\r\n\r\n"
+            b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
             + UPGRADE
             + masked(0x1, b"hi")
             + masked(0x9, b"p")
@@ -119,9 +131,12 @@ def test_the_hand_over_point_split_across_reads(
 
 
 def test_a_websocket_frame_before_the_upgrade_gets_400(server: ExampleServer) -> None:
-    with server.connect() as sock:
+    """...and closes only its own connection: an upgraded bystander echoes on."""
+    with client(server) as ws, server.connect() as sock:
         sock.sendall(masked(0x1, b"too early") + b"\r\n\r\n")
         assert recv_until_closed(sock).startswith(b"HTTP/1.1 400 ")
+        ws.send("still here")
+        assert ws.recv(timeout=10) == "still here"
 
 
 def test_a_bad_handshake_gets_400(server: ExampleServer) -> None:
@@ -139,3 +154,53 @@ def test_websocket_protocol_errors_are_the_websocket_handlers(
     head, _, frames = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101 ")
     assert frames[0] == 0x88 and frames[2:4] == b"\x03\xea"  # close, 1002
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+@pytest.mark.parametrize("cut", [None, 1, 7, 64])
+def test_a_request_with_a_body_pipelined_before_the_upgrade(
+    server: ExampleServer, framing: str, cut: int | None
+) -> None:
+    """The request before the upgrade, its body, the upgrade and the frames
+    behind it in one stream, however cut: each answered once, in order."""
+    if framing == "chunked" and server.example != "http":  # type: ignore[attr-defined]
+        pytest.skip("the upgrade example frames Content-Length bodies only")
+    body = b"0123456789" * 30
+    if framing == "chunked":
+        request = (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"".join(
+                b"%x\r\n%s\r\n" % (len(body[i : i + 50]), body[i : i + 50])
+                for i in range(0, len(body), 50)
+            )
+            + b"0\r\n\r\n"
+        )
+    else:
+        request = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(body),
+            body,
+        )
+    frames = b"".join(masked(0x2, b"frame %d" % index) for index in range(20))
+    stream = request + UPGRADE + frames
+    expected = b"".join(b"\x82\x07frame %d" % index for index in range(10))
+    expected += b"".join(b"\x82\x08frame %d" % index for index in range(10, 20))
+    with server.connect() as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        step = cut or len(stream)
+        for start in range(0, len(stream), step):
+            sock.sendall(stream[start : start + step])
+        data = read_until(sock, expected)
+    answer, upgraded = data.split(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert answer.startswith(b"HTTP/1.1 ")
+    if server.example == "http":  # type: ignore[attr-defined]
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(body)
+    assert upgraded.split(b"\r\n\r\n", 1)[1] == expected
+
+
+def test_a_websocket_frame_without_a_head_end_gets_400(server: ExampleServer) -> None:
+    """No empty line ever comes: the bytes are refused as they are, not waited on."""
+    if server.example != "http":  # type: ignore[attr-defined]
+        pytest.skip("the upgrade example waits for a whole head")
+    with server.connect() as sock:
+        sock.sendall(masked(0x1, b"too early"))
+        assert recv_until_closed(sock).startswith(b"HTTP/1.1 400 ")
