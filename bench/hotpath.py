@@ -125,6 +125,7 @@ def build_into(out: Path, compiled: bool = False) -> None:
     """The echo example built into `out`, with the typed handler beside it;
     compiled, the handler module is compiled too (as `protogen serve --compile
     --handler` does) unless HOTPATH_PURE_HANDLER is set."""
+    out.mkdir(parents=True, exist_ok=True)
     shutil.copy(TYPED_HANDLER, out / TYPED_HANDLER.name)
     subprocess.run(
         [
