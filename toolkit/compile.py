@@ -17,12 +17,14 @@ The figures behind the choice of Cython (and not mypyc) are in docs/compiled.md.
 from __future__ import annotations
 
 import ast
+import contextlib
 import filecmp
 import hashlib
 import json
 import importlib
 import importlib.machinery
 import importlib.util
+import io
 import os
 import shutil
 import sys
@@ -287,16 +289,26 @@ def _build(source: Path, module_name: str, cached: Path, pxd: str) -> None:
         if pxd:
             (home / f"{leaf}.pxd").write_text(pxd, encoding="utf-8")
         extension = Extension(module_name, [str(copy)], extra_compile_args=list(CFLAGS))
+        # Cython prints its diagnostics (naming the scratch copy): kept, to
+        # name the user's file instead and to say why a module was refused.
+        said = io.StringIO()
         try:
-            extensions = cythonize(
-                [extension],
-                compiler_directives=DIRECTIVES,
-                build_dir=str(scratch / "c"),
-                quiet=True,
-                force=True,
-            )
-        except Exception as error:  # Cython's CompileError and friends
-            raise CompileError(f"{source}: Cython failed: {error}") from None
+            with contextlib.redirect_stderr(said):
+                extensions = cythonize(
+                    [extension],
+                    compiler_directives=DIRECTIVES,
+                    build_dir=str(scratch / "c"),
+                    quiet=True,
+                    force=True,
+                )
+        except Exception:  # Cython's CompileError and friends
+            errors = [
+                f"line {where}" for where in _diagnostics(said.getvalue(), scratch)
+            ]
+            reason = "; ".join(errors[:3]) or said.getvalue().strip()[-500:]
+            raise CompileError(f"{source}: Cython failed: {reason}") from None
+        for where in _diagnostics(said.getvalue(), scratch):
+            print(f"warning: {source}:{where}", file=sys.stderr)
         dist = Distribution({"name": leaf, "ext_modules": extensions})
         command = build_ext(dist)
         command.build_lib = str(scratch / "lib")
@@ -310,6 +322,20 @@ def _build(source: Path, module_name: str, cached: Path, pxd: str) -> None:
         os.replace(built, cached)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _diagnostics(text: str, scratch: Path) -> list[str]:
+    """Cython's `FILE:LINE:COL: message` lines about the scratch copy, as
+    `LINE:COL: message` (Cython names the copy relative to the working
+    directory or not)."""
+    marker = f"{scratch.name}{os.sep}src{os.sep}"
+    found = []
+    for line in text.splitlines():
+        if marker in line:
+            where = line.partition(marker)[2].partition(".py:")[2]
+            if where:
+                found.append(where.strip())
+    return found
 
 
 def generated_modules(
