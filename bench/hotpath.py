@@ -11,9 +11,11 @@ runtime or the generated handler A/B, to within a few percent:
     .venv/bin/python bench/hotpath.py --handler typed       # a user's typed handler
     .venv/bin/python bench/hotpath.py --depth 16            # 16 frames per read
     .venv/bin/python bench/hotpath.py --handler typed --compile      # compiled codec+handler
+    .venv/bin/python bench/hotpath.py --handler typed --compile --pure-handler
     .venv/bin/python bench/hotpath.py --handler typed --instructions # callgrind count
 
-`--compile` builds the generated modules with `protogen build --compile`; the
+`--compile` builds the generated modules with `protogen build --compile` and
+the typed handler's module with `protogen compile` (not with --pure-handler); the
 runtime's hot modules are compiled when `protogen compile-runtime` built them
 (PROTOGEN_COMPILED=0 forces the pure runtime). `--instructions` runs the same
 loop under valgrind's callgrind twice, with two event counts, and prints the
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shutil
 import statistics
 import struct
 import subprocess
@@ -38,6 +41,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+TYPED_HANDLER = ROOT / "bench" / "peers" / "typed_echo.py"
 sys.path.insert(0, str(ROOT / "examples"))
 
 from protogen.runtime import Options  # noqa: E402
@@ -118,6 +122,11 @@ def generated_handler() -> object:
 
 
 def build_into(out: Path, compiled: bool = False) -> None:
+    """The echo example built into `out`, with the typed handler beside it;
+    compiled, the handler module is compiled too (as `protogen serve --compile
+    --handler` does) unless HOTPATH_PURE_HANDLER is set."""
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(TYPED_HANDLER, out / TYPED_HANDLER.name)
     subprocess.run(
         [
             sys.executable,
@@ -132,20 +141,29 @@ def build_into(out: Path, compiled: bool = False) -> None:
         check=True,
         capture_output=True,
     )
+    if compiled and not os.environ.get("HOTPATH_PURE_HANDLER"):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "protogen",
+                "compile",
+                str(out / TYPED_HANDLER.name),
+            ],
+            check=True,
+            capture_output=True,
+        )
 
 
 def typed_handler() -> object:
-    """What a user writes: the generated handler, subclassed; every frame is a
-    typed Message, answered with a new Message through self.send."""
+    """What a user writes (bench/peers/typed_echo.py, the network benchmark's
+    handler too): the generated handler, subclassed; every frame is a typed
+    Message, answered with a new Message through self.send."""
     generated_handler()
-    from echo_codec import Message
-    from echo_handler import EchoHandler
-
-    class TypedEcho(EchoHandler):  # type: ignore[misc, valid-type]
-        def on_message(self, conn: object, frame: Message) -> None:
-            self.send(conn, Message(frame.payload))
-
-    return TypedEcho()
+    module = importlib.import_module("typed_echo")
+    if os.environ.get("HOTPATH_SHOW_HANDLER"):
+        print(f"typed handler from {module.__file__}", file=sys.stderr)
+    return module.TypedEcho()
 
 
 def silent_handler() -> object:
@@ -215,6 +233,11 @@ def main() -> None:
         help="the generated modules compiled (protogen build --compile)",
     )
     parser.add_argument(
+        "--pure-handler",
+        action="store_true",
+        help="with --compile: the typed handler's own module stays pure Python",
+    )
+    parser.add_argument(
         "--instructions",
         action="store_true",
         help="CPU instructions per read event, under callgrind",
@@ -223,6 +246,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.compile:
         os.environ["HOTPATH_COMPILE"] = "1"
+    if args.pure_handler:
+        os.environ["HOTPATH_PURE_HANDLER"] = "1"
     if args.instructions:
         instructions(args)
         return
@@ -287,6 +312,8 @@ def instructions(args: argparse.Namespace) -> None:
         counts.append(int(found[-1].split()[-1]))
     per_event = (counts[1] - counts[0]) / (large - small)
     mode = "compiled" if args.compile else "pure"
+    if args.compile and args.handler == "typed":
+        mode += ", handler pure" if args.pure_handler else ", handler compiled"
     print(
         f"{args.handler} handler ({mode}), depth {args.depth}, {args.size} B, "
         f"{args.conns} conns: {per_event:,.0f} instructions per read event, "

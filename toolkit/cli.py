@@ -153,6 +153,32 @@ def _build_parser() -> argparse.ArgumentParser:
         "another directory is used when PROTOGEN_COMPILED_DIR names it)",
     )
 
+    compile_user = commands.add_parser(
+        "compile",
+        help="compile your own modules (handlers) with Cython",
+        description="Compile each MODULE.py into a C extension beside it (or in "
+        "DIR), which Python imports instead of the .py; rebuilt only when the "
+        "source changed. Rerun it after editing the module: the extension, not "
+        "the .py, is what gets imported. Needs the compiled extra (Cython) and a "
+        "C compiler. protogen serve --compile does this for the --handler module "
+        "by itself, in the build cache.",
+    )
+    compile_user.add_argument(
+        "modules", nargs="+", metavar="MODULE.py", help="a Python source file"
+    )
+    compile_user.add_argument(
+        "--package",
+        metavar="PKG",
+        help="the package the modules belong to, when imported as PKG.MODULE "
+        "(default: top-level modules)",
+    )
+    compile_user.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="where to write the extensions (default: beside each source)",
+    )
+
     templates = commands.add_parser(
         "templates",
         help="work with the Jinja2 templates",

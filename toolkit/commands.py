@@ -39,6 +39,7 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "templates": cmd_templates,
         "version": cmd_version,
         "compile-runtime": cmd_compile_runtime,
+        "compile": cmd_compile,
     }
     try:
         return commands[args.command](args)
@@ -278,6 +279,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"cannot import the build of {spec.source_file}: {type(error).__name__}: {error}"
         ) from None
     server = modules["server"]
+    if getattr(args, "compile", False) and args.handler:
+        _import_compiled_handler(args.handler)
     handler_class = _handler_class(args.handler, server)
     addrs = listen or list(server.DEFAULT_LISTEN)
     configure_logging(level, fmt)
@@ -288,6 +291,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"--handler: cannot create {handler_class.__name__}(): {error}"
         ) from None
     return serve_command("protogen", handler, addrs, options, protocol=spec.name)
+
+
+def _import_compiled_handler(target: str) -> None:
+    """serve --compile: the --handler module imported from a C extension
+    compiled from its source (cached), else, when Cython refuses it, as pure
+    Python after a warning saying why."""
+    from .compile import CompileError, import_compiled
+
+    module_name = target.partition(":")[0]
+    if not module_name:
+        return  # _handler_class reports the malformed target
+    try:
+        import_compiled(module_name)
+    except CompileError as error:
+        print(
+            f"protogen: warning: --compile: serving handler module {module_name} "
+            f"as pure Python: {error}",
+            file=sys.stderr,
+        )
+    except Exception:
+        # Its import failed for a reason of its own (a missing name, an error
+        # in its body): _handler_class imports it again and reports that.
+        sys.modules.pop(module_name, None)
 
 
 def _parse_listen(urls: list[str]) -> list[str]:
@@ -375,6 +401,40 @@ def cmd_compile_runtime(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     except OSError as error:
         raise CommandError(f"cannot compile the runtime: {error}") from None
+    for path in built:
+        print(path)
+    return EXIT_OK
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    package = args.package
+    if package is not None and not all(
+        part.isidentifier() for part in package.split(".")
+    ):
+        raise CommandError(
+            f"--package {package!r}: not a Python package name", EXIT_USAGE
+        )
+    modules = []
+    for name in args.modules:
+        source = Path(name)
+        if source.suffix != ".py" or not source.stem.isidentifier():
+            raise CommandError(f"{name}: not a Python module (NAME.py)", EXIT_USAGE)
+        if not source.is_file():
+            raise CommandError(f"{name}: no such file")
+        modules.append((source, f"{package}.{source.stem}" if package else source.stem))
+    output = Path(args.output) if args.output else None
+    if output is not None and output.exists() and not output.is_dir():
+        raise CommandError(f"-o {output}: not a directory")
+    from .compile import CompileError, compile_module
+
+    built = []
+    for source, module_name in modules:
+        try:
+            built.append(compile_module(source, module_name, output))
+        except CompileError as error:
+            raise CommandError(str(error)) from None
+        except OSError as error:
+            raise CommandError(f"cannot compile {source}: {error}") from None
     for path in built:
         print(path)
     return EXIT_OK

@@ -17,16 +17,21 @@ The figures behind the choice of Cython (and not mypyc) are in docs/compiled.md.
 from __future__ import annotations
 
 import ast
+import contextlib
 import filecmp
 import hashlib
 import json
+import importlib
 import importlib.machinery
+import importlib.util
+import io
 import os
 import shutil
 import sys
 import sysconfig
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterable
 
 INSTALL_HINT = "pip install 'protogen-toolkit[compiled]'"
@@ -168,24 +173,10 @@ def compile_module(
     slot_classes_pxd); should Cython refuse that, the module is compiled
     without. A build of the same content is reused from the cache.
     """
-    from .cache import cache_root
-
-    check_toolchain()
     source = Path(source)
     out_dir = Path(out_dir) if out_dir is not None else source.parent
-    leaf = module_name.rpartition(".")[2]
-    target = out_dir / f"{leaf}{extension_suffix()}"
-    text = source.read_bytes()
-    pxd = slot_classes_pxd(text.decode("utf-8")) if extension_types else ""
-    key = build_key(text + b"\0" + pxd.encode(), module_name)
-    cached = cache_root() / "compiled" / key / target.name
-    if not cached.is_file():
-        try:
-            _build(source, module_name, cached, pxd)
-        except CompileError:
-            if not pxd:
-                raise
-            _build(source, module_name, cached, "")
+    cached = cached_extension(source, module_name, extension_types=extension_types)
+    target = out_dir / cached.name
     out_dir.mkdir(parents=True, exist_ok=True)
     if target.is_file() and filecmp.cmp(cached, target, shallow=False):
         return target  # (a loaded extension is not replaced for nothing)
@@ -200,6 +191,68 @@ def compile_module(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def cached_extension(
+    source: Path, module_name: str, *, extension_types: bool = False
+) -> Path:
+    """The extension of `source` (importable as `module_name`) in the build
+    cache, built first unless a build of the same content is there."""
+    from .cache import cache_root
+
+    check_toolchain()
+    source = Path(source)
+    leaf = module_name.rpartition(".")[2]
+    text = source.read_bytes()
+    pxd = slot_classes_pxd(text.decode("utf-8")) if extension_types else ""
+    key = build_key(text + b"\0" + pxd.encode(), module_name)
+    cached = cache_root() / "compiled" / key / f"{leaf}{extension_suffix()}"
+    if not cached.is_file():
+        try:
+            _build(source, module_name, cached, pxd)
+        except CompileError:
+            if not pxd:
+                raise
+            _build(source, module_name, cached, "")
+    return cached
+
+
+def import_compiled(module_name: str) -> ModuleType | None:
+    """Import the user's module `module_name` from an extension compiled from
+    its source, into the build cache (nothing is written beside the source).
+
+    Returns the module, or None when it is already imported, is no `.py` file
+    on sys.path, or is a package. Raises CompileError when the toolchain is
+    missing or Cython refuses the module; the caller then imports it as usual.
+    """
+    if module_name in sys.modules:
+        return None
+    parent = module_name.rpartition(".")[0]
+    if parent:
+        importlib.import_module(parent)
+    spec = importlib.util.find_spec(module_name)
+    origin = spec.origin if spec is not None else None
+    if (
+        spec is None
+        or origin is None
+        or not origin.endswith(".py")
+        or spec.submodule_search_locations is not None
+    ):
+        return None
+    extension = cached_extension(Path(origin), module_name)
+    loader = importlib.machinery.ExtensionFileLoader(module_name, str(extension))
+    compiled = importlib.util.spec_from_file_location(
+        module_name, extension, loader=loader
+    )
+    assert compiled is not None
+    module = importlib.util.module_from_spec(compiled)
+    sys.modules[module_name] = module
+    try:
+        loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
 
 
 def compile_modules(
@@ -236,16 +289,26 @@ def _build(source: Path, module_name: str, cached: Path, pxd: str) -> None:
         if pxd:
             (home / f"{leaf}.pxd").write_text(pxd, encoding="utf-8")
         extension = Extension(module_name, [str(copy)], extra_compile_args=list(CFLAGS))
+        # Cython prints its diagnostics (naming the scratch copy): kept, to
+        # name the user's file instead and to say why a module was refused.
+        said = io.StringIO()
         try:
-            extensions = cythonize(
-                [extension],
-                compiler_directives=DIRECTIVES,
-                build_dir=str(scratch / "c"),
-                quiet=True,
-                force=True,
-            )
-        except Exception as error:  # Cython's CompileError and friends
-            raise CompileError(f"{source}: Cython failed: {error}") from None
+            with contextlib.redirect_stderr(said):
+                extensions = cythonize(
+                    [extension],
+                    compiler_directives=DIRECTIVES,
+                    build_dir=str(scratch / "c"),
+                    quiet=True,
+                    force=True,
+                )
+        except Exception:  # Cython's CompileError and friends
+            errors = [
+                f"line {where}" for where in _diagnostics(said.getvalue(), scratch)
+            ]
+            reason = "; ".join(errors[:3]) or said.getvalue().strip()[-500:]
+            raise CompileError(f"{source}: Cython failed: {reason}") from None
+        for where in _diagnostics(said.getvalue(), scratch):
+            print(f"warning: {source}:{where}", file=sys.stderr)
         dist = Distribution({"name": leaf, "ext_modules": extensions})
         command = build_ext(dist)
         command.build_lib = str(scratch / "lib")
@@ -259,6 +322,20 @@ def _build(source: Path, module_name: str, cached: Path, pxd: str) -> None:
         os.replace(built, cached)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _diagnostics(text: str, scratch: Path) -> list[str]:
+    """Cython's `FILE:LINE:COL: message` lines about the scratch copy, as
+    `LINE:COL: message` (Cython names the copy relative to the working
+    directory or not)."""
+    marker = f"{scratch.name}{os.sep}src{os.sep}"
+    found = []
+    for line in text.splitlines():
+        if marker in line:
+            where = line.partition(marker)[2].partition(".py:")[2]
+            if where:
+                found.append(where.strip())
+    return found
 
 
 def generated_modules(
@@ -313,6 +390,8 @@ __all__ = [
     "check_toolchain",
     "compile_module",
     "compile_modules",
+    "cached_extension",
+    "import_compiled",
     "compile_runtime",
     "generated_modules",
     "extension_suffix",

@@ -80,6 +80,9 @@ class GeneratedPeer(Peer):
     handler: str | None = None
     # Compiled mode: `protogen build --compile` and the compiled runtime.
     compiled: bool = False
+    # Compiled mode compiles the handler module too (`protogen compile`, what
+    # `protogen serve --compile --handler` does); False keeps it pure Python.
+    compile_handler: bool = True
 
     def prepare(self, workdir: Path) -> bool:
         if not self.spec.is_file():
@@ -122,6 +125,23 @@ class GeneratedPeer(Peer):
             return False
         if self.handler_file is not None:
             shutil.copy(self.handler_file, self.outdir / self.handler_file.name)
+            if self.compiled and self.compile_handler:
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "protogen",
+                        "compile",
+                        str(self.outdir / self.handler_file.name),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
+                if done.returncode != 0:
+                    tail = (done.stderr or done.stdout).strip().splitlines()[-2:]
+                    self.skip_reason = f"`protogen compile` failed: {' | '.join(tail)}"
+                    return False
         if self.compiled:
             return self._compile_runtime()
         return True
@@ -284,6 +304,18 @@ def all_peers() -> list[Peer]:
             handler_file=PEERS / "typed_echo.py",
             handler="typed_echo:TypedEcho",
             compiled=True,
+        ),
+        # The same with the user's handler module left pure Python.
+        GeneratedPeer(
+            "protogen-typed-compiled-pyhandler",
+            ECHO,
+            True,
+            spec=EXAMPLES / "echo.proto.dsl",
+            module="echo_server",
+            handler_file=PEERS / "typed_echo.py",
+            handler="typed_echo:TypedEcho",
+            compiled=True,
+            compile_handler=False,
         ),
         ScriptPeer(
             "protogen-runtime",

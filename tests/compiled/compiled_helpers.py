@@ -79,8 +79,10 @@ def start(
     )
 
 
-def connect_when_ready(port: int, process: subprocess.Popen[str]) -> socket.socket:
-    deadline = time.monotonic() + TIMEOUT
+def connect_when_ready(
+    port: int, process: subprocess.Popen[str], timeout: float = TIMEOUT
+) -> socket.socket:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"server exited early: {process.communicate()[1]}")

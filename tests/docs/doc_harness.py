@@ -400,6 +400,9 @@ class Session:
     def checked_instead(self, command: str, block: Block) -> str | None:
         """The checks standing in for commands that must not run here."""
         words = shlex.split(command, comments=True)
+        # `VAR=value command ...`: the command is what gets checked.
+        while words and re.fullmatch(r"[A-Za-z_]\w*=\S*", words[0]):
+            words = words[1:]
         if not words:
             return ""
         if words[0] == "source":

@@ -78,6 +78,13 @@ def test_a_failing_command_and_a_stale_flag_fail(tmp_path: Path) -> None:
     stale = _document(tmp_path, "```sh\npython bench/run.py --no-such-flag 3\n```\n")
     with pytest.raises(DocTestFailure, match="no --no-such-flag"):
         run_document(stale, tmp_path / "ws")
+    # With environment assignments first, the bench script is still checked.
+    prefixed = _document(
+        tmp_path,
+        "```sh\nPROTOGEN_COMPILED=0 python bench/run.py --no-such-flag 3\n```\n",
+    )
+    with pytest.raises(DocTestFailure, match="no --no-such-flag"):
+        run_document(prefixed, tmp_path / "ws")
     target = _document(tmp_path, "```sh\nmake no-such-target\n```\n")
     with pytest.raises(DocTestFailure, match="make no-such-target"):
         run_document(target, tmp_path / "ws")
