@@ -230,6 +230,9 @@ class Session:
         }
         self.env["PATH"] = f"{VENV_BIN}{os.pathsep}{self.env.get('PATH', '')}"
         self.env["PROTOGEN_CACHE_DIR"] = str(self.cache or self.workspace / ".cache")
+        # `protogen compile-runtime` in a document builds into the workspace, not
+        # beside the sources every other test imports.
+        self.env["PROTOGEN_COMPILED_DIR"] = str(self.workspace / "compiled-runtime")
         self.env["PYTHONUNBUFFERED"] = "1"
         self.env.pop("PYTHONPATH", None)
 
