@@ -147,19 +147,8 @@ class GeneratedPeer(Peer):
         return True
 
     def _compile_runtime(self) -> bool:
-        """The runtime's hot modules compiled too (cached: quick when unchanged)."""
         self.env = {}
-        done = subprocess.run(
-            [sys.executable, "-m", "protogen", "compile-runtime"],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-2:]
-            self.skip_reason = f"`protogen compile-runtime` failed: {' | '.join(tail)}"
-            return False
-        return True
+        return compile_runtime(self)
 
     def command(self, port: int) -> tuple[list[str], Path | None]:
         return [
@@ -225,17 +214,7 @@ class ServePeer(Peer):
             self.skip_reason = f"{self.spec.name} does not exist yet"
             return False
         self.env = {"PROTOGEN_CACHE_DIR": str(workdir / "serve-cache")}
-        done = subprocess.run(
-            [sys.executable, "-m", "protogen", "compile-runtime"],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-2:]
-            self.skip_reason = f"`protogen compile-runtime` failed: {' | '.join(tail)}"
-            return False
-        return True
+        return compile_runtime(self)
 
     def command(self, port: int) -> tuple[list[str], Path | None]:
         return [
@@ -266,6 +245,22 @@ class CommandPeer(Peer):
 
     def command(self, port: int) -> tuple[list[str], Path | None]:
         return [*self.argv, str(port)], None
+
+
+def compile_runtime(peer: Peer) -> bool:
+    """The runtime's hot modules compiled for a compiled peer (cached: quick when
+    unchanged); False, with the peer's skip reason, when that fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "protogen", "compile-runtime"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-2:]
+        peer.skip_reason = f"`protogen compile-runtime` failed: {' | '.join(tail)}"
+        return False
+    return True
 
 
 def all_peers() -> list[Peer]:
