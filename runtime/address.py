@@ -20,7 +20,6 @@ import os
 import socket
 import stat
 import sys
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 

@@ -26,7 +26,6 @@ from .context_fields import (
     SequenceView,
     SpecViews,
     extern_const,
-    scalar_format,
 )
 from .context_phases import phase_views
 from .context_strategies import StrategyBuilder

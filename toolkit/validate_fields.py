@@ -23,7 +23,6 @@ from .validate import (
     BUILTIN_TYPE_NAMES,
     Checker,
     TypeResolver,
-    byte_order,
     describe_type,
     suggestion,
 )

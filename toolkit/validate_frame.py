@@ -29,7 +29,7 @@ from .validate_fields import (
     bit_symbol,
     check_escape,
 )
-from .validate_framing import FramingRules, span_at
+from .validate_framing import FramingRules
 
 if TYPE_CHECKING:
     from .validate import SpecBuilder

@@ -14,7 +14,6 @@ from . import spec_ast as ast
 from . import typeinfo
 from .expressions import Unsolvable, solve
 from .models import (
-    BodyField,
     Field,
     CompositeFraming,
     Const,
