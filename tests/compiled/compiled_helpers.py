@@ -8,13 +8,15 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# Starting a server and waiting for it is what tests/codegen's serve helpers do.
+sys.path.insert(0, str(REPO / "tests" / "codegen"))
+from serve_helpers import connect_when_ready, free_port, start  # noqa: E402, F401
+
 ECHO = REPO / "examples" / "echo.proto.dsl"
 TIMEOUT = 30.0
 
@@ -58,39 +60,6 @@ def protogen(
         cwd=cwd,
         env=env,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start(
-    command: Sequence[str | Path], cwd: Path, env: dict[str, str]
-) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(part) for part in command],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def connect_when_ready(
-    port: int, process: subprocess.Popen[str], timeout: float = TIMEOUT
-) -> socket.socket:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited early: {process.communicate()[1]}")
-        try:
-            return socket.create_connection(("127.0.0.1", port), timeout=10)
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("server never listened")
 
 
 def stop(process: subprocess.Popen[str]) -> tuple[int, str, str]:
