@@ -391,3 +391,25 @@ def test_pause_reading_holds_a_peer_until_resume_reading(edge: bool) -> None:
             assert recv_exact(other, 7) == b"resume\n"
             assert recv_exact(publisher, 5) == b"data\n"
     assert log == ["pause", "resume", "data"]
+
+
+def test_connections_from_one_host_share_its_address_string() -> None:
+    # An idle connection's memory budget (600 B) has no room for a private copy
+    # of the peer's host string per connection.
+    hosts: list[str] = []
+
+    class Record(EventHandler):
+        def on_open(self, conn):
+            hosts.append(conn.remote_addr[0])
+            return b"k", Action.NONE
+
+    with serving(Record(), "tcp://127.0.0.1:0") as engine:
+        socks = [connect(engine.urls[0]) for _ in range(3)]
+        try:
+            for sock in socks:
+                assert recv_exact(sock, 1) == b"k"
+        finally:
+            for sock in socks:
+                sock.close()
+    assert hosts == ["127.0.0.1"] * 3
+    assert hosts[0] is hosts[1] is hosts[2]
