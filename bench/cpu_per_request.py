@@ -9,6 +9,14 @@ of a runtime change shows which side it moved.
     .venv/bin/python bench/cpu_per_request.py                    # uvloop vs protogen
     .venv/bin/python bench/cpu_per_request.py --peers uvloop,protogen,asyncio \\
         --conns 50 --depth 16 --size 4096 --rounds 7
+    .venv/bin/python bench/cpu_per_request.py --http --conns 256 --depth 16
+        # the HTTP peers (uvloop + httptools, the HTTP example) under wrk with
+        # pipeline_distinct.lua: every request its own X-Request-Id
+
+With --http the load is wrk (`--lua` names its script in bench/peers/), the
+requests answered are wrk's count over its whole run, and the CPU window is the
+middle of that run (wrk has no warm-up phase of its own: the first --warmup
+seconds and the last 0.5 s are left out of the window).
 
 Same servers, pinning and load client as `make bench` (see docs/benchmarks.md).
 """
@@ -35,9 +43,10 @@ from benchlib.client import (  # noqa: E402
     load_budget,
     load_command,
 )
-from benchlib.peers import ECHO, all_peers  # noqa: E402
+from benchlib.peers import ECHO, HTTP, all_peers  # noqa: E402
 from benchlib.scenarios import start_server  # noqa: E402
 from benchlib.servers import install_cleanup  # noqa: E402
+from benchlib.wrk import check_plaintext, parse_wrk, wrk_command  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -77,6 +86,38 @@ def measure(peer, binary: Path, spec: LoadSpec, settle: float) -> dict[str, floa
     }
 
 
+def measure_http(peer, spec: LoadSpec, lua: str, settle: float) -> dict[str, float]:
+    """As `measure`, with wrk as the load: rps is wrk's over its whole run."""
+    with start_server(peer) as server:
+        assert server.proc is not None
+        if wrong := check_plaintext(server.port):
+            raise SystemExit(f"{peer.name}: {wrong}")
+        length = spec.warmup + spec.duration
+        proc = subprocess.Popen(
+            wrk_command(server.port, spec.conns, spec.depth, length, script=lua),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(spec.warmup + settle)
+        user0, sys0 = cpu_ticks(server.proc.pid)
+        start = time.monotonic()
+        time.sleep(max(0.5, spec.duration - 2 * settle))
+        user1, sys1 = cpu_ticks(server.proc.pid)
+        window = time.monotonic() - start
+        out, err = proc.communicate(timeout=length + 60)
+    report = parse_wrk(out)
+    if report.get("errors") or proc.returncode:
+        raise SystemExit(f"{peer.name}: wrk errors: {report.get('first_error')} {err}")
+    requests = report["rps"] * window
+    return {
+        "rps": report["rps"],
+        "user_us": (user1 - user0) / TICK / requests * 1e6,
+        "sys_us": (sys1 - sys0) / TICK / requests * 1e6,
+        "cpu": (user1 - user0 + sys1 - sys0) / TICK / window,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", default="uvloop,protogen")
@@ -86,14 +127,19 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument(
+        "--http", action="store_true", help="the HTTP peers, under wrk (see above)"
+    )
+    parser.add_argument("--lua", default="pipeline_distinct.lua", help="with --http")
     args = parser.parse_args()
     install_cleanup()
     binary = ensure_loadclient()
     wanted = [name.strip() for name in args.peers.split(",")]
-    by_name = {p.name: p for p in all_peers() if p.kind == ECHO}
+    kind = HTTP if args.http else ECHO
+    by_name = {p.name: p for p in all_peers() if p.kind == kind}
     unknown = [name for name in wanted if name not in by_name]
     if unknown:
-        parser.error(f"unknown peers {unknown}; echo peers: {', '.join(by_name)}")
+        parser.error(f"unknown peers {unknown}; {kind} peers: {', '.join(by_name)}")
     workdir = Path(tempfile.mkdtemp(prefix="protogen-cpu-"))
     peers = [by_name[name] for name in wanted]
     for peer in peers:
@@ -112,7 +158,10 @@ def main() -> int:
     for round_no in range(args.rounds):
         shift = round_no % len(peers)
         for peer in peers[shift:] + peers[:shift]:
-            run = measure(peer, binary, spec, settle=0.5)
+            if args.http:
+                run = measure_http(peer, spec, args.lua, settle=0.5)
+            else:
+                run = measure(peer, binary, spec, settle=0.5)
             results[peer.name].append(run)
             print(
                 f"[{round_no + 1}/{args.rounds}] {peer.name:18s} {run['rps']:10,.0f} req/s"
@@ -121,7 +170,8 @@ def main() -> int:
                 flush=True,
             )
     print(
-        f"\nmedians, {args.conns} conns, depth {args.depth}, {args.size} B "
+        f"\nmedians, {args.conns} conns, depth {args.depth}, "
+        f"{args.lua if args.http else f'{args.size} B'} "
         f"({args.rounds} rounds):"
     )
     base = None

@@ -76,6 +76,27 @@ def parse_wrk(output: str) -> dict[str, Any]:
     return result
 
 
+def wrk_command(
+    port: int,
+    conns: int,
+    pipeline: int,
+    duration: float,
+    cpu: int | None = 1,
+    script: str = "pipeline.lua",
+    scheme: str = "http",
+    headers: Sequence[str] = (),
+) -> list[str]:
+    """The wrk command line of `run_wrk` (pinned to `cpu`)."""
+    return pinned(
+        [
+            "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency",
+            "-s", str(PEERS / script), *(f"-H{h}" for h in headers),
+            f"{scheme}://127.0.0.1:{port}/plaintext", "--", str(pipeline),
+        ],
+        cpu,
+    )  # fmt: skip
+
+
 def run_wrk(
     port: int,
     conns: int,
@@ -88,14 +109,7 @@ def run_wrk(
 ) -> dict[str, Any]:
     """`scheme` "https": wrk does the TLS itself (it does not verify certificates);
     `headers` are `-H` lines added to every request."""
-    cmd = pinned(
-        [
-            "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency",
-            "-s", str(PEERS / script), *(f"-H{h}" for h in headers),
-            f"{scheme}://127.0.0.1:{port}/plaintext", "--", str(pipeline),
-        ],
-        cpu,
-    )  # fmt: skip
+    cmd = wrk_command(port, conns, pipeline, duration, cpu, script, scheme, headers)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     result = parse_wrk(proc.stdout)
     if proc.returncode != 0:

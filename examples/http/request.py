@@ -109,7 +109,9 @@ RequestHead = tuple[bytes, bytes, bool, bool, bool, bool]
 def parse_head(head: bytes) -> RequestHead:
     """The meaning of `head` (the bytes before the empty line), or HeadError."""
     common = _COMMON_HEAD.fullmatch(head)
-    if common is not None and common.end(3) <= MAX_REQUEST_LINE:
+    if common is not None and (
+        len(head) <= MAX_REQUEST_LINE or common.end(3) <= MAX_REQUEST_LINE
+    ):
         method, target, minor = common.groups()
         http11 = minor == b"1"
         return method, target, http11, http11, False, False
