@@ -598,6 +598,43 @@ class DecimalFraming:
 
 
 @dataclass(frozen=True)
+class ArrayFraming:
+    """A counted array as one frame: the marker, an ASCII-decimal count, the
+    separator; then `count` elements, each its marker, an ASCII-decimal length,
+    its separator, that many bytes, its terminator (a RESP array of bulk
+    strings). The frame ends where the last element ends."""
+
+    kind: Literal["array"] = dataclasses.field(default="array", init=False)
+    marker: bytes = b"*"
+    separator: bytes = b"\r\n"
+    max_count: int | None = None
+    item_marker: bytes = b"$"
+    item_separator: bytes = b"\r\n"
+    item_terminator: bytes = b"\r\n"
+
+    @property
+    def min_item(self) -> int:
+        """The bytes of the shortest element (empty: one digit, no bytes)."""
+        return (
+            len(self.item_marker) + 1 + len(self.item_separator) + len(self.item_terminator)
+        )
+
+    @property
+    def item_format(self) -> bytes:
+        """A %-format of one element (its length, its bytes)."""
+        def escaped(text: bytes) -> bytes:
+            return text.replace(b"%", b"%%")
+
+        return (
+            escaped(self.item_marker)
+            + b"%d"
+            + escaped(self.item_separator)
+            + b"%s"
+            + escaped(self.item_terminator)
+        )
+
+
+@dataclass(frozen=True)
 class DelimitedFraming:
     """Frames end at any of `delimiters`; the shortest frame wins."""
 
@@ -637,6 +674,7 @@ Framing = Union[
     LengthFraming,
     VarintFraming,
     DecimalFraming,
+    ArrayFraming,
     DelimitedFraming,
     FixedFraming,
     CompositeFraming,
