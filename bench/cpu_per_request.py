@@ -9,6 +9,8 @@ of a runtime change shows which side it moved.
     .venv/bin/python bench/cpu_per_request.py                    # uvloop vs protogen
     .venv/bin/python bench/cpu_per_request.py --peers uvloop,protogen,asyncio \\
         --conns 50 --depth 16 --size 4096 --rounds 7
+    .venv/bin/python bench/cpu_per_request.py --redis --depth 16 \\
+        --peers redis-server,protogen,protogen-compiled      # redis-benchmark SET + GET
 
 Same servers, pinning and load client as `make bench` (see docs/benchmarks.md).
 """
@@ -35,7 +37,8 @@ from benchlib.client import (  # noqa: E402
     load_budget,
     load_command,
 )
-from benchlib.peers import ECHO, all_peers  # noqa: E402
+from benchlib.peers import ECHO, REDIS, all_peers  # noqa: E402
+from benchlib.redisbench import check_redis, run_redis_benchmark  # noqa: E402
 from benchlib.scenarios import start_server  # noqa: E402
 from benchlib.servers import install_cleanup  # noqa: E402
 
@@ -77,6 +80,27 @@ def measure(peer, binary: Path, spec: LoadSpec, settle: float) -> dict[str, floa
     }
 
 
+def measure_redis(peer, requests: int, conns: int, pipeline: int) -> dict[str, float]:
+    """One redis-benchmark run of SET then GET (`requests` each): µs of server
+    CPU per request over the whole run, and the mean req/s of the two tests."""
+    with start_server(peer) as server:
+        assert server.proc is not None
+        if wrong := check_redis(server.port):
+            raise SystemExit(f"{peer.name}: {wrong}")
+        user0, sys0 = cpu_ticks(server.proc.pid)
+        reports = run_redis_benchmark(server.port, requests, conns, pipeline)
+        user1, sys1 = cpu_ticks(server.proc.pid)
+    if any(r.get("errors") for r in reports.values()):
+        raise SystemExit(f"{peer.name}: {reports}")
+    total = 2 * requests
+    return {
+        "rps": statistics.mean(r["rps"] for r in reports.values()),
+        "user_us": (user1 - user0) / TICK / total * 1e6,
+        "sys_us": (sys1 - sys0) / TICK / total * 1e6,
+        "cpu": 0.0,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", default="uvloop,protogen")
@@ -86,14 +110,21 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="the Redis peers under redis-benchmark -t set,get -P DEPTH -c CONNS",
+    )
+    parser.add_argument("--requests", type=int, default=200_000)
     args = parser.parse_args()
     install_cleanup()
-    binary = ensure_loadclient()
+    binary = None if args.redis else ensure_loadclient()
     wanted = [name.strip() for name in args.peers.split(",")]
-    by_name = {p.name: p for p in all_peers() if p.kind == ECHO}
+    kind = REDIS if args.redis else ECHO
+    by_name = {p.name: p for p in all_peers() if p.kind == kind}
     unknown = [name for name in wanted if name not in by_name]
     if unknown:
-        parser.error(f"unknown peers {unknown}; echo peers: {', '.join(by_name)}")
+        parser.error(f"unknown peers {unknown}; {kind} peers: {', '.join(by_name)}")
     workdir = Path(tempfile.mkdtemp(prefix="protogen-cpu-"))
     peers = [by_name[name] for name in wanted]
     for peer in peers:
@@ -112,7 +143,10 @@ def main() -> int:
     for round_no in range(args.rounds):
         shift = round_no % len(peers)
         for peer in peers[shift:] + peers[:shift]:
-            run = measure(peer, binary, spec, settle=0.5)
+            if args.redis:
+                run = measure_redis(peer, args.requests, args.conns, args.depth)
+            else:
+                run = measure(peer, binary, spec, settle=0.5)
             results[peer.name].append(run)
             print(
                 f"[{round_no + 1}/{args.rounds}] {peer.name:18s} {run['rps']:10,.0f} req/s"
