@@ -620,6 +620,18 @@ class ArrayFraming:
         )
 
     @property
+    def next_head(self) -> bytes:
+        """A bytes regex: an element's terminator, then the next element's marker,
+        length (group 1, no leading zeros) and separator."""
+        import re
+
+        return (
+            re.escape(self.item_terminator + self.item_marker)
+            + rb"([1-9][0-9]*|0)"
+            + re.escape(self.item_separator)
+        )
+
+    @property
     def item_format(self) -> bytes:
         """A %-format of one element (its length, its bytes)."""
         def escaped(text: bytes) -> bytes:
