@@ -632,6 +632,32 @@ class ArrayFraming:
         )
 
     @property
+    def short_item(self) -> bytes:
+        """A bytes regex of one element whose value holds no byte of the
+        terminator's first: its length (group 1) and its value (group 2)."""
+        import re
+
+        first = re.escape(self.item_terminator[:1])
+        return (
+            re.escape(self.item_marker)
+            + rb"([1-9][0-9]*|0)"
+            + re.escape(self.item_separator)
+            + rb"([^" + first + rb"]*)"
+            + re.escape(self.item_terminator)
+        )
+
+    def short_frame(self, count: int) -> bytes:
+        """A bytes regex of a whole frame of `count` (one digit) short elements."""
+        import re
+
+        return (
+            re.escape(self.marker)
+            + b"%d" % count
+            + re.escape(self.separator)
+            + self.short_item * count
+        )
+
+    @property
     def item_format(self) -> bytes:
         """A %-format of one element (its length, its bytes)."""
         def escaped(text: bytes) -> bytes:

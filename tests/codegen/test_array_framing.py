@@ -167,3 +167,34 @@ def test_without_a_body_the_elements_are_items(build) -> None:
     )
     assert codec.F(items=[b"ab", b""]).encode() == b"2:2:ab,0:,"
     assert codec.FDecoder().decode(b"2:2:ab,0:,")[0].items == [b"ab", b""]
+
+
+def test_a_small_max_count_holds_for_short_arrays_too(build) -> None:
+    codec = build(
+        parse_spec(
+            'protocol p\nframe F { framing array "*" decimal "\\r\\n" max 2 of "$" decimal "\\r\\n" bytes "\\r\\n" }',
+            "p.dsl",
+        )
+    )
+    assert codec.FDecoder().decode(b"*2\r\n$1\r\na\r\n$0\r\n\r\n")[0].items == [b"a", b""]
+    with pytest.raises(InvalidValue, match="at most 2"):
+        codec.FDecoder().decode(b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n")
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"*2\r\n$3\r\na\rb\r\n$0\r\n\r\n",  # a CR inside a value
+        b"*1\r\n$2000\r\n" + b"x" * 2000 + b"\r\n",  # longer than one match looks
+        b"*12\r\n" + b"$1\r\nx\r\n" * 12,  # a count of two digits
+    ],
+)
+def test_arrays_off_the_one_match_path_decode_the_same(codec, wire: bytes) -> None:
+    frame, end = codec.CommandDecoder().decode(wire + b"*0\r\n")
+    assert end == len(wire) and frame.encode() == wire
+
+
+def test_a_length_that_lies_within_one_match_is_caught(codec) -> None:
+    # `$5` before 3 bytes and a CRLF: the lengths are checked after the match.
+    with pytest.raises(InvalidValue, match=r"args\[0\]"):
+        codec.CommandDecoder().decode(b"*2\r\n$5\r\nabc\r\n$1\r\nx\r\n")
