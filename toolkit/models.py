@@ -616,7 +616,10 @@ class ArrayFraming:
     def min_item(self) -> int:
         """The bytes of the shortest element (empty: one digit, no bytes)."""
         return (
-            len(self.item_marker) + 1 + len(self.item_separator) + len(self.item_terminator)
+            len(self.item_marker)
+            + 1
+            + len(self.item_separator)
+            + len(self.item_terminator)
         )
 
     @property
@@ -642,7 +645,9 @@ class ArrayFraming:
             re.escape(self.item_marker)
             + rb"([1-9][0-9]*|0)"
             + re.escape(self.item_separator)
-            + rb"([^" + first + rb"]*)"
+            + rb"([^"
+            + first
+            + rb"]*)"
             + re.escape(self.item_terminator)
         )
 
@@ -660,6 +665,7 @@ class ArrayFraming:
     @property
     def item_format(self) -> bytes:
         """A %-format of one element (its length, its bytes)."""
+
         def escaped(text: bytes) -> bytes:
             return text.replace(b"%", b"%%")
 

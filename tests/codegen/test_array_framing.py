@@ -140,8 +140,14 @@ def test_a_large_command_fed_a_byte_at_a_time_decodes_in_linear_time(codec) -> N
     ("framing", "message"),
     [
         ('array "" decimal "\\r\\n" of "$" decimal "\\r\\n" bytes ""', "empty marker"),
-        ('array "*" decimal "1" of "$" decimal "\\r\\n" bytes ""', "must not contain digits"),
-        ('array "*" decimal "\\r\\n" max 0 of "$" decimal ":" bytes ","', "must be positive"),
+        (
+            'array "*" decimal "1" of "$" decimal "\\r\\n" bytes ""',
+            "must not contain digits",
+        ),
+        (
+            'array "*" decimal "\\r\\n" max 0 of "$" decimal ":" bytes ","',
+            "must be positive",
+        ),
     ],
 )
 def test_bad_array_framings(framing: str, message: str) -> None:
@@ -176,7 +182,10 @@ def test_a_small_max_count_holds_for_short_arrays_too(build) -> None:
             "p.dsl",
         )
     )
-    assert codec.FDecoder().decode(b"*2\r\n$1\r\na\r\n$0\r\n\r\n")[0].items == [b"a", b""]
+    assert codec.FDecoder().decode(b"*2\r\n$1\r\na\r\n$0\r\n\r\n")[0].items == [
+        b"a",
+        b"",
+    ]
     with pytest.raises(InvalidValue, match="at most 2"):
         codec.FDecoder().decode(b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n")
 

@@ -236,9 +236,7 @@ def test_more_lies_and_the_replies_before_them(server: ExampleServer) -> None:
 
 def test_a_large_command_a_byte_at_a_time(server: ExampleServer) -> None:
     values = [b"v%04d" % i for i in range(300)]
-    stream = command(b"RPUSH", b"bytes:list", *values) + command(
-        b"LLEN", b"bytes:list"
-    )
+    stream = command(b"RPUSH", b"bytes:list", *values) + command(b"LLEN", b"bytes:list")
     with server.connect() as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for i in range(len(stream)):
