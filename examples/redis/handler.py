@@ -9,9 +9,11 @@ one up (a dict from the name to the bound method) and queues the replies: all
 the replies of one read go out in one write, after the last command of it.
 
 Bad input gets Redis's own answer, then the connection closes (others go on):
-`-ERR Protocol error: expected '$', got '*'` for an array whose count lies (the
-next command's `*` arrives where a bulk string is due), `invalid multibulk
-length`, `invalid bulk length`, `too big inline request`.
+`-ERR Protocol error: expected '$', got '*'` for an array whose count is too
+large (the next command's `*` arrives where a bulk string is due), `expected
+'*', got '$'` for one whose count is too small (a bulk string where a command is
+due), `invalid multibulk length`, `invalid bulk length`, `too big inline
+request`.
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ class RedisExample(RedisHandler):
         return None
 
     def on_inline_command(self, conn: Conn, frame: InlineCommand) -> Action | None:
-        return self._run(conn, bytes(frame.line).split())
+        line = bytes(frame.line)
+        if line[:1] == b"$":  # a bulk string where a command is due: a count too small
+            return self._protocol_error(conn, "expected '*', got '$'")
+        return self._run(conn, line.split())
 
     def _run(self, conn: Conn, args: list[bytes]) -> Action | None:
         if not args:  # `*0`, an empty line: no command, no reply

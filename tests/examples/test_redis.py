@@ -224,13 +224,18 @@ def test_more_lies_and_the_replies_before_them(server: ExampleServer) -> None:
         (b"*2\r\n$3\r\nGET\r\n*1\r\n", b"expected '$', got '*'"),  # one short
         (b"*1\r\n$3\r\nabcXY\r\n", b"invalid bulk length"),  # longer than said
         (b"*1\r\n$x\r\n", b"invalid bulk length"),  # not a length
+        # one more: `*1` is a PING, then a bulk string where a command is due
+        (
+            b"*1\r\n$4\r\nPING\r\n$1\r\nk\r\n",
+            b"+PONG\r\n-ERR Protocol error: expected '*', got '$'",
+        ),
     ]
     for wire, error in cases:
         with server.connect() as sock:
             sock.sendall(command(b"PING") + wire)
-            assert recv_until_closed(sock) == (
-                b"+PONG\r\n-ERR Protocol error: " + error + b"\r\n"
-            ), wire
+            if not error.startswith(b"+"):
+                error = b"-ERR Protocol error: " + error
+            assert recv_until_closed(sock) == b"+PONG\r\n" + error + b"\r\n", wire
     assert cli(server, "PING") == "PONG\n"
 
 
