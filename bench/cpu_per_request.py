@@ -17,6 +17,8 @@ With --http the load is wrk (`--lua` names its script in bench/peers/), the
 requests answered are wrk's count over its whole run, and the CPU window is the
 middle of that run (wrk has no warm-up phase of its own: the first --warmup
 seconds and the last 0.5 s are left out of the window).
+    .venv/bin/python bench/cpu_per_request.py --redis --depth 16 \\
+        --peers redis-server,protogen,protogen-compiled      # redis-benchmark SET + GET
 
 Same servers, pinning and load client as `make bench` (see docs/benchmarks.md).
 """
@@ -43,7 +45,8 @@ from benchlib.client import (  # noqa: E402
     load_budget,
     load_command,
 )
-from benchlib.peers import ECHO, HTTP, all_peers  # noqa: E402
+from benchlib.peers import ECHO, HTTP, REDIS, all_peers  # noqa: E402
+from benchlib.redisbench import check_redis, run_redis_benchmark  # noqa: E402
 from benchlib.scenarios import start_server  # noqa: E402
 from benchlib.servers import install_cleanup  # noqa: E402
 from benchlib.wrk import check_plaintext, parse_wrk, wrk_command  # noqa: E402
@@ -118,6 +121,27 @@ def measure_http(peer, spec: LoadSpec, lua: str, settle: float) -> dict[str, flo
     }
 
 
+def measure_redis(peer, requests: int, conns: int, pipeline: int) -> dict[str, float]:
+    """One redis-benchmark run of SET then GET (`requests` each): µs of server
+    CPU per request over the whole run, and the mean req/s of the two tests."""
+    with start_server(peer) as server:
+        assert server.proc is not None
+        if wrong := check_redis(server.port):
+            raise SystemExit(f"{peer.name}: {wrong}")
+        user0, sys0 = cpu_ticks(server.proc.pid)
+        reports = run_redis_benchmark(server.port, requests, conns, pipeline)
+        user1, sys1 = cpu_ticks(server.proc.pid)
+    if any(r.get("errors") for r in reports.values()):
+        raise SystemExit(f"{peer.name}: {reports}")
+    total = 2 * requests
+    return {
+        "rps": statistics.mean(r["rps"] for r in reports.values()),
+        "user_us": (user1 - user0) / TICK / total * 1e6,
+        "sys_us": (sys1 - sys0) / TICK / total * 1e6,
+        "cpu": 0.0,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", default="uvloop,protogen")
@@ -131,11 +155,17 @@ def main() -> int:
         "--http", action="store_true", help="the HTTP peers, under wrk (see above)"
     )
     parser.add_argument("--lua", default="pipeline_distinct.lua", help="with --http")
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="the Redis peers under redis-benchmark -t set,get -P DEPTH -c CONNS",
+    )
+    parser.add_argument("--requests", type=int, default=200_000)
     args = parser.parse_args()
     install_cleanup()
-    binary = ensure_loadclient()
+    binary = None if args.redis else ensure_loadclient()
     wanted = [name.strip() for name in args.peers.split(",")]
-    kind = HTTP if args.http else ECHO
+    kind = HTTP if args.http else REDIS if args.redis else ECHO
     by_name = {p.name: p for p in all_peers() if p.kind == kind}
     unknown = [name for name in wanted if name not in by_name]
     if unknown:
@@ -160,6 +190,8 @@ def main() -> int:
         for peer in peers[shift:] + peers[:shift]:
             if args.http:
                 run = measure_http(peer, spec, args.lua, settle=0.5)
+            elif args.redis:
+                run = measure_redis(peer, args.requests, args.conns, args.depth)
             else:
                 run = measure(peer, binary, spec, settle=0.5)
             results[peer.name].append(run)

@@ -682,7 +682,8 @@ def _plain_body(
                 name=bf.name,
                 var=local_name(bf.name),
                 section="body",
-                annotation="bytes",
+                # An array frame's one field is its elements.
+                annotation="list[bytes]" if frame.framing.kind == "array" else "bytes",
                 role="user",
                 size_field=by_name[bf.size_field].var if bf.size_field else None,
                 fixed_size=bf.size,
@@ -1029,7 +1030,7 @@ def build_context(
         or any(f.body_seq is not None and f.body_seq.origin for f in frames),
         "uses_checksums": any(f.checksums for f in frames),
         "uses_regex": consts.uses_regex
-        or any(f.kind in ("delimited", "decimal", "composite") for f in frames),
+        or any(f.kind in ("delimited", "decimal", "array", "composite") for f in frames),
         "uses_wire": consts.uses_wire
         or any(
             f.kind == "varint"

@@ -135,7 +135,7 @@ def _phase_view(phase: ir.Phase, frames: dict[str, PhasedFrame]) -> PhaseView:
 
 def _phased_frame(frame: ir.FrameDef) -> PhasedFrame:
     snake = snake_case(frame.name)
-    per_conn = frame.framing.kind in ("delimited", "composite")
+    per_conn = frame.framing.kind in ("delimited", "array", "composite")
     return PhasedFrame(
         frame.name,
         f"on_{snake}",

@@ -598,6 +598,87 @@ class DecimalFraming:
 
 
 @dataclass(frozen=True)
+class ArrayFraming:
+    """A counted array as one frame: the marker, an ASCII-decimal count, the
+    separator; then `count` elements, each its marker, an ASCII-decimal length,
+    its separator, that many bytes, its terminator (a RESP array of bulk
+    strings). The frame ends where the last element ends."""
+
+    kind: Literal["array"] = dataclasses.field(default="array", init=False)
+    marker: bytes = b"*"
+    separator: bytes = b"\r\n"
+    max_count: int | None = None
+    item_marker: bytes = b"$"
+    item_separator: bytes = b"\r\n"
+    item_terminator: bytes = b"\r\n"
+
+    @property
+    def min_item(self) -> int:
+        """The bytes of the shortest element (empty: one digit, no bytes)."""
+        return (
+            len(self.item_marker)
+            + 1
+            + len(self.item_separator)
+            + len(self.item_terminator)
+        )
+
+    @property
+    def next_head(self) -> bytes:
+        """A bytes regex: an element's terminator, then the next element's marker,
+        length (group 1, no leading zeros) and separator."""
+        import re
+
+        return (
+            re.escape(self.item_terminator + self.item_marker)
+            + rb"([1-9][0-9]*|0)"
+            + re.escape(self.item_separator)
+        )
+
+    @property
+    def short_item(self) -> bytes:
+        """A bytes regex of one element whose value holds no byte of the
+        terminator's first: its length (group 1) and its value (group 2)."""
+        import re
+
+        first = re.escape(self.item_terminator[:1])
+        return (
+            re.escape(self.item_marker)
+            + rb"([1-9][0-9]*|0)"
+            + re.escape(self.item_separator)
+            + rb"([^"
+            + first
+            + rb"]*)"
+            + re.escape(self.item_terminator)
+        )
+
+    def short_frame(self, count: int) -> bytes:
+        """A bytes regex of a whole frame of `count` (one digit) short elements."""
+        import re
+
+        return (
+            re.escape(self.marker)
+            + b"%d" % count
+            + re.escape(self.separator)
+            + self.short_item * count
+        )
+
+    @property
+    def item_format(self) -> bytes:
+        """A %-format of one element (its length, its bytes)."""
+
+        def escaped(text: bytes) -> bytes:
+            return text.replace(b"%", b"%%")
+
+        return (
+            escaped(self.item_marker)
+            + b"%d"
+            + escaped(self.item_separator)
+            + b"%s"
+            + escaped(self.item_terminator)
+        )
+
+
+@dataclass(frozen=True)
 class DelimitedFraming:
     """Frames end at any of `delimiters`; the shortest frame wins."""
 
@@ -637,6 +718,7 @@ Framing = Union[
     LengthFraming,
     VarintFraming,
     DecimalFraming,
+    ArrayFraming,
     DelimitedFraming,
     FixedFraming,
     CompositeFraming,

@@ -342,6 +342,21 @@ class _ToAst(Transformer):
         separator, terminator, marker = children
         return ast.DecimalFramingDecl(separator, terminator, self._span(meta), marker)
 
+    def array_framing(self, meta: Any, children: list[Any]) -> ast.ArrayFramingDecl:
+        marker, separator, max_count, item_marker, item_separator, terminator = children
+        return ast.ArrayFramingDecl(
+            marker,
+            separator,
+            max_count,
+            item_marker,
+            item_separator,
+            terminator,
+            self._span(meta),
+        )
+
+    def array_max(self, meta: Any, children: list[Any]) -> Any:
+        return children[0]
+
     def delimited_framing(
         self, meta: Any, children: list[Any]
     ) -> ast.DelimitedFramingDecl:

@@ -300,6 +300,19 @@ class DecimalFramingDecl:
 
 
 @dataclass(frozen=True)
+class ArrayFramingDecl:
+    """`array "*" decimal "\\r\\n" [max N] of "$" decimal "\\r\\n" bytes "\\r\\n"`."""
+
+    marker: StrLit | None
+    separator: StrLit
+    max_count: IntLit | None
+    item_marker: StrLit | None
+    item_separator: StrLit
+    item_terminator: StrLit
+    span: Span
+
+
+@dataclass(frozen=True)
 class DelimitedFramingDecl:
     delimiters: tuple[StrLit, ...]
     mode: Ident | None  # "keep" | "strip"
@@ -326,6 +339,7 @@ FramingDecl = Union[
     LengthFramingDecl,
     VarintFramingDecl,
     DecimalFramingDecl,
+    ArrayFramingDecl,
     DelimitedFramingDecl,
     FixedFramingDecl,
     CompositeFramingDecl,

@@ -41,11 +41,13 @@ CHECKSUM_WIDTHS = {"crc32": 4, "crc16_ccitt": 2, "adler32": 4}
 # Framings whose frames are a single payload, with no typed header or trailer.
 _HEADERLESS = {
     ast.DecimalFramingDecl: "decimal",
+    ast.ArrayFramingDecl: "array",
     ast.DelimitedFramingDecl: "delimited",
     ast.CompositeFramingDecl: "composite",
 }
 _UNBOUNDED = 1 << 62  # "as long as you like" when reasoning about frame lengths
 DEFAULT_BODY_FIELD = "payload"
+DEFAULT_ARRAY_FIELD = "items"
 
 
 class BodyBuilder(SequenceBuilder):
@@ -471,6 +473,9 @@ class FrameBuilder(FramingRules, BitRules):
     def _body(
         self, block: ast.BlockDecl | None, framing: ast.FramingDecl | None
     ) -> None:
+        if isinstance(framing, ast.ArrayFramingDecl):
+            self._array_body(block)
+            return
         if block is None:
             if self._wants_default_body(framing):
                 if DEFAULT_BODY_FIELD in self.declared:
@@ -511,6 +516,28 @@ class FrameBuilder(FramingRules, BitRules):
                 block.span,
                 f"the body of a {headerless}-framed frame is a single bytes[rest] field",
             )
+
+    def _array_body(self, block: ast.BlockDecl | None) -> None:
+        """An array frame's body names its elements: `args: bytes[rest][rest]`."""
+        name = DEFAULT_ARRAY_FIELD
+        location = self.decl.span.location
+        if block is not None:
+            fields = block.fields
+            ftype = fields[0].type if len(fields) == 1 else None
+            if not (
+                isinstance(ftype, ast.TypeRef)
+                and ftype.name.text == "bytes"
+                and ftype.arg is not None
+                and ftype.array_arg is not None
+            ):
+                self.error(
+                    block.span,
+                    "the body of an array-framed frame is a single `NAME: bytes[rest][rest]` field",
+                )
+                return
+            name = fields[0].name.text
+            location = fields[0].name.span.location
+        self.body = [BodyField(name, location, rest=True)]
 
     def _body_bits(
         self, decl: ast.FieldDecl, name: str, ftype: ScalarType

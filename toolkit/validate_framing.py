@@ -19,6 +19,7 @@ from .models import (
     Const,
     Derived,
     Expr,
+    ArrayFraming,
     DecimalFraming,
     DelimitedFraming,
     FixedFraming,
@@ -67,6 +68,8 @@ class FramingRules(Checker):
             return VarintFraming(style=style, offset=self.header_size)  # type: ignore[arg-type]
         if isinstance(decl, ast.DecimalFramingDecl):
             return self._decimal_framing(decl)
+        if isinstance(decl, ast.ArrayFramingDecl):
+            return self._array_framing(decl)
         if isinstance(decl, ast.DelimitedFramingDecl):
             delimiters = self._delimiters(decl.delimiters)
             strip = decl.mode is None or decl.mode.text == "strip"
@@ -291,6 +294,40 @@ class FramingRules(Checker):
             separator=decl.separator.value,
             terminator=decl.terminator.value,
             marker=marker,
+        )
+
+    def _array_framing(self, decl: ast.ArrayFramingDecl) -> ArrayFraming | None:
+        ok = True
+        for literal, what, may_be_empty in (
+            (decl.marker, "marker", False),
+            (decl.separator, "separator", False),
+            (decl.item_marker, "marker", False),
+            (decl.item_separator, "separator", False),
+            (decl.item_terminator, "terminator", True),
+        ):
+            if literal is None:
+                continue
+            if not literal.value and not may_be_empty:
+                self.error(literal.span, f"empty {what}")
+                ok = False
+            elif what != "terminator" and any(c in b"0123456789" for c in literal.value):
+                self.error(literal.span, f"the {what} must not contain digits")
+                ok = False
+        max_count = None
+        if decl.max_count is not None:
+            max_count = decl.max_count.value
+            if max_count < 1:
+                self.error(decl.max_count.span, "the max count must be positive")
+                ok = False
+        if not ok:
+            return None
+        return ArrayFraming(
+            marker=decl.marker.value if decl.marker is not None else b"",
+            separator=decl.separator.value,
+            max_count=max_count,
+            item_marker=decl.item_marker.value if decl.item_marker is not None else b"",
+            item_separator=decl.item_separator.value,
+            item_terminator=decl.item_terminator.value,
         )
 
     def _delimiters(self, literals: tuple[ast.StrLit, ...]) -> tuple[bytes, ...]:

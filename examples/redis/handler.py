@@ -1,44 +1,34 @@
 """The Redis example: an in-memory Redis speaking RESP2, enough for `redis-cli`
 and `redis-benchmark`.
 
-`redis.proto.dsl` gives the connection two phases. In `Commands` the first
-byte tells an array of bulk strings (`*`) from an inline command (anything
-else); an array's head switches the connection to `Arguments`, where only bulk
-strings (`$3\\r\\nfoo\\r\\n`) are accepted, and the last of them switches back.
-The switch takes effect at the next unread byte, so pipelined commands
-(`redis-benchmark -P 16`) are decoded in one pass. The commands are
-`store.py`'s; this module only assembles them and writes the replies.
+`redis.proto.dsl` tells a RESP array (`*`) from an inline command (anything
+else) by the first byte. An array is one frame, `Command`, whose `args` are its
+bulk strings: `SET k v` arrives as `Command(args=[b"SET", b"k", b"v"])`, one
+decode and one callback. The commands are `store.py`'s; this module looks each
+one up (a dict from the name to the bound method) and queues the replies: all
+the replies of one read go out in one write, after the last command of it.
 
 Bad input gets Redis's own answer, then the connection closes (others go on):
-`-ERR Protocol error: expected '$', got '*'` for an array whose count lies (its
-next command's `*` arrives while bulk strings are still due), `invalid
-multibulk length`, `invalid bulk length`, `too big inline request`.
+`-ERR Protocol error: expected '$', got '*'` for an array whose count is too
+large (the next command's `*` arrives where a bulk string is due), `expected
+'*', got '$'` for one whose count is too small (a bulk string where a command is
+due), `invalid multibulk length`, `invalid bulk length`, `too big inline
+request`.
 """
 
 from __future__ import annotations
 
 import resp
-from redis_codec import ArrayHead, BulkString, InlineCommand
-from redis_handler import Phase, RedisHandler
+from redis_codec import Command, InlineCommand
+from redis_handler import RedisHandler
 from store import Store
 
-from protogen.errors import FrameTooLarge, MalformedFrame, ProtocolError
+from protogen.errors import FrameTooLarge, InvalidValue, ProtocolError
 from protogen.runtime import Action, Conn
 
 __all__ = ["RedisExample"]
 
-MAX_ARGUMENTS = 1024 * 1024  # Redis refuses larger multibulk counts
 QUIT = b"QUIT"
-
-
-class Pending:
-    """The command being assembled from an array's bulk strings."""
-
-    __slots__ = ("arguments", "missing")
-
-    def __init__(self, missing: int) -> None:
-        self.arguments: list[bytes] = []
-        self.missing = missing
 
 
 class RedisExample(RedisHandler):
@@ -47,63 +37,64 @@ class RedisExample(RedisHandler):
     def __init__(self) -> None:
         super().__init__()
         self.store = Store()
+        self.commands = self.store.commands
+        # The replies to the commands of the read being decoded (one connection's
+        # at a time: the loop runs one callback at once), written by on_traffic.
+        self._replies: list[bytes] = []
 
-    # -- Commands ----------------------------------------------------------------------
+    def on_traffic(self, conn: Conn) -> Action | None:
+        action = super().on_traffic(conn)
+        replies = self._replies
+        if replies:
+            conn.write(b"".join(replies) if len(replies) > 1 else replies[0])
+            replies.clear()
+        return action
 
-    def on_array_head(self, conn: Conn, frame: ArrayHead) -> Action | None:
-        text = bytes(frame.count[1:])
-        if not text.lstrip(b"-").isdigit() or len(text) > 20:
-            return self._protocol_error(conn, "invalid multibulk length")
-        count = int(text)
-        if count > MAX_ARGUMENTS:
-            return self._protocol_error(conn, "invalid multibulk length")
-        if count > 0:  # `*0` and `*-1` are no command at all
-            conn.context = Pending(count)
-            self.switch(conn, Phase.Arguments)
+    def on_command(self, conn: Conn, frame: Command) -> Action | None:
+        args = frame.args
+        entry = self.commands.get(args[0]) if args else None
+        if entry is None:  # another spelling of a name, QUIT, unknown, or `*0`
+            return self._run(conn, args)
+        method, arity = entry
+        if len(args) != arity and (arity >= 0 or len(args) < -arity):
+            self._replies.append(self.store.wrong_arguments(args[0]))
+        else:
+            self._replies.append(method(args))
         return None
 
     def on_inline_command(self, conn: Conn, frame: InlineCommand) -> Action | None:
-        arguments = bytes(frame.line).split()
-        if not arguments:
+        line = bytes(frame.line)
+        if line[:1] == b"$":  # a bulk string where a command is due: a count too small
+            return self._protocol_error(conn, "expected '*', got '$'")
+        return self._run(conn, line.split())
+
+    def _run(self, conn: Conn, args: list[bytes]) -> Action | None:
+        if not args:  # `*0`, an empty line: no command, no reply
             return None
-        return self._run(conn, arguments)
-
-    # -- Arguments ---------------------------------------------------------------------
-
-    def on_bulk_string(self, conn: Conn, frame: BulkString) -> Action | None:
-        pending: Pending = conn.context
-        pending.arguments.append(frame.value)
-        pending.missing -= 1
-        if pending.missing:
-            return None
-        conn.context = None
-        self.switch(conn, Phase.Commands)
-        return self._run(conn, pending.arguments)
-
-    def _run(self, conn: Conn, arguments: list[bytes]) -> Action | None:
-        if arguments[0].upper() == QUIT:
-            conn.write(resp.OK)
+        if args[0].upper() == QUIT:
+            self._replies.append(resp.OK)
             return Action.CLOSE
-        conn.write(self.store.execute(arguments))
+        self._replies.append(self.store.execute(args))
         return None
 
     # -- errors ------------------------------------------------------------------------
 
     def on_protocol_error(self, conn: Conn, err: ProtocolError) -> Action:
-        data = conn.peek()
-        if isinstance(err, FrameTooLarge):
-            if self.phase(conn) is Phase.Arguments:
-                return self._protocol_error(conn, "invalid bulk length")
-            if len(data) and data[0] == ord("*"):  # an array head without its end
-                return self._protocol_error(conn, "invalid multibulk length")
-            return self._protocol_error(conn, "too big inline request")
-        if self.phase(conn) is Phase.Arguments and isinstance(err, MalformedFrame):
-            if len(data) and data[0] != ord("$"):
-                got = chr(data[0]) if 32 < data[0] < 127 else f"\\x{data[0]:02x}"
-                return self._protocol_error(conn, f"expected '$', got '{got}'")
+        field = err.field if isinstance(err, InvalidValue) else ""
+        if field.endswith(".marker") and isinstance(err.value, bytes):
+            got = err.value[:1]
+            shown = chr(got[0]) if got and 32 < got[0] < 127 else f"\\x{got.hex()}"
+            return self._protocol_error(conn, f"expected '$', got '{shown}'")
+        if field.endswith((".length", ".terminator")):
             return self._protocol_error(conn, "invalid bulk length")
+        if isinstance(err, FrameTooLarge):
+            data = conn.peek()
+            if len(data) and data[0] == ord("*"):  # a bulk string beyond 512 MiB
+                return self._protocol_error(conn, "invalid bulk length")
+            return self._protocol_error(conn, "too big inline request")
         return self._protocol_error(conn, "invalid multibulk length")
 
     def _protocol_error(self, conn: Conn, what: str) -> Action:
-        conn.write(resp.error(f"ERR Protocol error: {what}"))
+        # The replies to the commands before the bad bytes go first.
+        self._replies.append(resp.error(f"ERR Protocol error: {what}"))
         return Action.CLOSE

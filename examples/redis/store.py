@@ -117,6 +117,7 @@ class Store:
         }
 
     def execute(self, command: Command) -> Reply:
+        """Run `command` (its name in any case) and return its reply."""
         name = command[0].upper()
         entry = self.commands.get(name)
         if entry is None:
@@ -128,11 +129,14 @@ class Store:
                 f" with args beginning with: {shown}"
             )
         method, arity = entry
-        if (arity >= 0 and len(command) != arity) or len(command) < -arity:
-            return resp.error(
-                f"ERR wrong number of arguments for '{name.decode().lower()}' command"
-            )
+        if len(command) != arity and (arity >= 0 or len(command) < -arity):
+            return self.wrong_arguments(name)
         return method(command)
+
+    def wrong_arguments(self, name: bytes) -> Reply:
+        return resp.error(
+            f"ERR wrong number of arguments for '{name.decode('utf-8', 'replace').lower()}' command"
+        )
 
     # -- the keyspace ------------------------------------------------------------------
 
@@ -199,14 +203,22 @@ class Store:
     # -- strings ---------------------------------------------------------------------
 
     def get(self, command: Command) -> Reply:
-        try:
-            value = self._typed(command[1], bytes, False)
-        except _WrongType:
+        key = command[1]
+        value = self._lookup(key) if key in self.expires else self.data.get(key)
+        if value is None:
+            return resp.NULL
+        if type(value) is not bytes:
             return WRONGTYPE
-        return resp.bulk(value)  # type: ignore[arg-type]
+        return b"$%d\r\n%s\r\n" % (len(value), value)
 
     def set(self, command: Command) -> Reply:
-        key, value = command[1], command[2]
+        key = command[1]
+        if len(command) == 3:  # no options: the common case, without parsing them
+            self.data[key] = command[2]
+            if key in self.expires:
+                del self.expires[key]
+            return resp.OK
+        value = command[2]
         ttl: float | None = None
         condition = b""
         keep_ttl = False

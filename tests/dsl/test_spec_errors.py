@@ -106,7 +106,7 @@ def test_unexpected_token_lists_what_was_expected() -> None:
 
 def test_unknown_framing_kind() -> None:
     assert frame_errors("framing lenght(n)") == [
-        "3:9: unexpected name 'lenght'; expected one of: 'composite', 'decimal', "
+        "3:9: unexpected name 'lenght'; expected one of: 'array', 'composite', 'decimal', "
         "'delimited', 'fixed', 'length', 'varint'"
     ]
 

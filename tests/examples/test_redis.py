@@ -168,7 +168,7 @@ def test_inline_commands_and_arrays_mix_on_one_connection(
 
 
 def test_pipelined_commands_split_at_every_byte(server: ExampleServer) -> None:
-    """Every cut falls somewhere in the Commands/Arguments switches."""
+    """Every cut falls somewhere inside an array frame or an inline command."""
     stream = (
         command(b"SET", b"cut:k", b"a\r\nb") + b"PING\r\n" + command(b"GET", b"cut:k")
     )
@@ -214,6 +214,39 @@ def test_bad_counts_and_lengths_get_redis_errors(server: ExampleServer) -> None:
             == b"-ERR Protocol error: too big inline request\r\n"
         )
     assert cli(server, "PING") == "PONG\n"  # the others go on
+
+
+def test_more_lies_and_the_replies_before_them(server: ExampleServer) -> None:
+    """The replies to the commands before the bad bytes go out first, then the
+    error; other connections go on."""
+    cases = [
+        (b"*-1\r\n", b"invalid multibulk length"),  # a negative count
+        (b"*2\r\n$3\r\nGET\r\n*1\r\n", b"expected '$', got '*'"),  # one short
+        (b"*1\r\n$3\r\nabcXY\r\n", b"invalid bulk length"),  # longer than said
+        (b"*1\r\n$x\r\n", b"invalid bulk length"),  # not a length
+        # one more: `*1` is a PING, then a bulk string where a command is due
+        (
+            b"*1\r\n$4\r\nPING\r\n$1\r\nk\r\n",
+            b"+PONG\r\n-ERR Protocol error: expected '*', got '$'",
+        ),
+    ]
+    for wire, error in cases:
+        with server.connect() as sock:
+            sock.sendall(command(b"PING") + wire)
+            if not error.startswith(b"+"):
+                error = b"-ERR Protocol error: " + error
+            assert recv_until_closed(sock) == b"+PONG\r\n" + error + b"\r\n", wire
+    assert cli(server, "PING") == "PONG\n"
+
+
+def test_a_large_command_a_byte_at_a_time(server: ExampleServer) -> None:
+    values = [b"v%04d" % i for i in range(300)]
+    stream = command(b"RPUSH", b"bytes:list", *values) + command(b"LLEN", b"bytes:list")
+    with server.connect() as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(stream)):
+            sock.send(stream[i : i + 1])
+        assert read_replies(sock, 2) == b":300\r\n:300\r\n"
 
 
 def test_quit_answers_ok_and_closes(server: ExampleServer) -> None:
