@@ -78,7 +78,7 @@ def with_callgrind(args: argparse.Namespace) -> None:
     env = dict(os.environ, PYTHONHASHSEED="0")
     if args.compile:
         env["HOTPATH_COMPILE"] = "1"
-    if "HOTPATH_GENERATED" not in env and args.handler != "runtime":
+    if "HOTPATH_GENERATED" not in env and args.handler not in ("runtime", "uvloop-typed"):
         sys.path.insert(0, str(HERE))
         import hotpath
 
