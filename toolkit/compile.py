@@ -111,9 +111,12 @@ def slot_classes_pxd(
     text: str,
     module_name: str = "",
     cimportable: Mapping[str, Iterable[str]] | None = None,
+    cpdef: Iterable[str] = (),
 ) -> str:
     """A Cython augmenting `.pxd` making the module's slotted classes extension
-    types ("" when it has none).
+    types ("" when it has none), and its functions named in `cpdef` (those
+    another compiled module calls per frame: a codec's encoders) `cpdef`, which
+    a module cimporting them calls as C functions.
 
     A class qualifies when its `__slots__` is a literal tuple of names and its
     bases (if any) qualify too: the frame classes, their `FrameBase`, the
@@ -160,11 +163,79 @@ def slot_classes_pxd(
         if not slots:
             lines.append("    pass")
         lines.append("")
+    wanted = set(cpdef)
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name in wanted:
+            params = _plain_parameters(node)
+            if params is not None:
+                lines += [f"cpdef {node.name}({', '.join(params)})", ""]
     header = [
         f"from {module} cimport {', '.join(names)}"
         for module, names in sorted(cimports.items())
     ]
     return "\n".join(header + ([""] if header else []) + lines)
+
+
+def _plain_parameters(node: ast.FunctionDef) -> list[str] | None:
+    """A module function's parameters as a `.pxd` declares them (`name` or
+    `name=*`), or None when it cannot be cpdef as it is (decorated, *args,
+    keyword-only or positional-only parameters)."""
+    args = node.args
+    if node.decorator_list or args.vararg or args.kwarg or args.kwonlyargs:
+        return None
+    if args.posonlyargs:
+        return None
+    names = [arg.arg for arg in args.args]
+    first_default = len(names) - len(args.defaults)
+    return [
+        f"{name}=*" if index >= first_default else name
+        for index, name in enumerate(names)
+    ]
+
+
+def imports_pxd(text: str, module_name: str, cimportable: Mapping[str, str]) -> str:
+    """`from MODULE cimport ...` for every name the module imports from a module
+    in `cimportable` (dotted name -> its `.pxd`) that that `.pxd` declares: a
+    generated handler calls its codec's cpdef encoders as C functions and
+    builds its frames with the extension types' own constructors."""
+    tree = ast.parse(text)
+    package = module_name.rpartition(".")[0]
+    lines = []
+    for node in tree.body:
+        if not isinstance(node, ast.ImportFrom) or node.module is None:
+            continue
+        source = _absolute(node, package)
+        pxd = cimportable.get(source)
+        if not pxd:
+            continue
+        declared = set(pxd_classes(pxd)) | set(pxd_functions(pxd))
+        names = [
+            alias.name
+            for alias in node.names
+            if alias.asname is None and alias.name in declared
+        ]
+        if names:
+            lines.append(f"from {source} cimport {', '.join(names)}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def pxd_functions(pxd: str) -> list[str]:
+    """The cpdef functions a `.pxd` from slot_classes_pxd declares."""
+    return [
+        line.split()[1].partition("(")[0]
+        for line in pxd.splitlines()
+        if line.startswith("cpdef ")
+    ]
+
+
+def _absolute(node: ast.ImportFrom, package: str) -> str:
+    """The dotted name a `from ... import` imports from."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".") if package else []
+    if node.level > 1:
+        base = base[: -(node.level - 1)]
+    return ".".join([*base, node.module or ""])
 
 
 def pxd_classes(pxd: str) -> list[str]:
@@ -187,13 +258,7 @@ def _imported_extension_types(
     for node in tree.body:
         if not isinstance(node, ast.ImportFrom) or node.module is None:
             continue
-        if node.level:
-            base = package.split(".")
-            if node.level > 1:
-                base = base[: -(node.level - 1)]
-            source = ".".join([*base, node.module])
-        else:
-            source = node.module
+        source = _absolute(node, package)
         classes = set(cimportable.get(source, ()))
         for alias in node.names:
             if alias.asname is None and alias.name in classes:
@@ -266,6 +331,8 @@ def compile_module(
     *,
     extension_types: bool = False,
     cimportable: Mapping[str, str] | None = None,
+    cpdef: Iterable[str] = (),
+    cimport_imports: bool = False,
 ) -> Path:
     """Compile `source` (importable as `module_name`) into an extension in
     `out_dir` (default: beside the source); returns the extension's path.
@@ -273,12 +340,20 @@ def compile_module(
     With `extension_types`, its slotted classes become extension types (see
     slot_classes_pxd; `cimportable` maps the modules whose extension types its
     fields may have to their `.pxd`); should Cython refuse that, the module is
-    compiled without. A build of the same content is reused from the cache.
+    compiled without. `cpdef` names the functions made cpdef; with
+    `cimport_imports`, what it imports from a module in `cimportable` that is
+    declared there is cimported (imports_pxd). A build of the same content is
+    reused from the cache.
     """
     source = Path(source)
     out_dir = Path(out_dir) if out_dir is not None else source.parent
     cached = cached_extension(
-        source, module_name, extension_types=extension_types, cimportable=cimportable
+        source,
+        module_name,
+        extension_types=extension_types,
+        cimportable=cimportable,
+        cpdef=cpdef,
+        cimport_imports=cimport_imports,
     )
     target = out_dir / cached.name
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -303,9 +378,12 @@ def cached_extension(
     *,
     extension_types: bool = False,
     cimportable: Mapping[str, str] | None = None,
+    cpdef: Iterable[str] = (),
+    cimport_imports: bool = False,
 ) -> Path:
     """The extension of `source` (importable as `module_name`) in the build
-    cache, built first unless a build of the same content is there."""
+    cache, built first unless a build of the same content is there. The
+    `.pxd` it was built with is recorded beside it (built_pxd)."""
     from .cache import cache_root
 
     check_toolchain()
@@ -315,7 +393,10 @@ def cached_extension(
     pxd = ""
     used: dict[str, str] = {}
     if extension_types:
-        pxd = module_pxd(text.decode("utf-8"), module_name, cimportable)
+        pxd = module_pxd(text.decode("utf-8"), module_name, cimportable, cpdef)
+    if cimport_imports and cimportable:
+        pxd = imports_pxd(text.decode("utf-8"), module_name, cimportable) + pxd
+    if pxd:
         used = {
             name: text_of
             for name, text_of in (cimportable or {}).items()
@@ -334,17 +415,39 @@ def cached_extension(
         except CompileError:
             if not pxd:
                 raise
+            pxd = ""
             _build(source, module_name, cached, "")
+        _write_atomic(cached.with_name(f"{leaf}.pxd"), pxd)
     return cached
 
 
+def built_pxd(cached: Path) -> str:
+    """The `.pxd` the cached extension `cached` was built with ("" for none,
+    or when Cython refused it and the module was compiled without)."""
+    leaf = cached.name.partition(".")[0]
+    try:
+        return cached.with_name(f"{leaf}.pxd").read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
 def module_pxd(
-    text: str, module_name: str, cimportable: Mapping[str, str] | None = None
+    text: str,
+    module_name: str,
+    cimportable: Mapping[str, str] | None = None,
+    cpdef: Iterable[str] = (),
 ) -> str:
     """slot_classes_pxd of a module, its fields typed with the extension types
     of the modules in `cimportable` (dotted name -> their `.pxd`)."""
     classes = {name: pxd_classes(pxd) for name, pxd in (cimportable or {}).items()}
-    return slot_classes_pxd(text, module_name, classes)
+    return slot_classes_pxd(text, module_name, classes, cpdef)
 
 
 def import_compiled(module_name: str) -> ModuleType | None:
@@ -389,11 +492,46 @@ def compile_modules(
     modules: Iterable[tuple[Path, str]], out_dir: Path | None = None
 ) -> list[Path]:
     """compile_module for each (source, module name) of generated code: the
-    codecs' slotted classes become extension types."""
-    return [
-        compile_module(source, name, out_dir, extension_types=name.endswith("_codec"))
-        for source, name in modules
-    ]
+    codecs' slotted classes become extension types, the encoders their handler
+    imports cpdef functions, and the handler cimports both, so that its
+    `send` calls the encoder as a C function (generated_modules lists a
+    protocol's codec before its handler)."""
+    built = []
+    codecs: dict[str, str] = {}  # codec module -> the .pxd it was built with
+    for source, name in modules:
+        if name.endswith("_codec"):
+            handler = Path(source).with_name(
+                Path(source).name.replace("_codec.py", "_handler.py")
+            )
+            wanted = _imported_names(handler, name) if handler.is_file() else []
+            built.append(
+                compile_module(
+                    source, name, out_dir, extension_types=True, cpdef=wanted
+                )
+            )
+            cached = cached_extension(source, name, extension_types=True, cpdef=wanted)
+            codecs[name] = built_pxd(cached)
+        else:
+            # (A handler cimports only from its codec's build as it is: one
+            # Cython refused is cimported from by no one.)
+            built.append(
+                compile_module(
+                    source, name, out_dir, cimportable=codecs, cimport_imports=True
+                )
+            )
+    return built
+
+
+def _imported_names(source: Path, from_module: str) -> list[str]:
+    """The names the module at `source` imports from `from_module`."""
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    package = from_module.rpartition(".")[0]
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module is not None:
+            if _absolute(node, package) == from_module:
+                names += [alias.name for alias in node.names if alias.asname is None]
+    return names
 
 
 def _build(
@@ -425,11 +563,11 @@ def _build(
         if pxd:
             (home / f"{leaf}.pxd").write_text(pxd, encoding="utf-8")
         for name, text in (cimported or {}).items() if pxd else ():
-            *where, other = name.split(".")
-            place = scratch.joinpath("src", *where)
+            *parts, other = name.split(".")
+            place = scratch.joinpath("src", *parts)
             place.mkdir(parents=True, exist_ok=True)
-            for depth in range(len(where)):
-                scratch.joinpath("src", *where[: depth + 1], "__init__.py").touch()
+            for depth in range(len(parts)):
+                scratch.joinpath("src", *parts[: depth + 1], "__init__.py").touch()
             (place / f"{other}.pxd").write_text(text, encoding="utf-8")
         extension = Extension(module_name, [str(copy)], extra_compile_args=list(CFLAGS))
         # Cython prints its diagnostics (naming the scratch copy): kept, to
