@@ -68,14 +68,24 @@ class ScriptedSocket:
         self._fd = fd
         self._request = request
         self._size = len(request)
+        self._pos = 0
 
     def fileno(self) -> int:
         return self._fd
 
     def recv_into(self, buf: bytearray | memoryview) -> int:
-        size = self._size
-        buf[:size] = self._request
-        return size
+        if not self._pos:
+            size = self._size
+            try:
+                buf[:size] = self._request
+                return size
+            except (BufferError, ValueError):  # a request larger than the buffer
+                pass
+        # As a socket would: what fits, the rest of the request next time.
+        chunk = self._request[self._pos : self._pos + len(buf)]
+        buf[: len(chunk)] = chunk
+        self._pos = (self._pos + len(chunk)) % self._size
+        return len(chunk)
 
     def setblocking(self, flag: bool) -> None:
         pass
