@@ -13,6 +13,7 @@ runtime or the generated handler A/B, to within a few percent:
     .venv/bin/python bench/hotpath.py --handler typed --compile      # compiled codec+handler
     .venv/bin/python bench/hotpath.py --handler typed --compile --pure-handler
     .venv/bin/python bench/hotpath.py --handler typed --instructions # callgrind count
+    .venv/bin/python bench/hotpath.py --handler uvloop-typed --instructions
 
 `--compile` builds the generated modules with `protogen build --compile` and
 the typed handler's module with `protogen compile` (not with --pure-handler); the
@@ -20,6 +21,14 @@ runtime's hot modules are compiled when `protogen compile-runtime` built them
 (PROTOGEN_COMPILED=0 forces the pure runtime). `--instructions` runs the same
 loop under valgrind's callgrind twice, with two event counts, and prints the
 difference per read event: CPU instructions, exact on a shared machine.
+
+`--handler uvloop-typed` runs the `uvloop-typed` peer's Protocol
+(bench/peers/typed_uvloop.py) the same way: each read event is one
+`data_received(bytes)` of the same request on each of `--conns` protocols, whose
+transport's write accepts everything. uvloop's own C read path (its recv into a
+new bytes object, the call into Python) is modelled by a bytes copy and a
+Python call per read, so its count is a lower bound of the peer's per-frame
+cost (the comparison favours the peer).
 
 Each poll reports every connection readable; each read returns `depth` frames of
 `--size` bytes; the handler echoes them (send accepts everything). The figure is
@@ -59,14 +68,24 @@ class ScriptedSocket:
         self._fd = fd
         self._request = request
         self._size = len(request)
+        self._pos = 0
 
     def fileno(self) -> int:
         return self._fd
 
     def recv_into(self, buf: bytearray | memoryview) -> int:
-        size = self._size
-        buf[:size] = self._request
-        return size
+        if not self._pos:
+            size = self._size
+            try:
+                buf[:size] = self._request
+                return size
+            except (BufferError, ValueError):  # a request larger than the buffer
+                pass
+        # As a socket would: what fits, the rest of the request next time.
+        chunk = self._request[self._pos : self._pos + len(buf)]
+        buf[: len(chunk)] = chunk
+        self._pos = (self._pos + len(chunk)) % self._size
+        return len(chunk)
 
     def setblocking(self, flag: bool) -> None:
         pass
@@ -179,6 +198,31 @@ def silent_handler() -> object:
     return Silent()
 
 
+class DiscardTransport:
+    """What the uvloop-typed peer writes to: write (the builtin len) accepts everything."""
+
+    write = staticmethod(len)
+
+
+def uvloop_typed_round(conns: int, polls: int, request: bytes) -> float:
+    """Seconds per read event of the uvloop-typed peer's data_received."""
+    sys.path.insert(0, str(ROOT / "bench" / "peers"))
+    from typed_uvloop import TypedEchoProtocol
+
+    protocols = []
+    for _ in range(conns):
+        protocol = TypedEchoProtocol()
+        protocol.connection_made(DiscardTransport())  # type: ignore[arg-type]
+        protocols.append(protocol.data_received)
+    raw = bytearray(request)
+    start = time.perf_counter()
+    for _ in range(polls):
+        for data_received in protocols:
+            data_received(bytes(raw))  # uvloop hands each read over as new bytes
+    elapsed = time.perf_counter() - start
+    return elapsed / (conns * polls)
+
+
 def load_handler(name: str) -> object:
     if name == "generated":
         return generated_handler()
@@ -188,13 +232,19 @@ def load_handler(name: str) -> object:
         return typed_handler()
     if name == "silent":
         return silent_handler()
-    raise SystemExit(f"unknown --handler {name!r}: generated, runtime or typed")
+    if name == "uvloop-typed":
+        return name  # not a protogen handler: one_round runs the peer's Protocol
+    raise SystemExit(
+        f"unknown --handler {name!r}: generated, runtime, typed, silent or uvloop-typed"
+    )
 
 
 def one_round(
     handler: object, conns: int, polls: int, request: bytes, metrics: bool = False
 ) -> float:
     """Seconds per read event for one run of the loop."""
+    if handler == "uvloop-typed":
+        return uvloop_typed_round(conns, polls, request)
     fds = list(range(1000, 1000 + conns))
     poller = ScriptedPoller(fds, polls)
     loop = EventLoop(handler, Options(), poller=poller)
@@ -215,7 +265,9 @@ def one_round(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--handler", default="generated", help="generated, runtime or typed"
+        "--handler",
+        default="generated",
+        help="generated, runtime, typed, silent or uvloop-typed",
     )
     parser.add_argument("--conns", type=int, default=50)
     parser.add_argument("--depth", type=int, default=1, help="frames per read")
@@ -276,7 +328,7 @@ def instructions(args: argparse.Namespace) -> None:
     out = Path(tempfile.mkdtemp(prefix="protogen-hotpath-"))
     if os.environ.get("HOTPATH_GENERATED"):
         out = Path(os.environ["HOTPATH_GENERATED"])
-    elif args.handler != "runtime":
+    elif args.handler not in ("runtime", "uvloop-typed"):
         build_into(out, compiled=args.compile)
     env = dict(os.environ, HOTPATH_GENERATED=str(out), PYTHONHASHSEED="0")
     counts = []
@@ -312,6 +364,8 @@ def instructions(args: argparse.Namespace) -> None:
         counts.append(int(found[-1].split()[-1]))
     per_event = (counts[1] - counts[0]) / (large - small)
     mode = "compiled" if args.compile else "pure"
+    if args.handler == "uvloop-typed":
+        mode = "pure Python on uvloop, read path modelled"
     if args.compile and args.handler == "typed":
         mode += ", handler pure" if args.pure_handler else ", handler compiled"
     print(

@@ -39,6 +39,8 @@ def hotpath_args(args: argparse.Namespace, events: int) -> list[str]:
         str(args.depth),
         "--conns",
         str(args.conns),
+        "--size",
+        str(args.size),
         "--events",
         str(events),
         "--rounds",
@@ -78,7 +80,7 @@ def with_callgrind(args: argparse.Namespace) -> None:
     env = dict(os.environ, PYTHONHASHSEED="0")
     if args.compile:
         env["HOTPATH_COMPILE"] = "1"
-    if "HOTPATH_GENERATED" not in env and args.handler != "runtime":
+    if "HOTPATH_GENERATED" not in env and args.handler not in ("runtime", "uvloop-typed"):
         sys.path.insert(0, str(HERE))
         import hotpath
 
@@ -114,6 +116,7 @@ def main() -> None:
     parser.add_argument("--handler", default="typed", help="as bench/hotpath.py")
     parser.add_argument("--depth", type=int, default=16)
     parser.add_argument("--conns", type=int, default=50)
+    parser.add_argument("--size", type=int, default=64, help="payload bytes per frame")
     parser.add_argument("--events", type=int, default=20_000, help="cProfile only")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--callgrind", action="store_true")

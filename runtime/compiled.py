@@ -63,11 +63,20 @@ def usable_extensions(directory: Path | None = None) -> dict[str, Path]:
     modules = stamp.get("modules")
     if not isinstance(modules, dict):
         return {}
+    cimports = stamp.get("cimports")
+    cimports = cimports if isinstance(cimports, dict) else {}
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     found = {}
-    for leaf in HOT_MODULES:
+    for leaf in HOT_MODULES:  # (leaves first)
         path = directory / f"{leaf}{suffix}"
-        if modules.get(leaf) == source_hash(leaf) and path.is_file():
+        # An extension typed with another hot module's extension types (Conn's
+        # outbound is an Outbound) imports only beside that module's extension.
+        needs = cimports.get(leaf, ())
+        if (
+            modules.get(leaf) == source_hash(leaf)
+            and path.is_file()
+            and all(other in found for other in needs)
+        ):
             found[leaf] = path
     return found
 

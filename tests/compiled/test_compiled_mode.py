@@ -199,6 +199,47 @@ def test_a_stale_runtime_extension_is_not_loaded(runtime_dir: Path, work: Path) 
     assert "protogen.runtime.eventloop: compiled" in report
 
 
+def test_an_extension_typed_with_a_stale_modules_types_is_not_loaded(
+    runtime_dir: Path, work: Path
+) -> None:
+    # conn's extension reads Conn.outbound as the C struct of outbound's
+    # extension type: beside the pure Outbound it could not even import.
+    stamp = json.loads((runtime_dir / "compiled.json").read_text())
+    assert stamp["cimports"]["conn"] == ["inbound", "outbound"]
+    stale = work / "stale-outbound"
+    stale.mkdir()
+    for path in runtime_dir.iterdir():
+        (stale / path.name).write_bytes(path.read_bytes())
+    stamp["modules"]["outbound"] = "0" * 64  # built from another outbound.py
+    (stale / "compiled.json").write_text(json.dumps(stamp))
+    report = _version(env_for(work / "cache", PROTOGEN_COMPILED_DIR=str(stale)))
+    assert "protogen.runtime.outbound: pure Python" in report
+    assert "protogen.runtime.conn: pure Python" in report
+    assert "protogen.runtime.inbound: compiled" in report
+    assert "protogen.runtime.eventloop: compiled" in report
+
+
+def test_conn_fields_are_typed_with_the_runtimes_extension_types(
+    runtime_dir: Path, work: Path
+) -> None:
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from protogen.runtime.conn import Conn\n"
+            "conn = Conn.__new__(Conn)\n"
+            "try:\n"
+            "    conn.outbound = 1\n"
+            "except TypeError:\n"
+            "    print('typed')\n",
+        ],
+        capture_output=True,
+        text=True,
+        env=env_for(work / "cache", PROTOGEN_COMPILED_DIR=str(runtime_dir)),
+    )
+    assert probe.stdout.split() == ["typed"], probe.stderr
+
+
 def test_compiled_runtime_and_compiled_handler_serve_together(
     runtime_dir: Path, builds: dict[str, Path], work: Path
 ) -> None:
