@@ -23,8 +23,8 @@ taking turns batch by batch (so a burst of load hits them alike); the table
 shows the median messages/s of the rounds, the ratio of those medians and the
 paired ratio (the median of each round's own ratio). `--instructions` counts
 CPU instructions per decode instead (valgrind's callgrind: each peer decodes
-5000 times in a process of its own, minus the same process decoding nothing),
-which a shared machine does not disturb. Goals: generated >= 1.0x
+5000 times, Construct 500, in a process of its own, minus the same process
+decoding nothing), which a shared machine does not disturb. Goals: generated >= 1.0x
 hand-written, >= 10x Construct.
 """
 

@@ -17,6 +17,7 @@ constants. Templates only choose the statements for each kind of view
 from __future__ import annotations
 
 import builtins
+import itertools
 import keyword
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -636,7 +637,7 @@ class SequenceBuilder:
             steps.append(self._field_step(f))
         if run:
             steps.append(self._run(run))
-        for before, after in zip(steps, steps[1:]):
+        for before, after in itertools.pairwise(steps):
             if isinstance(before, RunStep) and isinstance(after, FieldStep):
                 self._merge_union_run(before, after)
         derived = self._derived_steps(fields)

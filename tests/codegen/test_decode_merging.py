@@ -10,7 +10,6 @@ import os
 import struct
 
 import pytest
-
 from protogen import wire as pwire
 from protogen.errors import InvalidValue, MalformedFrame
 from protogen.parser import parse_spec
