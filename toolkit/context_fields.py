@@ -17,6 +17,7 @@ constants. Templates only choose the statements for each kind of view
 from __future__ import annotations
 
 import builtins
+import itertools
 import keyword
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -251,6 +252,7 @@ class BlobValue(ValueEnd):
     xor_size: str = ""  # temp: the masked bytes' count
     noun: str = "byte string"
     const: str | None = None  # a constant's literal (bytes or str)
+    fixed_struct: str = ""  # a fixed-size byte string: read by one `Ns` unpack
 
     @property
     def python(self) -> str:
@@ -402,6 +404,12 @@ class RunStep:
     path: str = ""
     overrun: str = ""  # the message when the frame ends inside the run
     in_bounds: bool = False  # the frame length already guarantees its bytes
+    format: str = ""  # the struct format of `struct`
+    names: list[str] = field(default_factory=list)  # the variables it unpacks
+    # Bytes after the run read along with it: the leading run of the union right
+    # after it (see SequenceBuilder._merge_union_run). Checked and unpacked here.
+    extra: int = 0
+    preread: bool = False  # the run before the union unpacked this one's bytes
     byte_reads: list[tuple[str, int]] = field(default_factory=list)  # u8s: data[pos + i]
     end: str = "end"
     converts: list[str] = field(default_factory=list)  # statements after unpacking
@@ -629,6 +637,9 @@ class SequenceBuilder:
             steps.append(self._field_step(f))
         if run:
             steps.append(self._run(run))
+        for before, after in itertools.pairwise(steps):
+            if isinstance(before, RunStep) and isinstance(after, FieldStep):
+                self._merge_union_run(before, after)
         derived = self._derived_steps(fields)
         members = self._members(fields)
         origin = any(self.views.needs_origin(f.type) for f in fields)
@@ -650,6 +661,56 @@ class SequenceBuilder:
                 ends = True
         packs = any(not isinstance(f.type, (ir.StructRef, ir.ExternRef)) for f in fields)
         return SequenceView(steps, derived, members, self.end, origin, ends, packs)
+
+    def _merge_union_run(self, run: RunStep, step: FieldStep) -> None:
+        """A union right after a run: the run also unpacks the leading run of one
+        arm (the default, else the first that starts with one), in one struct call
+        and one bounds check. The union's choice only needs the discriminant's
+        value, known after that unpack; the chosen arm then only converts and
+        checks its pre-read fields, and the other arms' leading runs need no
+        bounds check. Done only when every arm reads at least those bytes first,
+        so the merged check refuses no frame that a separate one would accept.
+        DNS: a record's type, class, TTL and RDATA length in one unpack."""
+        union = step.value
+        if (
+            union.kind != "union"
+            or step.condition is not None
+            or step.region is not None
+            or step.escape is not None
+            or step.carrier_bits
+            or run.byte_reads
+        ):
+            return
+        values = [arm.value for arm in union.arms]
+        if union.default is not None:
+            values.insert(0, union.default)
+
+        def leading(value: Any) -> RunStep | None:
+            if value.kind != "inline" or not value.seq.steps:
+                return None
+            first = value.seq.steps[0]
+            if not isinstance(first, RunStep) or first.byte_reads or first.end != run.end:
+                return None
+            return first
+
+        chosen = next((r for r in map(leading, values) if r is not None), None)
+        if chosen is None or chosen.format[:1] != run.format[:1]:
+            return
+        runs = [leading(value) for value in values]
+        if any(r is None or r.size < chosen.size for r in runs):
+            return
+        run.format += chosen.format[1:]
+        run.struct = self.views.consts.struct(run.format, self.owner, run.names[0])
+        run.names = run.names + chosen.names
+        run.targets = ", ".join(run.names)
+        run.extra = chosen.size
+        run.path = f"{run.path}, {step.path}"
+        run.overrun = f"{run.path}: {run.size + run.extra}-byte fields overrun the frame"
+        chosen.preread = True
+        for other in runs:
+            assert other is not None
+            if other is not chosen and other.size <= chosen.size:
+                other.in_bounds = True
 
     def _check_arm_ends(self, union: Any) -> None:
         """Each arm of a frame's last union checks the frame's end itself, unless
@@ -733,6 +794,8 @@ class SequenceBuilder:
         step.encode_struct = encode_group.name
         step.size = group.size
         step.targets = group.targets
+        step.format = group.format
+        step.names = [fv.var for fv in group.fields]
         step.byte_reads = group.byte_reads
         step.path = path
         noun = "field overruns" if len(headers) == 1 else "fields overrun"
@@ -1174,6 +1237,10 @@ class SequenceBuilder:
         if f is not None and f.const is not None:
             const = f.const.encode() if isinstance(f.const, str) else f.const
             view.const = py_literal(const)
+        if view.size.constant and not blob.text and view.xor is None:
+            # A struct `Ns` code makes the bytes in one call: cheaper than a
+            # memoryview slice and bytes() of it.
+            view.fixed_struct = self.views.consts.struct(f">{view.size.var}s")
         if view.xor is not None and f is not None and isinstance(f.xor, ir.Ref):
             self.views.consts.uses_wire = True
             view.xor_size = self.locals.temp(f"{target}_masked")

@@ -131,16 +131,57 @@ def encode_zigzag(value: int) -> bytes:
 
 def xor_mask(data: Buffer, key: bytes | None) -> bytes:
     """`data` XOR-ed with `key` repeated (WebSocket masking, RFC 6455 5.3); a
-    copy of `data` when there is no key.
-
-    Done on two big integers: linear time in C, no loop over the bytes.
-    """
-    size = len(data)
-    if not size or not key:
+    copy of `data` when there is no key."""
+    if not key:
         return bytes(data)
+    return unmask(data, 0, len(data), key)
+
+
+_IDENTITY = int.from_bytes(bytes(range(256)), "little")
+# bytes.translate tables XOR-ing every byte with one key byte (64 KiB, built once).
+_XOR_TABLES = [
+    (_IDENTITY ^ int.from_bytes(bytes((k,)) * 256, "little")).to_bytes(256, "little")
+    for k in range(256)
+]
+# From this size on (with a 4-byte key), four bytes.translate lanes take less
+# time than the big-integer XOR. Measured by wall clock, CPython 3.11 (paired
+# medians, int time / lanes time): 1 KiB 0.80, 2 KiB 0.94, 4 KiB 1.03, 8 KiB
+# 1.17, 16 KiB 1.25. Callgrind counts fewer instructions for the lanes from
+# about 600 bytes (1 KiB: 39,700 against 48,000), but the integers' loops run
+# faster per instruction: time decides. The decoders test it inline and call
+# `unmask_lanes`.
+XOR_LANES_FROM = 4096
+
+
+def unmask(data: Buffer, pos: int, stop: int, key: bytes) -> bytes:
+    """`data[pos:stop]` XOR-ed with `key` repeated.
+
+    Both ways run in C with no Python loop over the bytes: small payloads as one
+    XOR of two big integers, larger ones with a 4-byte key (WebSocket) as four
+    strided lanes, each translated by the table of its key byte.
+    """
+    size = stop - pos
+    if size >= XOR_LANES_FROM and len(key) == 4:
+        return unmask_lanes(data, pos, stop, key)
+    if not key:
+        return bytes(data[pos:stop])
     stream = key * (size // len(key) + 1)
-    mixed = int.from_bytes(data, "little") ^ int.from_bytes(stream[:size], "little")
+    mixed = int.from_bytes(data[pos:stop], "little") ^ int.from_bytes(
+        stream[:size], "little"
+    )
     return mixed.to_bytes(size, "little")
+
+
+def unmask_lanes(data: Buffer, pos: int, stop: int, key: bytes) -> bytes:
+    """`data[pos:stop]` XOR-ed with the 4-byte `key` repeated, lane by lane."""
+    raw = data[pos:stop].tobytes() if isinstance(data, memoryview) else bytes(data[pos:stop])
+    out = bytearray(raw)
+    tables = _XOR_TABLES
+    out[0::4] = raw[0::4].translate(tables[key[0]])
+    out[1::4] = raw[1::4].translate(tables[key[1]])
+    out[2::4] = raw[2::4].translate(tables[key[2]])
+    out[3::4] = raw[3::4].translate(tables[key[3]])
+    return bytes(out)
 
 
 def encode_mqtt_varint(value: int) -> bytes:
@@ -165,6 +206,9 @@ __all__ = [
     "encode_varint",
     "encode_zigzag",
     "xor_mask",
+    "unmask",
+    "unmask_lanes",
+    "XOR_LANES_FROM",
     "LEB128_MAX_BYTES",
     "MQTT_MAX_BYTES",
     "MQTT_MAX_VALUE",

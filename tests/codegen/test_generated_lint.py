@@ -25,7 +25,7 @@ SPECS = sorted(
     + list(REPO.glob("bench/specs/*.proto.dsl"))
     + list(REPO.glob("tests/codegen/specs/*.proto.dsl"))
 )
-PLUGINS = REPO / "examples" / "dns"  # dns_names: the DNS specs' plug-in (bench and example)
+PLUGINS = REPO / "examples" / "dns"  # dns_names: the DNS example's plug-in
 
 # A user's handler, typed as the docs show: mypy checks it against the
 # generated base class and the runtime's Conn.
