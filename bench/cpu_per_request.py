@@ -9,6 +9,12 @@ of a runtime change shows which side it moved.
     .venv/bin/python bench/cpu_per_request.py                    # uvloop vs protogen
     .venv/bin/python bench/cpu_per_request.py --peers uvloop,protogen,asyncio \\
         --conns 50 --depth 16 --size 4096 --rounds 7
+    .venv/bin/python bench/cpu_per_request.py --tls --depth 16 \\
+        --peers uvloop-typed,protogen-typed                     # over TLS
+
+With --tls every peer serves TLS on one certificate made at run time and the
+load client reaches it through the haproxy originator of `make bench-tls`
+(docs/benchmarks.md, *TLS*): the server's CPU then includes its TLS layer.
 
 Same servers, pinning and load client as `make bench` (see docs/benchmarks.md).
 """
@@ -37,7 +43,8 @@ from benchlib.client import (  # noqa: E402
 )
 from benchlib.peers import ECHO, all_peers  # noqa: E402
 from benchlib.scenarios import start_server  # noqa: E402
-from benchlib.servers import install_cleanup  # noqa: E402
+from benchlib.servers import Server, install_cleanup  # noqa: E402
+from benchlib.tls import make_certificate, over_tls, tls_originator  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -49,25 +56,46 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
     return int(fields[11]), int(fields[12])
 
 
-def measure(peer, binary: Path, spec: LoadSpec, settle: float) -> dict[str, float]:
-    """One run: µs of server user/system CPU per request, and req/s."""
+def measure(
+    peer, binary: Path, spec: LoadSpec, settle: float, workdir: Path | None = None
+) -> dict[str, float]:
+    """One run: µs of server user/system CPU per request, and req/s. With
+    `workdir` (a TLS peer) the load goes through a TLS originator made there."""
     with start_server(peer) as server:
         assert server.proc is not None
-        proc = subprocess.Popen(
-            load_command(binary, Target(server.port), spec),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(spec.warmup + settle)
-        user0, sys0 = cpu_ticks(server.proc.pid)
-        start = time.monotonic()
-        time.sleep(max(0.5, spec.duration - 2 * settle))
-        user1, sys1 = cpu_ticks(server.proc.pid)
-        window = time.monotonic() - start
-        report = finish_load(proc, load_budget(spec))
+        port = server.port
+        front: Server | None = None
+        if workdir is not None:
+            front = tls_originator(server.port, workdir).start()
+            port = front.port
+        try:
+            return _measure(server, port, binary, spec, settle)
+        finally:
+            if front is not None:
+                front.stop()
+
+
+def _measure(
+    server: Server, port: int, binary: Path, spec: LoadSpec, settle: float
+) -> dict[str, float]:
+    assert server.proc is not None
+    proc = subprocess.Popen(
+        load_command(binary, Target(port), spec),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(spec.warmup + settle)
+    user0, sys0 = cpu_ticks(server.proc.pid)
+    start = time.monotonic()
+    time.sleep(max(0.5, spec.duration - 2 * settle))
+    user1, sys1 = cpu_ticks(server.proc.pid)
+    window = time.monotonic() - start
+    report = finish_load(proc, load_budget(spec))
     if report.get("errors"):
-        raise SystemExit(f"{peer.name}: load client errors: {report.get('first_error')}")
+        raise SystemExit(
+            f"{server.name}: load client errors: {report.get('first_error')}"
+        )
     requests = report["rps"] * window
     return {
         "rps": report["rps"],
@@ -86,6 +114,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument(
+        "--tls", action="store_true", help="the peers over TLS (see above)"
+    )
     args = parser.parse_args()
     install_cleanup()
     binary = ensure_loadclient()
@@ -96,6 +127,9 @@ def main() -> int:
         parser.error(f"unknown peers {unknown}; echo peers: {', '.join(by_name)}")
     workdir = Path(tempfile.mkdtemp(prefix="protogen-cpu-"))
     peers = [by_name[name] for name in wanted]
+    if args.tls:
+        certificate = make_certificate(workdir)
+        peers = [over_tls(peer, certificate) for peer in peers]
     for peer in peers:
         if not peer.prepare(workdir):
             parser.error(f"{peer.name}: {peer.skip_reason}")
@@ -112,7 +146,9 @@ def main() -> int:
     for round_no in range(args.rounds):
         shift = round_no % len(peers)
         for peer in peers[shift:] + peers[:shift]:
-            run = measure(peer, binary, spec, settle=0.5)
+            run = measure(
+                peer, binary, spec, settle=0.5, workdir=workdir if args.tls else None
+            )
             results[peer.name].append(run)
             print(
                 f"[{round_no + 1}/{args.rounds}] {peer.name:18s} {run['rps']:10,.0f} req/s"
@@ -121,8 +157,8 @@ def main() -> int:
                 flush=True,
             )
     print(
-        f"\nmedians, {args.conns} conns, depth {args.depth}, {args.size} B "
-        f"({args.rounds} rounds):"
+        f"\nmedians, {args.conns} conns, depth {args.depth}, {args.size} B"
+        f"{' over TLS' if args.tls else ''} ({args.rounds} rounds):"
     )
     base = None
     for peer in peers:
