@@ -7,6 +7,7 @@ cProfile (protogen's Python functions).
     .venv/bin/python bench/tlsprofile.py --strace             # syscalls per frame
     .venv/bin/python bench/tlsprofile.py --cprofile --peers protogen-typed
     .venv/bin/python bench/tlsprofile.py --size 4096 --top 40
+    .venv/bin/python bench/tlsprofile.py --handshakes --rounds 100  # per connection
 
 The client opens `--conns` TLS connections on one certificate and, round after
 round, writes `--depth` frames of `--size` bytes on every connection (one
@@ -49,6 +50,22 @@ def drive(
     context = None if args.plain else certificate.client_context()
     frame = len(b"x" * args.size).to_bytes(4, "big") + b"x" * args.size
     batch = frame * args.depth
+    if args.handshakes:
+        # A new connection per round: a full handshake (no resumption), one
+        # frame echoed, a graceful close.
+        for _ in range(rounds):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=120)
+            if context is not None:
+                raw = context.wrap_socket(raw, server_hostname="127.0.0.1")
+            with raw:
+                raw.sendall(frame)
+                left = len(frame)
+                while left:
+                    got = raw.recv(left)
+                    if not got:
+                        raise SystemExit("the server closed a connection")
+                    left -= len(got)
+        return
     conns = []
     for _ in range(args.conns):
         raw = socket.create_connection(("127.0.0.1", port), timeout=120)
@@ -144,7 +161,7 @@ def profile(
     peer: Any, certificate: Certificate, args: argparse.Namespace, scratch: Path
 ) -> None:
     small, large = args.rounds, args.rounds * 3
-    frames = (large - small) * args.conns * args.depth
+    frames = (large - small) * (1 if args.handshakes else args.conns * args.depth)
     if args.cprofile:
         out = scratch / f"{peer.name}.prof"
         cmd = [sys.executable, "-m", "cProfile", "-o", str(out)]
@@ -170,10 +187,13 @@ def profile(
     rows = sorted(((counts[1][k] - counts[0].get(k, 0)) / frames, k) for k in counts[1])
     what = "system calls" if args.strace else "instructions (inclusive)"
     over = "TCP" if args.plain else "TLS"
-    print(
-        f"\n== {peer.name} over {over}: {what} per frame, {args.conns} conns, "
-        f"depth {args.depth}, {args.size} B"
-    )
+    if args.handshakes:
+        print(f"\n== {peer.name} over {over}: {what} per connection (handshake)")
+    else:
+        print(
+            f"\n== {peer.name} over {over}: {what} per frame, {args.conns} conns, "
+            f"depth {args.depth}, {args.size} B"
+        )
     if args.strace:
         print(f"{sum(r[0] for r in rows):9.3f}  total")
     else:
@@ -209,6 +229,11 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument(
         "--plain", action="store_true", help="the same over plain TCP (what TLS adds)"
+    )
+    parser.add_argument(
+        "--handshakes",
+        action="store_true",
+        help="per connection instead: a new one per round, one frame, closed",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--strace", action="store_true")

@@ -247,7 +247,8 @@ class TLSTransport:
         drained = False
         while True:
             if self.handshaking:
-                if self._handshake():
+                # (A step without new bytes could only raise SSLWantReadError.)
+                if self.incoming.pending and self._handshake():
                     if self.conn.state != OPEN:
                         raise BlockingIOError  # on_open closed it
                 elif self.eof:
