@@ -15,8 +15,9 @@ Guarantees the loop relies on:
   (decrypted records the SSL object still holds are read first).
 * `send`/`sendmsg` report plaintext as taken only once its ciphertext is with
   the kernel. When the kernel refuses part of it, the ciphertext stays here
-  (at most `SEND_BATCH` plaintext bytes' worth) and the last encrypted byte is
-  reported as not taken, so the loop keeps waiting for WRITABLE and calls again;
+  (at most one step: `SEND_BATCH` + `RECORD` plaintext bytes' worth) and the
+  last encrypted byte is reported as not taken, so the loop keeps waiting for
+  WRITABLE and calls again;
   that call finishes the ciphertext first and counts the byte then. So the
   loop's queue, its water marks and its async_write callbacks count plaintext,
   and nothing is lost when the peer reads slowly.
