@@ -12,13 +12,19 @@ of a runtime change shows which side it moved.
     .venv/bin/python bench/cpu_per_request.py --http --conns 256 --depth 16
         # the HTTP peers (uvloop + httptools, the HTTP example) under wrk with
         # pipeline_distinct.lua: every request its own X-Request-Id
+    .venv/bin/python bench/cpu_per_request.py --redis --depth 16 \\
+        --peers redis-server,protogen,protogen-compiled      # redis-benchmark SET + GET
+    .venv/bin/python bench/cpu_per_request.py --tls --depth 16 \\
+        --peers uvloop-typed,protogen-typed                     # over TLS
 
 With --http the load is wrk (`--lua` names its script in bench/peers/), the
 requests answered are wrk's count over its whole run, and the CPU window is the
 middle of that run (wrk has no warm-up phase of its own: the first --warmup
 seconds and the last 0.5 s are left out of the window).
-    .venv/bin/python bench/cpu_per_request.py --redis --depth 16 \\
-        --peers redis-server,protogen,protogen-compiled      # redis-benchmark SET + GET
+
+With --tls every peer serves TLS on one certificate made at run time and the
+load client reaches it through the haproxy originator of `make bench-tls`
+(docs/benchmarks.md, *TLS*): the server's CPU then includes its TLS layer.
 
 Same servers, pinning and load client as `make bench` (see docs/benchmarks.md).
 """
@@ -48,7 +54,8 @@ from benchlib.client import (  # noqa: E402
 from benchlib.peers import ECHO, HTTP, REDIS, all_peers  # noqa: E402
 from benchlib.redisbench import check_redis, run_redis_benchmark  # noqa: E402
 from benchlib.scenarios import start_server  # noqa: E402
-from benchlib.servers import install_cleanup  # noqa: E402
+from benchlib.servers import Server, install_cleanup  # noqa: E402
+from benchlib.tls import make_certificate, over_tls, tls_originator  # noqa: E402
 from benchlib.wrk import check_plaintext, parse_wrk, wrk_command  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -61,25 +68,46 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
     return int(fields[11]), int(fields[12])
 
 
-def measure(peer, binary: Path, spec: LoadSpec, settle: float) -> dict[str, float]:
-    """One run: µs of server user/system CPU per request, and req/s."""
+def measure(
+    peer, binary: Path, spec: LoadSpec, settle: float, workdir: Path | None = None
+) -> dict[str, float]:
+    """One run: µs of server user/system CPU per request, and req/s. With
+    `workdir` (a TLS peer) the load goes through a TLS originator made there."""
     with start_server(peer) as server:
         assert server.proc is not None
-        proc = subprocess.Popen(
-            load_command(binary, Target(server.port), spec),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(spec.warmup + settle)
-        user0, sys0 = cpu_ticks(server.proc.pid)
-        start = time.monotonic()
-        time.sleep(max(0.5, spec.duration - 2 * settle))
-        user1, sys1 = cpu_ticks(server.proc.pid)
-        window = time.monotonic() - start
-        report = finish_load(proc, load_budget(spec))
+        port = server.port
+        front: Server | None = None
+        if workdir is not None:
+            front = tls_originator(server.port, workdir).start()
+            port = front.port
+        try:
+            return _measure(server, port, binary, spec, settle)
+        finally:
+            if front is not None:
+                front.stop()
+
+
+def _measure(
+    server: Server, port: int, binary: Path, spec: LoadSpec, settle: float
+) -> dict[str, float]:
+    assert server.proc is not None
+    proc = subprocess.Popen(
+        load_command(binary, Target(port), spec),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(spec.warmup + settle)
+    user0, sys0 = cpu_ticks(server.proc.pid)
+    start = time.monotonic()
+    time.sleep(max(0.5, spec.duration - 2 * settle))
+    user1, sys1 = cpu_ticks(server.proc.pid)
+    window = time.monotonic() - start
+    report = finish_load(proc, load_budget(spec))
     if report.get("errors"):
-        raise SystemExit(f"{peer.name}: load client errors: {report.get('first_error')}")
+        raise SystemExit(
+            f"{server.name}: load client errors: {report.get('first_error')}"
+        )
     requests = report["rps"] * window
     return {
         "rps": report["rps"],
@@ -161,6 +189,9 @@ def main() -> int:
         help="the Redis peers under redis-benchmark -t set,get -P DEPTH -c CONNS",
     )
     parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument(
+        "--tls", action="store_true", help="the echo peers over TLS (see above)"
+    )
     args = parser.parse_args()
     install_cleanup()
     binary = None if args.redis else ensure_loadclient()
@@ -172,6 +203,9 @@ def main() -> int:
         parser.error(f"unknown peers {unknown}; {kind} peers: {', '.join(by_name)}")
     workdir = Path(tempfile.mkdtemp(prefix="protogen-cpu-"))
     peers = [by_name[name] for name in wanted]
+    if args.tls:
+        certificate = make_certificate(workdir)
+        peers = [over_tls(peer, certificate) for peer in peers]
     for peer in peers:
         if not peer.prepare(workdir):
             parser.error(f"{peer.name}: {peer.skip_reason}")
@@ -193,7 +227,13 @@ def main() -> int:
             elif args.redis:
                 run = measure_redis(peer, args.requests, args.conns, args.depth)
             else:
-                run = measure(peer, binary, spec, settle=0.5)
+                run = measure(
+                    peer,
+                    binary,
+                    spec,
+                    settle=0.5,
+                    workdir=workdir if args.tls else None,
+                )
             results[peer.name].append(run)
             print(
                 f"[{round_no + 1}/{args.rounds}] {peer.name:18s} {run['rps']:10,.0f} req/s"
@@ -203,8 +243,8 @@ def main() -> int:
             )
     print(
         f"\nmedians, {args.conns} conns, depth {args.depth}, "
-        f"{args.lua if args.http else f'{args.size} B'} "
-        f"({args.rounds} rounds):"
+        f"{args.lua if args.http else f'{args.size} B'}"
+        f"{' over TLS' if args.tls else ''} ({args.rounds} rounds):"
     )
     base = None
     for peer in peers:

@@ -5,6 +5,7 @@ trustme at test time."""
 from __future__ import annotations
 
 import os
+import random
 import resource
 import select
 import shutil
@@ -540,19 +541,26 @@ def test_session_resumption(pki: PKI, tickets: bool) -> None:
 # ---------------------------------------------------------------- output path
 
 
-class Flood(EventHandler):
-    """Writes `size` bytes on open, in chunks, to a peer that reads slowly."""
+def stream(size: int) -> bytes:
+    """`size` bytes in which a lost, doubled or moved chunk shows."""
+    return b"".join(i.to_bytes(4, "big") for i in range(size // 4))
 
-    def __init__(self, size: int) -> None:
+
+class Flood(EventHandler):
+    """Writes `stream(size)` on open, in `chunk`-byte writes, to a peer that reads
+    slowly."""
+
+    def __init__(self, size: int, chunk: int = 64 * 1024) -> None:
         self.size = size
+        self.chunk = chunk
         self.pauses: list[bool] = []
         self.closed: list[BaseException | None] = []
         self.done = threading.Event()
 
     def on_open(self, conn: Conn) -> tuple[bytes | None, Action]:
-        block = bytes(range(256)) * 256  # 64 KiB
-        for offset in range(0, self.size, len(block)):
-            conn.write(block)
+        data = memoryview(stream(self.size))
+        for offset in range(0, self.size, self.chunk):
+            conn.write(bytes(data[offset : offset + self.chunk]))
         return None, Action.CLOSE  # graceful: everything flushed, close_notify
 
     def on_write_pause(self, conn: Conn, paused: bool) -> None:
@@ -564,9 +572,27 @@ class Flood(EventHandler):
         return Action.NONE
 
 
-def test_slow_reader_gets_everything_then_close_notify(pki: PKI) -> None:
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        64 * 1024,
+        pytest.param(
+            100,
+            marks=pytest.mark.xfail(
+                reason="a known stall: with 40 000 queued 100-byte writes the "
+                "server sometimes stops sending to this slow reader (always with "
+                "main's runtime/tls.py, about one run in five since the send "
+                "steps); not found yet",
+                strict=False,
+            ),
+        ),
+    ],
+)
+def test_slow_reader_gets_everything_then_close_notify(pki: PKI, chunk: int) -> None:
+    # 100-byte writes: the queue's chunks are joined into records across their
+    # boundaries, and a refused send leaves a step's last byte mid-chunk.
     size = 4 << 20
-    handler = Flood(size)
+    handler = Flood(size, chunk)
     with serving(
         handler,
         "tls://127.0.0.1:0",
@@ -588,7 +614,7 @@ def test_slow_reader_gets_everything_then_close_notify(pki: PKI) -> None:
                 if len(got) < size // 8:
                     time.sleep(0.001)  # slow at first
         assert len(got) == size
-        assert got == (bytes(range(256)) * 256) * (size // 65536)
+        assert got == stream(size)
         assert handler.done.wait(TIMEOUT)
     assert handler.closed == [None]
     assert handler.pauses[:1] == [True]  # backpressure over TLS
@@ -823,3 +849,69 @@ def test_a_reload_from_broken_files_keeps_the_old_certificate(
             assert round_trip(sock, b"old cert") == b"old cert"
         shutil.copy(pki.server, cert_file)
         assert engine.reload_tls() is True
+
+
+def test_small_writes_go_out_in_full_records(pki: PKI) -> None:
+    # 2 000 writes of 100 bytes, queued at once: joined into 16 KiB records
+    # (a dozen), not a record and a send per write.
+    size, chunk = 200_000, 100
+    handler = Flood(size, chunk)
+    with serving(handler, "tls://127.0.0.1:0", tls_cert=str(pki.server)) as engine:
+        raw = socket.create_connection(host_port(engine.urls[0]), timeout=TIMEOUT)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        sslobj = client_context(pki).wrap_bio(
+            incoming, outgoing, server_hostname="127.0.0.1"
+        )
+        wire = bytearray()  # every byte the server sent
+
+        def receive() -> None:
+            data = raw.recv(1 << 20)
+            assert data, "closed early"
+            wire.extend(data)
+            incoming.write(data)
+
+        got = bytearray()
+        with raw:
+            while True:
+                try:
+                    sslobj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    raw.sendall(outgoing.read())
+                    receive()
+            raw.sendall(outgoing.read())
+            while len(got) < size:
+                try:
+                    got += sslobj.read(1 << 20)
+                except ssl.SSLWantReadError:
+                    receive()
+        assert got == stream(size)
+        records = []
+        at = 0
+        while at + 5 <= len(wire):
+            records.append(wire[at])
+            at += 5 + int.from_bytes(wire[at + 3 : at + 5], "big")
+        # The handshake's flights and the session tickets are a few more.
+        assert records.count(23) < 30, len(records)  # 23: application data
+        assert handler.done.wait(TIMEOUT)
+
+
+def test_send_steps_cover_the_queue_in_order() -> None:
+    from protogen.runtime.tls import RECORD, SEND_BATCH, _steps
+
+    rng = random.Random(17)
+    for _ in range(300):
+        chunks: list[Any] = [
+            bytes(rng.randrange(256) for _ in range(rng.choice([1, 7, 300])))
+            * rng.choice([1, 10, 400])
+            for _ in range(rng.randrange(1, 40))
+        ]
+        chunks = [c if rng.random() < 0.5 else memoryview(c) for c in chunks]
+        whole = b"".join(chunks)
+        skip = rng.choice([0, 0, 1, len(chunks[0]), len(whole) // 2])
+        steps = [bytes(step) for step in _steps(chunks, skip)]
+        assert b"".join(steps) == whole[skip:]
+        assert all(steps)
+        # Full steps, the last one with a rest of at most a record.
+        assert all(len(step) == SEND_BATCH for step in steps[:-1])
+        assert not steps or len(steps[-1]) <= SEND_BATCH + RECORD
