@@ -54,7 +54,9 @@ class Outbound:
 
     def send_many(self, transport: Any, datagrams: bool) -> int:
         """One send/sendmsg of a queue of several chunks (the loop sends a single
-        chunk itself); returns how many bytes the kernel took.
+        chunk itself); returns how many bytes the kernel took. Less than the
+        queue only when the kernel refused the rest: the loop then waits for
+        WRITABLE, an edge that comes once the full socket drains.
 
         Raises OSError for socket errors; a refusal (EAGAIN) is 0.
         """
@@ -69,7 +71,7 @@ class Outbound:
             elif len(chunks) <= IOV_MAX:
                 n = transport.sendmsg(chunks)
             else:
-                n = transport.sendmsg(chunks[:IOV_MAX])
+                return _send_slices(transport, chunks)
         except (BlockingIOError, InterruptedError):
             return 0
         return n
@@ -146,6 +148,25 @@ class Outbound:
         self.state = OUT_IDLE
         self.waiters = None
         return items
+
+
+def _send_slices(transport: Any, chunks: list[Any]) -> int:
+    """A queue longer than IOV_MAX: one sendmsg per IOV_MAX chunks until the
+    kernel refuses some. A slice taken whole is no refusal: the socket may still
+    be writable, and an edge-triggered loop waiting for WRITABLE after it would
+    wait for an edge that never comes (the interest is unchanged, so no
+    epoll_ctl re-reports the readiness either)."""
+    sent = 0
+    for start in range(0, len(chunks), IOV_MAX):
+        part = chunks[start : start + IOV_MAX]
+        try:
+            n: int = transport.sendmsg(part)
+        except (BlockingIOError, InterruptedError):
+            break
+        sent += n
+        if n < sum(map(len, part)):
+            break
+    return sent
 
 
 def _send_datagrams(transport: Any, chunks: list[Any]) -> int:

@@ -211,6 +211,67 @@ def test_close_with_pending_writes_delivers_them() -> None:
     assert handler.closed[0][1] is None
 
 
+class Greedy:
+    """A transport whose kernel takes everything but `room` bytes (then EAGAIN)."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.calls: list[int] = []
+
+    def sendmsg(self, chunks) -> int:
+        self.calls.append(len(chunks))
+        if not self.room:
+            raise BlockingIOError
+        n = min(self.room, sum(len(chunk) for chunk in chunks))
+        self.room -= n
+        return n
+
+
+def test_send_many_offers_every_slice_the_kernel_takes_whole() -> None:
+    # More chunks than one sendmsg may carry (IOV_MAX): a slice taken whole is
+    # no refusal, so the next one goes too; only a short count or EAGAIN
+    # (after which WRITABLE does come) ends the send.
+    from protogen.runtime.outbound import IOV_MAX, Outbound
+
+    out = Outbound()
+    out.chunks = [bytes(100)] * (3 * IOV_MAX + 5)
+    out.size = 100 * len(out.chunks)
+    greedy = Greedy(room=1 << 30)
+    assert out.send_many(greedy, datagrams=False) == out.size
+    assert greedy.calls == [IOV_MAX, IOV_MAX, IOV_MAX, 5]
+    short = Greedy(room=100 * IOV_MAX + 50)  # the second slice is cut short
+    assert out.send_many(short, datagrams=False) == 100 * IOV_MAX + 50
+    assert short.calls == [IOV_MAX, IOV_MAX]
+    refused = Greedy(room=100 * IOV_MAX)  # EAGAIN on the second slice
+    assert out.send_many(refused, datagrams=False) == 100 * IOV_MAX
+    assert refused.calls == [IOV_MAX, IOV_MAX]
+
+
+@pytest.mark.parametrize("edge", [True, False], ids=["edge", "level"])
+def test_many_small_writes_reach_a_reader_that_keeps_up(edge: bool) -> None:
+    # 40 000 100-byte writes (4 MB: never joined into one chunk) to a reader
+    # fast enough that the kernel takes a whole IOV_MAX slice at a time: the
+    # loop used to wait for a WRITABLE edge after such a send, and an
+    # edge-triggered loop waited forever (the socket never became unwritable).
+    count = 40_000
+    data = bytes(range(100))
+
+    class Flood(Recorder):
+        def on_open(self, conn):
+            super().on_open(conn)
+            for _ in range(count):
+                conn.write(data)
+            return None, Action.CLOSE
+
+    handler = Flood()
+    with serving(handler, "tcp://127.0.0.1:0", edge_triggered=edge) as engine:
+        with connect(engine.urls[0], timeout=5.0) as sock:
+            assert recv_exact(sock, count * len(data)) == data * count
+            assert sock.recv(10) == b""
+            assert handler.closed_event.wait(10)
+    assert handler.closed[0][1] is None
+
+
 def test_close_with_callback_from_another_thread() -> None:
     handler = Recorder()
     order: list = []
