@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib.peers import ECHO, all_peers  # noqa: E402
 from benchlib.servers import free_port, raise_nofile_limit  # noqa: E402
 from benchlib.tls import Certificate, make_certificate, over_tls  # noqa: E402
+from hotprofile import annotate  # noqa: E402  (callgrind_annotate, inclusive counts)
 
-LINE = re.compile(r"\s*([\d,]+) \([^)]*\)\s+(.*)$")
 SYSCALL = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$")
 
 
@@ -131,21 +131,6 @@ def run_server(
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-def annotate(out: Path) -> dict[str, int]:
-    text = subprocess.run(
-        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(out)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    counts = {}
-    for line in text.splitlines():
-        match = LINE.match(line)
-        if match:
-            counts[match.group(2)] = int(match.group(1).replace(",", ""))
-    return counts
 
 
 def syscalls(out: Path) -> dict[str, int]:
