@@ -35,7 +35,6 @@ import importlib
 import os
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +49,7 @@ EXAMPLES = REPO / "examples"
 sys.path.insert(0, str(EXAMPLES / "dns"))
 
 from dns_names import domain_name  # noqa: E402
+from benchlib.callgrind import instructions as callgrind_instructions  # noqa: E402
 
 from protogen.errors import MalformedFrame  # noqa: E402
 
@@ -445,15 +445,10 @@ def instructions(directory: Path, peers: list[str], names: list[str]) -> None:
             # Construct is some 15x slower: fewer calls give as exact an average.
             repeat = 500 if peer == "construct" else 5000
             for calls in (0, repeat):
-                done = subprocess.run(
-                    ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                     sys.executable, __file__, "--dir", str(directory),
-                     "--one", f"{peer}:{name}:{calls}"],
-                    capture_output=True, text=True, check=True,
-                    env=dict(os.environ, PYTHONHASHSEED="0"),
-                )
-                found = [line for line in done.stderr.splitlines() if "Collected" in line]
-                total.append(int(found[-1].split()[-1]))
+                total.append(callgrind_instructions([
+                    sys.executable, __file__, "--dir", str(directory),
+                    "--one", f"{peer}:{name}:{calls}",
+                ]))  # fmt: skip
             counts[peer] = (total[1] - total[0]) / repeat
         row = f"| {name} | " + " | ".join(f"{counts[p]:,.0f}" for p in peers)
         for other in others:

@@ -27,13 +27,13 @@ resolution, no text).
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from benchlib.callgrind import instructions as callgrind_instructions
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "examples" / "dns" / "dns.proto.dsl"
@@ -169,14 +169,7 @@ def main() -> int:
         for peer in ("plugin", "labels", "values", "resolved"):
             total = []
             for calls in (0, repeat):
-                done = subprocess.run(
-                    ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                     sys.executable, __file__, tmp, peer, str(calls)],
-                    capture_output=True, text=True, check=True,
-                    env=dict(os.environ, PYTHONHASHSEED="0"),
-                )
-                found = [line for line in done.stderr.splitlines() if "Collected" in line]
-                total.append(int(found[-1].split()[-1]))
+                total.append(callgrind_instructions([sys.executable, __file__, tmp, peer, str(calls)]))
             print(f"| {peer} | {(total[1] - total[0]) / repeat:,.0f} |", flush=True)
     return 0
 

@@ -57,6 +57,7 @@ from protogen.runtime import Options  # noqa: E402
 from protogen.runtime.metrics import LoopMetrics  # noqa: E402
 from protogen.runtime.eventloop import EventLoop  # noqa: E402
 from protogen.runtime.poller import READABLE  # noqa: E402
+from benchlib.callgrind import instructions as callgrind_instructions  # noqa: E402
 
 
 class ScriptedSocket:
@@ -334,11 +335,7 @@ def instructions(args: argparse.Namespace) -> None:
     counts = []
     small, large = args.conns * 20, args.conns * 120
     for events in (small, large):
-        done = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--callgrind-out-file=/dev/null",
+        command = [
                 sys.executable,
                 __file__,
                 "--handler",
@@ -354,14 +351,8 @@ def instructions(args: argparse.Namespace) -> None:
                 "--rounds",
                 "1",
                 "--no-warmup",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=env,
-        )
-        found = [line for line in done.stderr.splitlines() if "Collected" in line]
-        counts.append(int(found[-1].split()[-1]))
+        ]
+        counts.append(callgrind_instructions(command, env))
     per_event = (counts[1] - counts[0]) / (large - small)
     mode = "compiled" if args.compile else "pure"
     if args.handler == "uvloop-typed":

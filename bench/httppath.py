@@ -21,7 +21,6 @@ callgrind with two event counts and prints the difference per request.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import hotpath  # noqa: E402
+from benchlib.callgrind import instructions as callgrind_instructions  # noqa: E402
 
 
 def distinct_reads(depth: int, count: int) -> list[bytes]:
@@ -130,18 +130,11 @@ def instructions(args: argparse.Namespace, peer: str) -> float:
     counts = []
     small, large = args.conns * 20, args.conns * 120
     for events in (small, large):
-        done = subprocess.run(
-            [
-                "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                sys.executable, __file__, "--peer", peer,
-                "--conns", str(args.conns), "--depth", str(args.depth),
-                "--events", str(events), "--rounds", "1", "--no-warmup",
-            ],
-            capture_output=True, text=True, check=True,
-            env=dict(os.environ, PYTHONHASHSEED="0"),
-        )  # fmt: skip
-        found = [line for line in done.stderr.splitlines() if "Collected" in line]
-        counts.append(int(found[-1].split()[-1]))
+        counts.append(callgrind_instructions([
+            sys.executable, __file__, "--peer", peer,
+            "--conns", str(args.conns), "--depth", str(args.depth),
+            "--events", str(events), "--rounds", "1", "--no-warmup",
+        ]))  # fmt: skip
     return (counts[1] - counts[0]) / (large - small) / args.depth
 
 

@@ -16,12 +16,13 @@ per-read socket work is not in it; bench/cpu_per_request.py --redis has all).
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from benchlib.callgrind import instructions as callgrind_instructions
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE.parent / "examples" / "redis"
@@ -68,14 +69,7 @@ for _ in range(int(sys.argv[1])):
 
 
 def instructions(script: Path, reads: int) -> int:
-    done = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-         sys.executable, str(script), str(reads)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    assert found, done.stderr[-500:]
-    return int(found.group(1))
+    return callgrind_instructions([sys.executable, str(script), str(reads)])
 
 
 def main() -> int:
