@@ -16,6 +16,7 @@ from . import expressions as ex
 from . import models as ir
 from . import typeinfo
 from ._version import __version__
+from .context_unions import wire_extern_views
 from .context_fields import annotation as field_annotation
 from .context_fields import (
     Consts,
@@ -1023,6 +1024,7 @@ def build_context(
         "externs": [
             (e.module, e.attribute, extern_const(e.name)) for e in spec.externs
         ],
+        "wire_externs": wire_extern_views(spec),
         "struct_consts": [(name, fmt) for fmt, name in consts.structs.items()],
         "regex_consts": list(consts.regexes.items()),
         "uses_general": bool(structs) or any(f.general for f in frames),

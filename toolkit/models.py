@@ -522,12 +522,70 @@ class StructDef:
 
 
 @dataclass(frozen=True)
+class ValueArm:
+    """`0 => bytes[length]` or `3 => u8` in a value union, chosen by `tag`.
+
+    `scalar` None: the value is the bytes the other bits size. Else an
+    unsigned integer follows the head, and the value is the head's other bits
+    then that integer's, as one int (a DNS pointer's 14-bit offset).
+    """
+
+    tag: int
+    scalar: ScalarType | None = None
+
+
+@dataclass(frozen=True)
+class ValueUnionDef:
+    """`union Label : u8 bits { kind: 2, length: 6 } switch kind { ... }`.
+
+    A tiny union whose elements decode as plain values (bytes or int), not
+    objects: a head integer of two bit fields, the tag (`kind`) choosing the arm
+    and the other bits (`length`), then the arm. Used as the element of an
+    `[until ...]` array, where `it.kind` and `it.length` name the head's bits.
+    """
+
+    name: str
+    head: ScalarType
+    tag: str
+    tag_shift: int
+    tag_bits: int
+    other: str
+    other_shift: int
+    other_bits: int
+    arms: tuple[ValueArm, ...]
+    location: Location
+
+    @property
+    def bytes_arm(self) -> ValueArm | None:
+        return next((arm for arm in self.arms if arm.scalar is None), None)
+
+    @property
+    def int_arm(self) -> ValueArm | None:
+        return next((arm for arm in self.arms if arm.scalar is not None), None)
+
+
+@dataclass(frozen=True)
+class ValueArray:
+    """`Label[until it.kind == 3 or it.length == 0]` over a value union: a list
+    of bytes and ints, up to and including the first element matching `until`
+    (over `it`; `it.TAG`, `it.OTHER` are the element's head bits)."""
+
+    union: str
+    until: Expr
+
+
+@dataclass(frozen=True)
 class ExternDef:
     """A hand-written field type: `extern DomainName: str = "dns_names:domain_name"`.
 
     `module:attribute` names an object with `decode(data, pos, end, origin) ->
     (value, pos)`, `encode(value, out, origin, state) -> None` and
     `strategy() -> hypothesis strategy` (docs/dsl.md, "Plug-in field types").
+
+    With `wire` (`... from Label[until ...]`) the spec describes the bytes: the
+    generated codec decodes the value array and the object's `resolve(items,
+    offset, state)` makes the value of it; on encode its `compress(value,
+    offset, state)` gives the items the codec writes.
     """
 
     name: str
@@ -535,6 +593,7 @@ class ExternDef:
     module: str
     attribute: str
     location: Location
+    wire: ValueArray | None = None
 
 
 # --- framing kinds -----------------------------------------------------------
@@ -809,6 +868,7 @@ class ProtocolSpec:
     enums: tuple[EnumDef, ...] = ()
     structs: tuple[StructDef, ...] = ()
     externs: tuple[ExternDef, ...] = ()
+    unions: tuple[ValueUnionDef, ...] = ()
     transports: tuple[Transport, ...] = ("tcp",)
     server_decodes: str = ""  # frame name the server decodes (requests)
     server_encodes: str = ""  # frame name the server encodes (responses)
@@ -834,6 +894,12 @@ class ProtocolSpec:
         for struct_def in self.structs:
             if struct_def.name == name:
                 return struct_def
+        raise KeyError(name)
+
+    def union(self, name: str) -> ValueUnionDef:
+        for union_def in self.unions:
+            if union_def.name == name:
+                return union_def
         raise KeyError(name)
 
     def extern(self, name: str) -> ExternDef:

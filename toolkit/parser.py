@@ -532,8 +532,12 @@ class _ToAst(Transformer):
         return ast.ParamDecl(name, type_ref, self._span(meta))
 
     def extern_def(self, meta: Any, children: list[Any]) -> ast.ExternDecl:
-        name, python_type, target = children
-        return ast.ExternDecl(name, python_type, target, self._span(meta))
+        name, python_type, target, wire = children
+        return ast.ExternDecl(name, python_type, target, self._span(meta), wire)
+
+    def union_def(self, meta: Any, children: list[Any]) -> ast.UnionDecl:
+        name, head, bits, tag, *arms = children
+        return ast.UnionDecl(name, head, bits, tag, tuple(arms), self._span(meta))
 
     # Phases.
     def phase_def(self, meta: Any, children: list[Any]) -> ast.PhaseDecl:

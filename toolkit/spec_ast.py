@@ -450,6 +450,19 @@ class ExternDecl:
     python_type: Ident | StrLit
     target: StrLit
     span: Span
+    wire: TypeRef | None = None  # `from Label[until ...]`
+
+
+@dataclass(frozen=True)
+class UnionDecl:
+    """`union Label : u8 bits { kind: 2, length: 6 } switch kind { ARMS }`."""
+
+    name: Ident
+    head: TypeRef
+    bits: BitsBlock
+    tag: Ident
+    arms: tuple[SwitchArm, ...]
+    span: Span
 
 
 @dataclass(frozen=True)
@@ -482,6 +495,7 @@ TopItem = Union[
     FrameDecl,
     StructDecl,
     ExternDecl,
+    UnionDecl,
     PhaseDecl,
 ]
 

@@ -10,6 +10,7 @@ both share.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import keyword
 import re
@@ -226,6 +227,7 @@ class SpecBuilder(Checker):
         from .validate_frame import FrameBuilder
         from .validate_phases import build_phases
         from .validate_struct import StructBuilder, check_spec_types
+        from .validate_union import build_union, resolve_wire
 
         items = self.tree.items
         for item in items:
@@ -239,9 +241,13 @@ class SpecBuilder(Checker):
         transports = self._transports()
         default_max = self._max_frame()
         enums = [self._enum(item) for item in items if isinstance(item, ast.EnumDecl)]
-        externs = [
-            self._extern(item) for item in items if isinstance(item, ast.ExternDecl)
+        unions = [
+            build_union(self, item)
+            for item in items
+            if isinstance(item, ast.UnionDecl) and self._claim_name(item.name, "union")
         ]
+        extern_decls = [item for item in items if isinstance(item, ast.ExternDecl)]
+        externs = [self._extern(item) for item in extern_decls]
         struct_decls = [item for item in items if isinstance(item, ast.StructDecl)]
         claimed = [d for d in struct_decls if self._claim_name(d.name, "structure")]
         self.field_types = SpecTypes(
@@ -250,8 +256,20 @@ class SpecBuilder(Checker):
             {d.name.text: d for d in claimed},
             {e.name: e for e in externs if e is not None},
             {d.name.text for d in struct_decls if d not in claimed}
-            | self.types.poisoned_enums,
+            | self.types.poisoned_enums
+            | {
+                item.name.text
+                for item, union in zip(
+                    [i for i in items if isinstance(i, ast.UnionDecl)], unions
+                )
+                if union is None
+            },
+            {u.name: u for u in unions if u is not None},
         )
+        for index, (decl, extern) in enumerate(zip(extern_decls, externs)):
+            if decl.wire is not None and extern is not None:
+                wire = resolve_wire(self, self.field_types, decl)
+                externs[index] = dataclasses.replace(extern, wire=wire) if wire else None
         self.struct_defs: dict[str, StructDef] = {}
         for decl in claimed:
             struct_def = StructBuilder(self, decl).build()
@@ -291,6 +309,7 @@ class SpecBuilder(Checker):
             enums=tuple(enum for enum in enums if enum is not None),
             structs=tuple(self.struct_defs.values()),
             externs=tuple(e for e in externs if e is not None),
+            unions=tuple(u for u in unions if u is not None),
             transports=transports,
             server_decodes=decodes,
             server_encodes=encodes,

@@ -75,6 +75,7 @@ class SpecTypes:
     structs: dict[str, ast.StructDecl]
     externs: dict[str, ir.ExternDef]
     poisoned: set[str]  # type names whose declaration failed
+    unions: dict[str, ir.ValueUnionDef] = dataclasses.field(default_factory=dict)
 
     @property
     def enums(self) -> dict[str, ir.EnumDef]:
@@ -227,13 +228,16 @@ class ExprResolver(Checker):
         if len(expr.parts) > 2:
             self.error(expr.span, f"{what}: one level of `.` only ('{expr.text}')")
             raise _Poisoned
-        decl = self.spec.structs[symbol.struct]
-        members = _member_symbols(self.spec, decl)
+        union = self.spec.unions.get(symbol.struct)
+        if union is not None:  # `it.kind`: a value union's head bits
+            members = {union.tag: ("int", None), union.other: ("int", None)}
+        else:
+            members = _member_symbols(self.spec, self.spec.structs[symbol.struct])
         member = expr.parts[1].text
         if member not in members:
             self.error(
                 expr.parts[1].span,
-                f"structure '{symbol.struct}' has no field '{member}'"
+                f"{'union' if union else 'structure'} '{symbol.struct}' has no field '{member}'"
                 + suggestion(member, members),
             )
             raise _Poisoned
@@ -773,6 +777,13 @@ class SequenceBuilder(Checker):
             return ir.VarintType(name)  # type: ignore[arg-type]
         if name in self.spec.structs:
             return self._struct_ref(ref, where)
+        if name in self.spec.unions:
+            self.error(
+                ref.span,
+                f"value union '{name}' is the wire form of a plug-in type: "
+                f'`extern NAME: TYPE = "module:object" from {name}[until EXPR]`',
+            )
+            return None
         if name in self.spec.externs:
             self._no_args(ref)
             if ref.order is not None:
