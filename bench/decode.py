@@ -10,8 +10,10 @@ before timing): an MQTT 3.1.1 PUBLISH (QoS 1, topic, packet id, 64-byte
 payload), a DNS response with 4 answers (compressed names) over TCP, and a
 masked 1 KiB WebSocket client frame (16-bit length form). Every peer returns
 (frame, end), as a streaming decoder must. The specs are the examples' own:
-examples/mqtt/mqtt.proto.dsl, examples/dns/dns.proto.dsl (its names are the
-example's plug-in, dns_names.py) and examples/websocket/websocket.proto.dsl.
+examples/mqtt/mqtt.proto.dsl, examples/dns/dns.proto.dsl (its names are label
+arrays the spec describes, pointers resolved by the example's hook, dns_names.py;
+the hand-written peers parse names by hand, benchlib/dnsnames.py) and
+examples/websocket/websocket.proto.dsl.
 
 The hand-written decoders are what a careful programmer writes with the
 standard library: precompiled `struct.Struct`, memoryview slices, bounds
@@ -45,10 +47,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-# The DNS spec's name-compression plug-in, beside it.
+# The DNS spec's name-compression hook, beside it (the hand-written name decoder
+# of benchlib.dnsnames imports its text helpers).
 sys.path.insert(0, str(EXAMPLES / "dns"))
 
-from dns_names import domain_name  # noqa: E402
+from benchlib.dnsnames import decode_name as handwritten_decode_name  # noqa: E402
 from benchlib.callgrind import instructions as callgrind_instructions  # noqa: E402
 
 from protogen.errors import MalformedFrame  # noqa: E402
@@ -126,7 +129,7 @@ def hand_written(codecs: dict[str, ModuleType]) -> dict[str, Callable[[Buffer], 
     dns_header = struct.Struct(">HHHHHHH")
     packet_types = {member.value: member for member in mqtt.PacketType}
     opcodes = {member.value: member for member in ws.Opcode}
-    decode_name = domain_name.decode
+    decode_name = handwritten_decode_name
     mqtt_max, dns_max, websocket_max = 1 << 20, 65537, 4 << 20
     opt = 41
     publish_type = mqtt.PacketType.publish
@@ -306,13 +309,13 @@ def construct_parsers(codecs: dict[str, ModuleType]) -> dict[str, Callable[[Buff
     mqtt, dns, ws = codecs["mqtt"], codecs["dns"], codecs["websocket"]
 
     class DnsName(c.Construct):  # type: ignore[misc]
-        """Names with compression pointers (the same plug-in), over Construct's stream."""
+        """Names with compression pointers (the hand-written decoder), over Construct's stream."""
 
         def _parse(self, stream: Any, context: Any, path: str) -> Any:
             buffer = stream.getbuffer()
             root = context._root if "_root" in context else context
             memory = root.setdefault("_dns_names", {})  # one per message, as above
-            name, end = domain_name.decode(buffer, stream.tell(), len(buffer), 2, memory)
+            name, end = handwritten_decode_name(buffer, stream.tell(), len(buffer), 2, memory)
             stream.seek(end)
             return name
 

@@ -16,7 +16,6 @@ from . import expressions as ex
 from . import models as ir
 from . import typeinfo
 from ._version import __version__
-from .context_unions import wire_extern_views
 from .context_fields import annotation as field_annotation
 from .context_fields import (
     Consts,
@@ -30,6 +29,7 @@ from .context_fields import (
 )
 from .context_phases import phase_views
 from .context_strategies import StrategyBuilder
+from .context_unions import wire_extern_views
 from .render import camel_case, py_literal, snake_case
 
 # Locals the generated decode/encode functions use themselves; a field with one
@@ -995,6 +995,7 @@ def build_context(
     if dispatch_frame is None or dispatch_frame.dispatch is None:
         dispatch_frame = next((f for f in frames if f.dispatch is not None), None)
     spec_file = PurePath(spec.source_file).name
+    wire_externs = wire_extern_views(spec)
     return {
         "spec": spec,
         "protocol": spec.name,
@@ -1024,7 +1025,8 @@ def build_context(
         "externs": [
             (e.module, e.attribute, extern_const(e.name)) for e in spec.externs
         ],
-        "wire_externs": wire_extern_views(spec),
+        "wire_externs": wire_externs,
+        "wire_by_const": {w.const: w for w in wire_externs},
         "struct_consts": [(name, fmt) for fmt, name in consts.structs.items()],
         "regex_consts": list(consts.regexes.items()),
         "uses_general": bool(structs) or any(f.general for f in frames),

@@ -6,14 +6,23 @@
 # resource records of the three sections, RDATA chosen by the record type
 # (unknown types stay raw bytes), and the EDNS OPT pseudo-record, which reuses
 # the class and TTL fields for its payload size, extended RCODE, version and
-# flags. Names (DomainName) are the plug-in type of dns_names.py: compression
-# pointers are followed strictly backwards on decode (no loops) and written for
-# every repeated suffix on encode.
+# flags. Names are labels up to the empty label or a compression pointer
+# (RFC 1035 4.1.4); dns_names.py follows the pointers strictly backwards on
+# decode (no loops) and writes one for every repeated suffix on encode.
 protocol dns
 transport tcp, udp
 max_frame 65537                 # the u16 length prefix plus up to 65535 bytes
 
+# A label's first byte: its length (top bits 00), or the top six bits of a
+# pointer's 14-bit offset into the message (11), whose low byte follows.
+union Label : u8 bits { kind: 2, length: 6 } switch kind {
+    0 => bytes[length]          # a label: `length` bytes
+    3 => u8                     # a pointer: the offset, `length` << 8 | this byte
+}
+
+# A name: its labels as text, the pointer followed (dns_names.py).
 extern DomainName: str = "dns_names:domain_name"
+    from Label[until it.kind == 3 or it.length == 0]
 
 enum RRType : u16 {
     a = 1, ns = 2, cname = 5, soa = 6, ptr = 12, mx = 15, txt = 16,

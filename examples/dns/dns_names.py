@@ -1,11 +1,12 @@
-"""DNS domain names with compression pointers: a protogen plug-in field type.
+"""DNS domain names: the compression hook of the DNS spec's names.
 
-`extern DomainName: str = "dns_names:domain_name"` in a spec makes the generated
-codec call `domain_name.decode` / `.encode` for every DomainName field, and the
-generated property tests draw names from `domain_name.strategy()`. Both calls
-get a `state` dict of their own per frame: decoding remembers the names at each
-offset (a pointer to one is a lookup), encoding the offsets of the suffixes
-written (to point at them).
+The spec describes a name's bytes itself (`extern DomainName: str =
+"dns_names:domain_name" from Label[until it.kind == 3 or it.length == 0]`):
+the generated codec decodes the labels, each a plain value (bytes, or a
+compression pointer's offset as an int), and hands them to
+`domain_name.resolve`, which follows the pointer and gives the text; on encode
+`domain_name.compress` gives the labels to write, a pointer for the longest
+suffix already in the message. Both get a `state` dict of their own per frame.
 
 Values are names in presentation form (RFC 1035 section 5.1) without the final
 dot: "www.example.com", "" for the root. A label byte that is a dot, a
@@ -13,11 +14,9 @@ backslash or not printable ASCII is written as an escape (`\\.`, `\\\\`, `\\DDD`
 so every wire name has exactly one text form. `labels(name)` and
 `text(labels)` convert between the two forms (the zone uses them for its keys).
 
-Decoding follows compression pointers (RFC 1035 section 4.1.4) that point
-strictly backwards, so pointer loops are impossible, and never reads outside
-[origin, end). Encoding compresses: every name suffix already written in the
-same message becomes a pointer (the per-message `state` remembers their
-offsets). Suffixes match case-sensitively, so a decoded name is exactly the
+A pointer (RFC 1035 section 4.1.4) must lead to a label, or the tail, of a
+name decoded before it in the same message, which makes pointer loops
+impossible. Suffixes match case-sensitively, so a decoded name is exactly the
 name that was encoded.
 """
 
@@ -27,8 +26,6 @@ import re
 from typing import Any
 
 from protogen.errors import MalformedFrame
-
-Buffer = bytes | bytearray | memoryview
 
 MAX_NAME = 255  # wire bytes, RFC 1035 section 2.3.4
 MAX_LABEL = 63
@@ -123,92 +120,73 @@ def _escaped_labels(value: str) -> list[bytes]:
 
 
 class DomainNameCodec:
-    """The plug-in interface: decode, encode, strategy (see docs/dsl.md)."""
+    """The hook of `extern DomainName: str = ... from Label[...]`: resolve,
+    compress, strategy (docs/dsl.md, "Plug-in types read from a value array")."""
 
     @staticmethod
-    def decode(
-        data: Buffer, pos: int, end: int, origin: int, state: dict[str, Any]
-    ) -> tuple[str, int]:
-        """The name at `pos` and the offset after it (after the first pointer).
+    def resolve(items: list[bytes | int], offset: int, state: dict[str, Any]) -> str:
+        """The name whose labels the codec decoded at message offset `offset`.
 
-        `state` (one dict per frame) remembers the names decoded at each offset:
-        a pointer to one of them costs a lookup, not another walk.
+        `items` ends with the empty label or a pointer (an int offset), which
+        must name a position of a name decoded before this one in the same
+        message (`state` remembers them): strictly backwards, so no loops.
         """
-        names: dict[int, str] = state.setdefault(_STATE_KEY, {})
-        start = pos
-        suffix = ""  # a name a pointer led to, already decoded
-        labels: list[Buffer] = []
-        append = labels.append
-        after = -1
-        limit = pos  # a pointer must point before this: strictly backwards
-        total = 1
-        while True:
-            if pos >= end:
-                raise MalformedFrame("domain name runs past its end")
-            length = data[pos]
-            if length == 0:
-                pos += 1
-                break
-            if length <= MAX_LABEL:
-                stop = pos + 1 + length
-                if stop > end:
-                    raise MalformedFrame(f"{length}-byte label runs past its end")
-                total += length + 1
-                if total > MAX_NAME:
-                    raise MalformedFrame(f"domain name longer than {MAX_NAME} bytes")
-                append(data[pos + 1 : stop])
-                pos = stop
-            elif length >= 0xC0:
-                if pos + 1 >= end:
-                    raise MalformedFrame("compression pointer runs past its end")
-                target = origin + ((length & 0x3F) << 8 | data[pos + 1])
-                if after < 0:
-                    after = pos + 2
-                if target >= limit:
-                    raise MalformedFrame(
-                        f"compression pointer to offset {target - origin} does not point "
-                        "backwards"
-                    )
-                known = names.get(target)
-                if known is not None:
-                    suffix = known
-                    break
-                limit = pos = target
-            else:
-                raise MalformedFrame(f"unknown label type 0x{length & 0xC0:02x}")
-        if not labels:  # a pointer to a name decoded before, or the root
-            names[start] = suffix
-            return suffix, after if after >= 0 else pos
+        names: dict[int, tuple[str, int]] | None = state.get(_STATE_KEY)
+        if names is None:
+            names = state[_STATE_KEY] = {}
+        tail = items.pop()
+        if isinstance(tail, int):
+            known = names.get(tail)  # only positions before `offset` are known
+            if known is None:
+                raise MalformedFrame(
+                    f"compression pointer to offset {tail} does not point backwards to a name"
+                )
+            suffix, size = known
+        else:
+            suffix, size = "", 1
+        if not items:
+            names[offset] = (suffix, size)
+            return suffix
+        labels: list[bytes] = items  # type: ignore[assignment] # the tail was the int
         joined = b".".join(labels)
+        size += len(joined) + 1
+        if size > MAX_NAME:
+            raise MalformedFrame(f"domain name longer than {MAX_NAME} bytes")
         # Plain labels (the usual case) and no dot inside one: the bytes are the text.
         if _PLAIN_NAME.fullmatch(joined) and joined.count(b".") == len(labels) - 1:
-            name = joined.decode("ascii")
+            texts = joined.decode("ascii").split(".")
         else:
-            name = ".".join(_label_text(bytes(label)) for label in labels)
-        if suffix:
-            if total + len(suffix) + 1 > MAX_NAME:
-                raise MalformedFrame(f"domain name longer than {MAX_NAME} bytes")
-            name = f"{name}.{suffix}"
-        names[start] = name
-        return name, after if after >= 0 else pos
+            texts = [_label_text(label) for label in labels]
+        name = ".".join(texts) + ("." + suffix if suffix else "")
+        # Each label starts a name a later pointer may lead to, as does the tail.
+        whole, position = name, offset
+        for label, label_text in zip(labels, texts):
+            names[position] = (name, size)
+            position += len(label) + 1
+            size -= len(label) + 1
+            name = name[len(label_text) + 1 :]
+        names[position] = (suffix, size)
+        return whole
 
     @staticmethod
-    def encode(value: str, out: bytearray, origin: int, state: dict[str, Any]) -> None:
-        """Append `value`, compressed against the names written before it."""
+    def compress(value: str, offset: int, state: dict[str, Any]) -> list[bytes | int]:
+        """The labels of `value`, the longest suffix written before a pointer.
+
+        ValueError for a name no message can carry. `offset` is where the name
+        starts in the message; `state` remembers the suffixes written.
+        """
         labels = _labels(value)
         table: dict[tuple[bytes, ...], int] = state.setdefault(_STATE_KEY, {})
+        position = offset
         for index, label in enumerate(labels):
             suffix = tuple(labels[index:])
-            offset = table.get(suffix)
-            if offset is not None:
-                out += (0xC000 | offset).to_bytes(2, "big")
-                return
-            position = len(out) - origin
+            target = table.get(suffix)
+            if target is not None:
+                return [*labels[:index], target]
             if position < _POINTER_LIMIT:
                 table[suffix] = position
-            out.append(len(label))
-            out += label
-        out.append(0)
+            position += len(label) + 1
+        return [*labels, b""]
 
     @staticmethod
     def strategy() -> Any:

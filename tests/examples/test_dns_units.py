@@ -85,6 +85,28 @@ def test_names_are_compressed_and_decode_back(example: dict[str, Any]) -> None:
     assert frames == [original]
 
 
+def test_pointers_lead_to_any_label_or_pointer_of_an_earlier_name(
+    example: dict[str, Any],
+) -> None:
+    codec = example["codec"]
+    record = b"\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x7f\x00\x00\x01"
+    wire = (
+        bytes.fromhex("0007 8100 0001 0002 0000 0000")
+        + b"\x03www\x07example\x03com\x00\x00\x01\x00\x01"  # the question, at 12
+        + b"\x02mx\xc0\x10" + record  # at 33: "mx", then the question's second label
+        + b"\xc0\x24" + record  # at 52: the pointer at 36, a pointer itself
+    )
+    [decoded], _ = codec.MessageDecoder().decode_datagram(wire)
+    assert [r.name for r in decoded.answers] == ["mx.example.com", "example.com"]
+    # a name longer than 255 bytes, and one made so by its pointer
+    long = b"\x3f" + b"a" * 63
+    near = long * 3 + b"\x3c" + b"a" * 60  # 253 bytes: with a root, 254
+    for name in (long * 4 + b"\x00", near + b"\xc0\x0c"):  # 257; 258 with "www"
+        bad = bytes.fromhex("0007 8100 0002 0000 0000 0000") + b"\x03www\x00\x00\x01\x00\x01"
+        with pytest.raises(MalformedFrame, match="Question.name: .*longer than 255"):
+            codec.MessageDecoder().decode_datagram(bad + name + b"\x00\x01\x00\x01")
+
+
 def test_a_label_holding_a_dot_round_trips_escaped(example: dict[str, Any]) -> None:
     codec = example["codec"]
     question = codec.Question("a\\.b.example.com", 1, 1)
@@ -99,7 +121,11 @@ def test_a_label_holding_a_dot_round_trips_escaped(example: dict[str, Any]) -> N
         (b"\xc0\x0c", "does not point backwards"),  # to itself
         (b"\x01x\xc0\x0c", "does not point backwards"),  # to its own first label
         (b"\xc0\x20", "does not point backwards"),  # forward
-        (b"\x40", "unknown label type"),
+        (b"\x01x\xc0\x0d", "does not point backwards"),  # into its own first label
+        (b"\x40", r"Label\[0\]\.kind: 1 names no arm"),  # the obsolete extended label
+        (b"\x01x\x80", r"Label\[1\]\.kind: 2 names no arm"),
+        (b"\x3fab", r"Label\[0\]: 63-byte bytes overrun the frame"),
+        (b"\xc0\x00", "does not point backwards to a name"),  # into the header
     ],
 )
 def test_pointer_loops_and_bad_labels_do_not_decode(
