@@ -250,6 +250,88 @@ def test_extern_declarations() -> None:
     ]
 
 
+LABEL = """
+union Label : u8 bits { kind: 2, length: 6 } switch kind {
+    0 => bytes[length]
+    3 => u8
+}
+"""
+NAME_FRAME = "frame F { framing length(n) header { n: u16 } body { name: Name } }"
+
+
+def test_value_unions_and_the_plug_in_types_read_from_them() -> None:
+    parsed = spec(
+        'protocol p\nextern Name: str = "m:o" from Label[until it.kind == 3 or it.length == 0]'
+        + LABEL
+        + NAME_FRAME
+    )
+    [label] = parsed.unions
+    assert (label.tag, label.tag_shift, label.tag_bits) == ("kind", 6, 2)
+    assert (label.other, label.other_shift, label.other_bits) == ("length", 0, 6)
+    assert label.arms == (ir.ValueArm(0), ir.ValueArm(3, ir.ScalarType("uint", 1)))
+    [name] = parsed.externs
+    assert name.wire is not None and name.wire.union == "Label"
+    assert name.wire.until == ir.Binary(
+        "or",
+        ir.Binary("==", ir.Ref(("it", "kind")), ir.Const(3)),
+        ir.Binary("==", ir.Ref(("it", "length")), ir.Const(0)),
+    )
+
+
+@pytest.mark.parametrize(
+    "union, message",
+    [
+        ("union L : i8 bits { a: 2, b: 6 } switch a { 0 => u8 }",
+         "3:11: union 'L': the head is an unsigned integer (u8...u64) carrying two bit fields"),
+        ("union L : u8 bits { a: 2, b: 3, c: 3 } switch a { 0 => u8 }",
+         "3:14: union 'L': the head has exactly two plain bit fields, the tag and the other "
+         "bits (`bits { kind: 2, length: 6 }`)"),
+        ("union L : u8 bits { a: 2, b: 5 } switch a { 0 => u8 }",
+         "3:14: union 'L': bit widths 2 + 5 must add up to the head's 8 bits"),
+        ("union L : u8 bits { a: 2, b: 6 } switch c { 0 => u8 }",
+         "3:41: union 'L' switches on one of its head's bits (a, b), not 'c'"),
+        ("union L : u8 bits { a: 2, b: 6 } switch a { 4 => u8 }",
+         "3:45: tag 4 does not fit the 2-bit 'a'"),
+        ("union L : u8 bits { a: 2, b: 6 } switch a { 0, 1 => u8 }",
+         "3:45: union 'L': each arm has one integer tag (the encoder writes it)"),
+        ("union L : u8 bits { a: 2, b: 6 } switch a { 0 => bytes[4] }",
+         "3:50: union 'L': an arm is `bytes[b]` (the bytes the other bits size) or an "
+         "unsigned integer (`u8`: the other bits, then it, as one int)"),
+        ("union L : u8 bits { a: 2, b: 6 } switch a { 0 => u8 1 => u16 }",
+         "3:1: union 'L' has at most one bytes arm and one integer arm: the encoder tells "
+         "them apart by the value's type"),
+    ],
+)
+def test_value_union_errors(union: str, message: str) -> None:
+    assert errors(f"protocol p\n#\n{union}\nframe F {{ framing varint }}") == [message]
+
+
+def test_value_arrays_only_back_plug_in_types() -> None:
+    assert errors(
+        "protocol p\n" + LABEL + "frame F { framing length(n) header { n: u16 }\n"
+        "body { labels: Label[until it.length == 0] } }"
+    ) == [
+        "8:16: value union 'Label' is the wire form of a plug-in type: "
+        '`extern NAME: TYPE = "module:object" from Label[until EXPR]`'
+    ]
+    assert errors(
+        'protocol p\nextern Name: str = "m:o" from Label[rest]' + LABEL + NAME_FRAME
+    ) == [
+        "2:31: a value array ends at an element: write 'Label[until EXPR]' over `it` "
+        "(`it.TAG`, `it.OTHER` are its head's bits)"
+    ]
+    assert errors(
+        'protocol p\nextern Name: str = "m:o" from Label[until it.size == 0]'
+        + LABEL + NAME_FRAME
+    ) == ["2:43: union 'Label' has no field 'size'"]
+    assert errors(
+        'protocol p\nextern Name: str = "m:o" from Mx[until it.size == 0]\n' + NAME_FRAME
+    ) == [
+        "2:31: plug-in type 'Name' is read from an array of a value union "
+        "(`from Label[until ...]`); 'Mx' is not a union"
+    ]
+
+
 def test_keywords_are_words_only_where_they_fit() -> None:
     """`where`, `xor`, `size`... stay usable as field names at the start of a field."""
     parsed = spec("""

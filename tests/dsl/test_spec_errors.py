@@ -139,7 +139,7 @@ def test_unexpected_character() -> None:
     assert errors("protocol p\nframe F { framing varint } @") == [
         "2:28: unexpected character '@'; expected one of: 'enum', 'extern', 'frame', "
         "'frame_base', 'handler_base', 'max_frame', 'phase', 'protocol', 'server', "
-        "'start', 'struct', 'transport'"
+        "'start', 'struct', 'transport', 'union'"
     ]
 
 
