@@ -535,6 +535,19 @@ class _ToAst(Transformer):
         name, python_type, target, wire = children
         return ast.ExternDecl(name, python_type, target, self._span(meta), wire)
 
+    def wire_ref(self, meta: Any, children: list[Any]) -> ast.TypeRef:
+        name, arg = children
+        return ast.TypeRef(name, arg, None, name.span)
+
+    def union_head(self, meta: Any, children: list[Any]) -> ast.TypeRef:
+        name, order = children
+        return ast.TypeRef(
+            name, None, order.ident if order is not None else None, self._span(meta)
+        )
+
+    def union_bits(self, meta: Any, children: list[Any]) -> ast.BitsBlock:
+        return ast.BitsBlock(tuple(children), self._span(meta))
+
     def union_def(self, meta: Any, children: list[Any]) -> ast.UnionDecl:
         name, head, bits, tag, *arms = children
         return ast.UnionDecl(name, head, bits, tag, tuple(arms), self._span(meta))

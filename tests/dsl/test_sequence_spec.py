@@ -323,7 +323,7 @@ def test_value_arrays_only_back_plug_in_types() -> None:
     assert errors(
         'protocol p\nextern Name: str = "m:o" from Label[until it.size == 0]'
         + LABEL + NAME_FRAME
-    ) == ["2:43: union 'Label' has no field 'size'"]
+    ) == ["2:46: union 'Label' has no field 'size'"]
     assert errors(
         'protocol p\nextern Name: str = "m:o" from Mx[until it.size == 0]\n' + NAME_FRAME
     ) == [
