@@ -51,8 +51,8 @@ EXAMPLES = REPO / "examples"
 # of benchlib.dnsnames imports its text helpers).
 sys.path.insert(0, str(EXAMPLES / "dns"))
 
-from benchlib.dnsnames import decode_name as handwritten_decode_name  # noqa: E402
 from benchlib.callgrind import instructions as callgrind_instructions  # noqa: E402
+from benchlib.dnsnames import decode_name as handwritten_decode_name  # noqa: E402
 
 from protogen.errors import MalformedFrame  # noqa: E402
 

@@ -306,6 +306,7 @@ class ExternValue(ValueEnd):
     end: str = "end"
     const: str = ""
     python: str = ""
+    wire: Any = None  # from a value array: a WireExternView, decoded inline
 
 
 @dataclass
@@ -1080,6 +1081,8 @@ class SequenceBuilder:
                 context=self.views.needs_origin(ftype),
             ) if struct_def is not None else None
         if isinstance(ftype, ir.ExternRef):
+            from .context_unions import wire_extern_view  # it imports this module
+
             extern = self.views.spec.extern(ftype.name)
             return ExternValue(
                 target=target,
@@ -1088,6 +1091,11 @@ class SequenceBuilder:
                 end=end,
                 const=extern_const(ftype.name),
                 python=extern.python_type,
+                wire=wire_extern_view(
+                    self.views.spec, extern, self.locals.temp, f"{target}_"
+                )
+                if extern.wire is not None
+                else None,
             )
         if isinstance(ftype, ir.ArrayType):
             return self._array(ftype, target, source, path, end, field)

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dns_names import _PLAIN_NAME, MAX_LABEL, MAX_NAME, _label_text
-
+from dns_names import _PLAIN_NAME, MAX_LABEL, MAX_NAME, _label_text, domain_name
 from protogen.errors import MalformedFrame
 
 Buffer = bytes | bytearray | memoryview
@@ -85,3 +84,25 @@ def decode_name(
         name = f"{name}.{suffix}"
     names[start] = name
     return name, after if after >= 0 else pos
+
+
+def encode_name(value: str, out: bytearray, origin: int, state: dict[str, Any]) -> None:
+    """The example hook's compressed labels, written by hand (the encode half)."""
+    for item in domain_name.compress(value, len(out) - origin, state):
+        if isinstance(item, int):
+            out += (0xC000 | item).to_bytes(2, "big")
+        else:
+            out.append(len(item))
+            out += item
+
+
+class WholeNamePlugin:
+    """The example's names as a plug-in of the whole name, as it was before the
+    spec described labels (`extern DomainName: str = "benchlib.dnsnames:plugin"`)."""
+
+    decode = staticmethod(decode_name)
+    encode = staticmethod(encode_name)
+    strategy = staticmethod(domain_name.strategy)
+
+
+plugin = WholeNamePlugin()

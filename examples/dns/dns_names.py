@@ -119,6 +119,31 @@ def _escaped_labels(value: str) -> list[bytes]:
     return labels
 
 
+# A decoded name: its text and wire size, then its labels and the text and size
+# of what ends it (the root, or where its pointer led), for pointers into it.
+_Name = tuple[str, int, list[bytes], str, int]
+_NO_LABELS: list[bytes] = []  # a name that is only a pointer (never changed)
+
+
+def _inside(names: dict[int, _Name], target: int) -> _Name:
+    """The name a pointer to `target` names when that is not where a name
+    starts: a later label of one (rare; remembered for the next pointer)."""
+    for start, (_, _, labels, suffix, suffix_size) in list(names.items()):
+        position = start
+        for index, label in enumerate(labels):
+            position += len(label) + 1
+            if position == target:
+                rest = labels[index + 1 :]
+                texts = [_label_text(label) for label in rest]
+                text = ".".join([*texts, suffix] if suffix else texts)
+                size = sum(len(label) + 1 for label in rest) + suffix_size
+                names[target] = found = (text, size, rest, suffix, suffix_size)
+                return found
+    raise MalformedFrame(
+        f"compression pointer to offset {target} does not point backwards to a name"
+    )
+
+
 class DomainNameCodec:
     """The hook of `extern DomainName: str = ... from Label[...]`: resolve,
     compress, strategy (docs/dsl.md, "Plug-in types read from a value array")."""
@@ -131,42 +156,33 @@ class DomainNameCodec:
         must name a position of a name decoded before this one in the same
         message (`state` remembers them): strictly backwards, so no loops.
         """
-        names: dict[int, tuple[str, int]] | None = state.get(_STATE_KEY)
+        names: dict[int, _Name] | None = state.get(_STATE_KEY)
         if names is None:
             names = state[_STATE_KEY] = {}
         tail = items.pop()
         if isinstance(tail, int):
-            known = names.get(tail)  # only positions before `offset` are known
-            if known is None:
-                raise MalformedFrame(
-                    f"compression pointer to offset {tail} does not point backwards to a name"
-                )
-            suffix, size = known
+            # Only names before `offset` are known: pointers lead strictly backwards.
+            known = names.get(tail) or _inside(names, tail)
+            suffix, size = known[0], known[1]
         else:
             suffix, size = "", 1
         if not items:
-            names[offset] = (suffix, size)
+            names[offset] = (suffix, size, _NO_LABELS, suffix, size)
             return suffix
         labels: list[bytes] = items  # type: ignore[assignment] # the tail was the int
         joined = b".".join(labels)
-        size += len(joined) + 1
-        if size > MAX_NAME:
-            raise MalformedFrame(f"domain name longer than {MAX_NAME} bytes")
         # Plain labels (the usual case) and no dot inside one: the bytes are the text.
         if _PLAIN_NAME.fullmatch(joined) and joined.count(b".") == len(labels) - 1:
-            texts = joined.decode("ascii").split(".")
+            name = joined.decode("ascii")
         else:
-            texts = [_label_text(label) for label in labels]
-        name = ".".join(texts) + ("." + suffix if suffix else "")
-        # Each label starts a name a later pointer may lead to, as does the tail.
-        whole, position = name, offset
-        for label, label_text in zip(labels, texts):
-            names[position] = (name, size)
-            position += len(label) + 1
-            size -= len(label) + 1
-            name = name[len(label_text) + 1 :]
-        names[position] = (suffix, size)
-        return whole
+            name = ".".join([_label_text(label) for label in labels])
+        if suffix:
+            name = f"{name}.{suffix}"
+        whole = size + len(joined) + 1
+        if whole > MAX_NAME:
+            raise MalformedFrame(f"domain name longer than {MAX_NAME} bytes")
+        names[offset] = (name, whole, labels, suffix, size)
+        return name
 
     @staticmethod
     def compress(value: str, offset: int, state: dict[str, Any]) -> list[bytes | int]:
