@@ -65,6 +65,7 @@ class WireExternView:
     bytes_arm: ValueArmView | None = None
     int_arm: ValueArmView | None = None
     bytes_head: str = ""  # the head of a bytes element of `len(item)` bytes
+    head_order: str = "big"
 
 
 def _fold(expr: ir.Expr, name: str, value: int) -> ir.Expr:
@@ -150,6 +151,7 @@ def wire_extern_view(
         head=head_var,
         stop=claim(prefix + "stop"),
         head_size=head.size,
+        head_order=head.order.value,
         head_read=_read(head.size, head.order),
         tag_var=tag_var,
         tag_expr=_bits(head_var, union.tag_shift, union.tag_bits, total),

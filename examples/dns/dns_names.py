@@ -146,7 +146,7 @@ def _inside(names: dict[int, _Name], target: int) -> _Name:
 
 class DomainNameCodec:
     """The hook of `extern DomainName: str = ... from Label[...]`: resolve,
-    compress, strategy (docs/dsl.md, "Plug-in types read from a value array")."""
+    compress, strategy (docs/dsl.md, "Names read from a value array")."""
 
     @staticmethod
     def resolve(items: list[bytes | int], offset: int, state: dict[str, Any]) -> str:

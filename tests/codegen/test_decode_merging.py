@@ -112,8 +112,8 @@ def test_unmask_is_the_xor_with_the_key_repeated(size: int) -> None:
 
 
 def test_dns_names_as_label_arrays(build) -> None:
-    """The language describes DNS names itself (pointers left unresolved);
-    docs/dsl.md says why examples/dns keeps its plug-in."""
+    """DNS names as an array of a Label structure (pointers left unresolved);
+    examples/dns reads them from a Label value array instead."""
     from pathlib import Path
 
     from protogen.parser import load_spec

@@ -1,7 +1,8 @@
-# DNS names as the language itself can describe them (RFC 1035 4.1.4): labels
-# up to the terminating element, the zero-length label or a compression pointer
-# (a union on the top two bits of the length byte). Pointers stay unresolved:
-# examples/dns keeps its plug-in (docs/dsl.md, "Plug-in field types", says why).
+# DNS names as an array of a structure (RFC 1035 4.1.4): labels up to the
+# terminating element, the zero-length label or a compression pointer (a union
+# on the top two bits of the length byte), one object per label, pointers
+# unresolved. examples/dns reads names from a value array instead (docs/dsl.md,
+# "Names read from a value array"); bench/dns_labels.py compares the two.
 protocol dnslabels
 transport tcp
 max_frame 65537
