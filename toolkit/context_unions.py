@@ -11,8 +11,8 @@ calls a plug-in's encode.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import expressions as ex
 from . import models as ir
@@ -41,7 +41,6 @@ class WireExternView:
 
     name: str
     const: str
-    decode: str
     encode: str
     python: str
     target: str  # module:object
@@ -140,7 +139,6 @@ def wire_extern_view(
     view = WireExternView(
         name=extern.name,
         const=extern_const(extern.name),
-        decode=f"_decode_{snake}",
         encode=f"_encode_{snake}",
         python=extern.python_type,
         target=f"{extern.module}:{extern.attribute}",

@@ -101,7 +101,7 @@ def build_union(builder: SpecBuilder, decl: ast.UnionDecl) -> ir.ValueUnionDef |
             continue
         seen[tag] = label.span
         scalar = _arm_type(builder, arm.type, other)
-        if scalar is False:
+        if isinstance(scalar, bool):
             builder.error(
                 arm.type.span,
                 f"union '{name}': an arm is {_ARM_FORMS.format(other=other)}",
@@ -140,7 +140,8 @@ def build_union(builder: SpecBuilder, decl: ast.UnionDecl) -> ir.ValueUnionDef |
 def _arm_type(
     builder: SpecBuilder, ref: ast.TypeRef | ast.SwitchType, other: str
 ) -> ir.ScalarType | None | bool:
-    """None: the bytes arm; a scalar: the integer arm; False: neither."""
+    """None: the bytes arm; a scalar: the integer arm; False: neither (the
+    caller reports it)."""
     if not isinstance(ref, ast.TypeRef) or ref.args is not None or ref.array_arg:
         return False
     if ref.name.text == "bytes":
