@@ -175,3 +175,63 @@ def test_a_run_keeps_to_max_frame(modules) -> None:
     assert decoder.decode_run(wire, 0, 64) == ([], 0)
     with pytest.raises(FrameTooLarge):
         decoder.decode(wire)
+
+
+ONE_PHASE = """
+protocol single
+transport tcp
+max_frame 64 KiB
+frame Command {
+    framing array "*" decimal "\\r\\n" max 100 of "$" decimal "\\r\\n" bytes "\\r\\n"
+    body { args: bytes[rest][rest] }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def one_phase(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleType]:
+    return build(ONE_PHASE, tmp_path_factory.mktemp("single"))
+
+
+def one_phase_recorder(modules, stop_at: int = -1):
+    handler_module = modules["handler"]
+
+    class Recorder(handler_module.SingleHandler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[list[bytes]] = []
+
+        def on_command(self, conn, frame):
+            self.seen.append(frame.args)
+            if len(self.seen) - 1 == stop_at:
+                return handler_module.Action.CLOSE
+            return None
+
+    return Recorder()
+
+
+def test_the_one_phase_handler_takes_runs_too(one_phase) -> None:
+    handler = one_phase_recorder(one_phase)
+    conn = FakeConn(b"".join(PIPELINE) + PIPELINE[0][:5])
+    assert handler.on_traffic(conn) is None
+    assert handler.seen == [args_of(wire) for wire in PIPELINE]
+    assert conn.inbound == PIPELINE[0][:5]
+
+
+@pytest.mark.parametrize("stop_at", [0, 2, 8])
+def test_the_one_phase_handler_stops_a_run_at_an_action(one_phase, stop_at) -> None:
+    handler = one_phase_recorder(one_phase, stop_at)
+    conn = FakeConn(b"".join(PIPELINE))
+    assert handler.on_traffic(conn) is one_phase["handler"].Action.CLOSE
+    assert conn.discards == [sum(map(len, PIPELINE[: stop_at + 1]))]
+
+
+@pytest.mark.parametrize("budget", [1, 3])
+def test_the_one_phase_handler_keeps_the_budget_inside_a_run(one_phase, budget) -> None:
+    handler = one_phase_recorder(one_phase)
+    conn = FakeConn(b"".join(PIPELINE), frame_budget=budget)
+    assert handler.on_traffic(conn) is one_phase["handler"].Action.YIELD
+    assert conn.discards == [sum(map(len, PIPELINE[:budget]))]
+    while handler.on_traffic(conn) is one_phase["handler"].Action.YIELD:
+        pass
+    assert handler.seen == [args_of(wire) for wire in PIPELINE]
