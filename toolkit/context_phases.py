@@ -41,6 +41,9 @@ class PhasedFrame:
     dispatch_field: str | None = None
     dispatch_enum: str | None = None
     unknown_method: str = ""
+    # The decoder has decode_run (`framing array` with a terminator): the loop
+    # takes frames in a row from one call.
+    runs: bool = False
     # (enum member, method name) for `dispatch on`
     methods: list[tuple[str, str]] = field(default_factory=list)
 
@@ -136,12 +139,14 @@ def _phase_view(phase: ir.Phase, frames: dict[str, PhasedFrame]) -> PhaseView:
 def _phased_frame(frame: ir.FrameDef) -> PhasedFrame:
     snake = snake_case(frame.name)
     per_conn = frame.framing.kind in ("delimited", "array", "composite")
+    framing = frame.framing
     return PhasedFrame(
         frame.name,
         f"on_{snake}",
         f"{frame.name}Decoder",
         f"_{snake}_decoders" if per_conn else f"_{snake}_decoder",
         per_conn,
+        runs=isinstance(framing, ir.ArrayFraming) and bool(framing.item_terminator),
     )
 
 

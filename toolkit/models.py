@@ -722,6 +722,54 @@ class ArrayFraming:
         )
 
     @property
+    def checked_item(self) -> bytes:
+        """A bytes regex of one element of at most 99 bytes, none the terminator's
+        first, whose length the regex itself checks: after each length's digits
+        and separator, a lookahead that exactly that many such bytes follow, then
+        that first byte. Its value is group 1 (its length, not captured, needs no
+        conversion or comparison after the match).
+
+        The lengths are a trie (a digit, then the separator or a second digit) so
+        that the regex engine, which skips an alternative whose first literal does
+        not match, tries at most 21 of them. The separator holds no digit, so
+        the alternatives exclude each other and nothing backtracks."""
+        import re
+
+        first = re.escape(self.item_terminator[:1])
+        separator = re.escape(self.item_separator)
+
+        def exactly(length: int) -> bytes:
+            return separator + b"(?=[^" + first + b"]{%d}" % length + first + b")"
+
+        lengths = [b"0" + exactly(0)]
+        for tens in range(1, 10):
+            ones = [exactly(tens)] + [
+                b"%d" % one + exactly(10 * tens + one) for one in range(10)
+            ]
+            lengths.append(b"%d(?:" % tens + b"|".join(ones) + b")")
+        return (
+            re.escape(self.item_marker)
+            + b"(?:"
+            + b"|".join(lengths)
+            + b")([^"
+            + first
+            + b"]*+)"
+            + re.escape(self.item_terminator)
+        )
+
+    def checked_frame(self, count: int) -> bytes:
+        """A bytes regex of a whole frame of `count` (one digit) elements that
+        `checked_item` matches: its groups are the frame's values."""
+        import re
+
+        return (
+            re.escape(self.marker)
+            + b"%d" % count
+            + re.escape(self.separator)
+            + self.checked_item * count
+        )
+
+    @property
     def item_format(self) -> bytes:
         """A %-format of one element (its length, its bytes)."""
 

@@ -207,3 +207,26 @@ def test_a_length_that_lies_within_one_match_is_caught(codec) -> None:
     # `$5` before 3 bytes and a CRLF: the lengths are checked after the match.
     with pytest.raises(InvalidValue, match=r"args\[0\]"):
         codec.CommandDecoder().decode(b"*2\r\n$5\r\nabc\r\n$1\r\nx\r\n")
+
+
+def test_every_length_the_pattern_checks_decodes_and_lies_are_caught(codec) -> None:
+    # Elements up to 99 bytes have their lengths checked by the pattern (a trie of
+    # the digits); 100 and over by a comparison after the match.
+    for length in [*range(0, 25), 89, 90, 98, 99, 100, 101, 999]:
+        value = bytes(range(33, 33 + min(length, 90))) * (length // 90 + 1)
+        value = value[:length]
+        wire = codec.Command(args=[b"SET", value, b""]).encode()
+        frame, end = codec.CommandDecoder().decode(wire + b"*0\r\n")
+        assert end == len(wire) and frame.args == [b"SET", value, b""], length
+        for lie in (length - 1, length + 1):
+            if lie < 0:
+                continue
+            bad = b"*2\r\n$%d\r\n%s\r\n$1\r\nx\r\n" % (lie, value)
+            with pytest.raises(InvalidValue, match=r"args\[0\]"):
+                codec.CommandDecoder().decode(bad)
+
+
+def test_a_length_with_a_leading_zero_is_refused_on_every_path(codec) -> None:
+    for wire in (b"*1\r\n$03\r\nabc\r\n", b"*1\r\n$00\r\n\r\n"):
+        with pytest.raises(InvalidValue, match=r"args\[0\]\.length"):
+            codec.CommandDecoder().decode(wire)
