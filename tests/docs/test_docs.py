@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from doc_harness import REPO, DocTestFailure, blocks_of, run_document
@@ -21,8 +22,13 @@ DOCUMENTS = sorted(
 
 
 @pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("protogen-cache")
+def shared_cache(
+    tmp_path_factory: pytest.TempPathFactory,
+    with_shared_compiled: Callable[[Path], Path],
+) -> Path:
+    # docs/compiled.md builds what tests/compiled builds (the echo example,
+    # the runtime): its C extensions come from the session's compiled cache.
+    return with_shared_compiled(tmp_path_factory.mktemp("protogen-cache"))
 
 
 @pytest.mark.parametrize(
