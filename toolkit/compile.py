@@ -32,7 +32,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 INSTALL_HINT = "pip install 'protogen-toolkit[compiled]'"
 
@@ -409,16 +409,37 @@ def cached_extension(
     ]
     key = build_key(b"\0".join(content), module_name)
     cached = cache_root() / "compiled" / key / f"{leaf}{extension_suffix()}"
-    if not cached.is_file():
-        try:
-            _build(source, module_name, cached, pxd, used)
-        except CompileError:
-            if not pxd:
-                raise
-            pxd = ""
-            _build(source, module_name, cached, "")
-        _write_atomic(cached.with_name(f"{leaf}.pxd"), pxd)
+    record = cached.with_name(f"{leaf}.pxd")  # written last: the build is whole
+    if record.is_file() and cached.is_file():
+        return cached
+    # Processes building the same module at once (two `serve --compile` of
+    # one spec, parallel test workers) wait for the first instead of each
+    # spending a minute in the C compiler on the same file.
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(cached.parent / ".lock"):
+        if not (record.is_file() and cached.is_file()):
+            try:
+                _build(source, module_name, cached, pxd, used)
+            except CompileError:
+                if not pxd:
+                    raise
+                pxd = ""
+                _build(source, module_name, cached, "")
+            _write_atomic(record, pxd)
     return cached
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (created if needed) while inside."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def built_pxd(cached: Path) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from . import models as ir
 from .context import build_context
 from .format import format_source
-from .render import make_environment, render_module, template_exists
+from .render import render_module, shared_environment, template_exists
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def generate(
     ("module:Class") overrides the spec's `frame_base`. Optional module templates
     (handler, server, client, properties) that do not exist are skipped.
     """
-    env = make_environment(templates_dir)
+    env = shared_environment(templates_dir)
     context = build_context(spec, package=package, frame_base=frame_base)
     templates = MODULE_TEMPLATES + (TEST_TEMPLATES if with_tests else ())
     outputs: dict[str, str] = {}

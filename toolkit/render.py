@@ -193,6 +193,36 @@ def make_environment(
     return env
 
 
+# One environment per override directory for the life of the process: Jinja2
+# compiles each template once per environment (about half of what `generate`
+# costs), and a process that generates several specs (`protogen build a b c`,
+# a test session) would otherwise compile every template again for each.
+# Jinja2's auto_reload recompiles a template whose file changed; the key holds
+# the override directory's listing, so a template added there (which must now
+# win over a built-in one already compiled) gets a fresh environment.
+_ENVIRONMENTS: dict[tuple[str, ...] | None, jinja2.Environment] = {}
+
+
+def shared_environment(
+    templates_dir: str | os.PathLike[str] | None = None,
+) -> jinja2.Environment:
+    """make_environment(templates_dir), made once per directory (and content
+    listing) per process."""
+    key: tuple[str, ...] | None = None
+    if templates_dir is not None:
+        if not os.path.isdir(templates_dir):
+            raise FileNotFoundError(f"templates directory not found: {templates_dir}")
+        with os.scandir(templates_dir) as entries:
+            listing = sorted(
+                f"{entry.name}\0{entry.stat().st_mtime_ns}" for entry in entries
+            )
+        key = (os.path.abspath(templates_dir), *listing)
+    env = _ENVIRONMENTS.get(key)
+    if env is None:
+        env = _ENVIRONMENTS[key] = make_environment(templates_dir)
+    return env
+
+
 def template_exists(env: jinja2.Environment, name: str) -> bool:
     try:
         env.get_template(name)

@@ -89,6 +89,26 @@ def test_template_override_dir_changes_the_output(tmp_path):
     assert outputs.keys() == generate(MEMCACHED).keys()
 
 
+def test_an_override_added_or_edited_later_in_the_process_is_used(tmp_path):
+    """generate keeps one Jinja2 environment per override directory: a template
+    added there afterwards (the built-in one already compiled) or edited, in
+    the same process, must still win."""
+    overrides = tmp_path / "templates"
+    overrides.mkdir()
+    (overrides / "unrelated.j2").write_text("")
+    before = generate(MEMCACHED, templates_dir=overrides)
+    assert before == generate(MEMCACHED)
+    codec = overrides / "codec.py.j2"
+    codec.write_text("ADDED = 1\n")
+    assert generate(MEMCACHED, templates_dir=overrides)["memcached_codec.py"] == (
+        "ADDED = 1\n"
+    )
+    codec.write_text("EDITED = 2\n")
+    assert generate(MEMCACHED, templates_dir=overrides)["memcached_codec.py"] == (
+        "EDITED = 2\n"
+    )
+
+
 def test_partial_override_replaces_one_macro_file(tmp_path):
     overrides = tmp_path / "templates"
     overrides.mkdir()

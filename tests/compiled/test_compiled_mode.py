@@ -15,7 +15,7 @@ import socket
 import struct
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -38,9 +38,15 @@ HOT = ("buffer", "poller", "inbound", "outbound", "conn", "eventloop")
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def work(
+    tmp_path_factory: pytest.TempPathFactory,
+    with_shared_compiled: Callable[[Path], Path],
+) -> Path:
     require_toolchain()
-    return tmp_path_factory.mktemp("compiled")
+    work = tmp_path_factory.mktemp("compiled")
+    for cache in ("cache", "serve-cache"):
+        with_shared_compiled(work / cache)
+    return work
 
 
 @pytest.fixture(scope="module")
@@ -295,43 +301,3 @@ def test_without_a_c_compiler_build_compile_says_so(work: Path, tmp_path: Path) 
     assert result.returncode == 1
     assert "C compiler" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-@pytest.mark.parametrize("spec", ["mqtt/mqtt", "websocket/websocket"])
-def test_generated_property_tests_pass_against_the_compiled_codec(
-    spec: str, work: Path
-) -> None:
-    """Frames as extension types (an augmenting .pxd) keep the codec's behaviour:
-    the property tests `--with-tests` writes run against the compiled build."""
-    out = work / spec.replace("/", "-")
-    source = ECHO.parent / f"{spec}.proto.dsl"
-    env = env_for(work / "cache")
-    result = protogen("build", source, "-o", out, "--compile", "--with-tests", env=env)
-    assert result.returncode == 0, result.stderr
-    name = Path(spec).name
-    probe = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"import {name}_codec as c; print(c.__file__); "
-            "print(all(not f.__flags__ & (1 << 9) for f in c.FRAMES))",
-        ],
-        cwd=out,
-        env={**env, "PYTHONPATH": str(out)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    loaded, extension_types = probe.stdout.split()
-    assert loaded.endswith(EXTENSION)
-    assert extension_types == "True"  # not heap types: Cython extension types
-    tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "."],
-        cwd=out,
-        env={**env, "PYTHONPATH": str(out)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert tests.returncode == 0, tests.stdout[-2000:]
-    assert " passed" in tests.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -66,9 +67,14 @@ class Shout(EchoHandler):
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def work(
+    tmp_path_factory: pytest.TempPathFactory,
+    with_shared_compiled: Callable[[Path], Path],
+) -> Path:
     require_toolchain()
-    return tmp_path_factory.mktemp("compiled-user")
+    work = tmp_path_factory.mktemp("compiled-user")
+    with_shared_compiled(work / "cache")
+    return work
 
 
 def serve(
