@@ -46,6 +46,7 @@ __all__ = [
     "MAX_TRAILERS",
     "PendingRequest",
     "RequestHead",
+    "common_head",
     "parse_head",
 ]
 
@@ -81,6 +82,10 @@ _COMMON_HEAD = re.compile(
     + rb"[ \t]*+(?![^\r])"
     + _OTHER_FIELDS
 )
+# The common head's match (or None): a handler may take a match whose request
+# line is within MAX_REQUEST_LINE as parse_head's answer (its groups are method,
+# target, minor version; HTTP/1.1 keeps the connection alive) without a call.
+common_head = _COMMON_HEAD.fullmatch
 # For the other heads, lowercased. A field name sits right after a CRLF (values
 # hold no CR), so searching for CRLF + name + ":" finds field names only.
 _GOOD_HOST = re.compile(rb"\r\nhost:[ \t]*+" + _HOST_VALUE + rb"[ \t]*+(?![^\r])")
