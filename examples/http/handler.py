@@ -63,7 +63,7 @@ from request import (  # beside this file (serve.py puts it on sys.path)
     HeadError,
     PendingRequest,
     RequestHead,
-    common_head,
+    common_fields,
     parse_head,
 )
 
@@ -86,6 +86,10 @@ REASONS = {
     501: b"Not Implemented",
 }
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The request line on_http_request answers without parse_head (its fields are
+# still checked), and its length: where the field lines start.
+_PLAINTEXT_LINE = b"GET /plaintext HTTP/1.1"
+_PLAINTEXT_LINE_SIZE = len(_PLAINTEXT_LINE)
 WEBSOCKET = Path(__file__).resolve().parent.parent / "websocket"
 
 
@@ -311,12 +315,13 @@ class HttpExampleHandler(HttpHandler):
             self._pending.pop(conn, None)
         head = frame.head
         if (
-            len(head) <= MAX_REQUEST_LINE
-            and head.startswith(b"GET /plaintext HTTP/1.1\r\n")
-            and common_head(head) is not None
+            head.startswith(_PLAINTEXT_LINE)
+            and len(head) <= MAX_REQUEST_LINE
+            and common_fields(head, _PLAINTEXT_LINE_SIZE) is not None
         ):
             # parse_head's common case, without its call or _respond's: the head
-            # is validated all the same (common_head is parse_head's first check).
+            # is validated all the same (a valid request line, then the field
+            # lines parse_head's first check accepts).
             self._out.append(self._plaintext[1])
             return None
         try:
