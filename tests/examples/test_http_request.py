@@ -227,7 +227,14 @@ def test_common_fields_accept_what_parse_head_accepts_as_common(
     head = line + b"".join(b"\r\n" + n + c + v for n, c, v in fields)
     taken = request.common_fields(head, len(PLAINTEXT_LINE)) is not None
     if taken and head.startswith(PLAINTEXT_LINE):
-        assert outcome(parse_head, head) == (b"GET", b"/plaintext", True, True, False, False)
+        assert outcome(parse_head, head) == (
+            b"GET",
+            b"/plaintext",
+            True,
+            True,
+            False,
+            False,
+        )
 
 
 @pytest.mark.parametrize(
