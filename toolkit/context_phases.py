@@ -46,6 +46,9 @@ class PhasedFrame:
     runs: bool = False
     # (enum member, method name) for `dispatch on`
     methods: list[tuple[str, str]] = field(default_factory=list)
+    # Its decoder's decode_all cuts many frames at once (composite framing with a
+    # length header): a phase whose only frame it is decodes through it.
+    batched: bool = False
 
 
 @dataclass
@@ -147,6 +150,8 @@ def _phased_frame(frame: ir.FrameDef) -> PhasedFrame:
         f"_{snake}_decoders" if per_conn else f"_{snake}_decoder",
         per_conn,
         runs=isinstance(framing, ir.ArrayFraming) and bool(framing.item_terminator),
+        batched=frame.framing.kind == "composite"
+        and frame.framing.length_header is not None,
     )
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from protogen.errors import MalformedFrame
 from protogen.parser import parse_spec
@@ -79,4 +81,63 @@ def test_length_header_still_parsed_like_before(build):
     lookalike = b"GET / HTTP/1.1\r\nContent-Lengthy: 9\r\n\r\n"
     assert decoder.decode(lookalike)[0].body == b""
     with pytest.raises(MalformedFrame, match="conflicting"):
-        decoder.decode(b"GET / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n")
+        decoder.decode(
+            b"GET / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n"
+        )
+
+
+def _one_by_one(decoder, data: bytes) -> tuple[list, int]:
+    frames, start = [], 0
+    while True:
+        frame, end = decoder.decode(data, start)
+        if frame is None:
+            return frames, start
+        frames.append(frame)
+        start = end
+
+
+PIECES = [
+    b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST / HTTP/1.1\r\ncontent-LENGTH: 3\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\n\r\n\r\nGET ",
+    b"GET / HTTP/1.1\r\nContent-Lengthy: 1\r\n\r\n",
+    b"\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX: " + b"y" * 1500 + b"\r\n\r\n",
+    b"GET /partial HTTP/1.1\r\nHo",
+]
+
+
+_BUILT: dict[str, object] = {}
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.lists(st.sampled_from(PIECES), max_size=40),
+    st.integers(0, 5),
+    st.integers(0, 200),
+)
+def test_decode_all_frames_like_decode(build, pieces, max_frames, cut):
+    """decode_all's split of bodiless heads (its window growing and shrinking)
+    gives decode's frames and end, with and without a max_frames limit, whole
+    or cut anywhere into two reads."""
+    if "codec" not in _BUILT:  # one build for all examples
+        _BUILT["codec"] = build(parse_spec(SPEC))
+    module = _BUILT["codec"]
+    data = b"".join(pieces)
+    expected, expected_end = _one_by_one(module.HttpRequestDecoder(), data)
+    assert module.HttpRequestDecoder().decode_all(data) == (expected, expected_end)
+    if max_frames:
+        frames, end = module.HttpRequestDecoder().decode_all(data, 0, max_frames)
+        assert frames == expected[:max_frames]
+        if len(expected) > max_frames:
+            assert end == len(b"".join(f.head + b"\r\n\r\n" + f.body for f in frames))
+    # Two reads: the first's partial frame is resumed by the second call.
+    decoder = module.HttpRequestDecoder()
+    cut = min(cut * 20, len(data))
+    first, start = decoder.decode_all(memoryview(data)[:cut])
+    second, end = decoder.decode_all(data, start)
+    assert (first + second, end) == (expected, expected_end)

@@ -211,6 +211,50 @@ def test_common_and_full_paths_agree(
     assert outcome(parse_head, head) == outcome(request._parse_any_head, head)
 
 
+PLAINTEXT_LINE = b"GET /plaintext HTTP/1.1"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from([PLAINTEXT_LINE, PLAINTEXT_LINE + b"0", PLAINTEXT_LINE + b" "]),
+    st.lists(st.tuples(NAMES, st.sampled_from([b":", b" :", b""]), VALUES), max_size=5),
+)
+def test_common_fields_accept_what_parse_head_accepts_as_common(
+    line: bytes, fields: list[tuple[bytes, bytes, bytes]]
+) -> None:
+    """The handler's shortcut (the plaintext line, then common_fields) takes a
+    head only when parse_head gives it the common meaning: HTTP/1.1, keep-alive."""
+    head = line + b"".join(b"\r\n" + n + c + v for n, c, v in fields)
+    taken = request.common_fields(head, len(PLAINTEXT_LINE)) is not None
+    if taken and head.startswith(PLAINTEXT_LINE):
+        assert outcome(parse_head, head) == (
+            b"GET",
+            b"/plaintext",
+            True,
+            True,
+            False,
+            False,
+        )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        b"\r\nHost: a\r\nHost: b",
+        b"\r\nX: 1",
+        b"\r\nHost: a\r\nConnection: close",
+        b"\r\nHost: a\r\nContent-Length: 0",
+        b"\r\nHost: a\r\nX-Request-Id: \x00",
+        b"\r\nHost: a\r\nX-Request-Id: a\nb",
+        b"\r\nHost : a",
+        b"\r\nHost: a\r\n b",
+        b"0\r\nHost: a",
+    ],
+)
+def test_common_fields_refuse(fields: bytes) -> None:
+    assert request.common_fields(PLAINTEXT_LINE + fields, len(PLAINTEXT_LINE)) is None
+
+
 # -- unfinished heads -----------------------------------------------------------------
 
 
