@@ -500,6 +500,10 @@ def import_compiled(module_name: str) -> ModuleType | None:
     )
     assert compiled is not None
     module = importlib.util.module_from_spec(compiled)
+    # The module's code sees its source's path, as it would uncompiled: a
+    # handler finding files beside itself (`Path(__file__).parent`) must not
+    # look for them in the build cache.
+    module.__file__ = origin
     sys.modules[module_name] = module
     try:
         loader.exec_module(module)
