@@ -568,10 +568,12 @@ class EventLoop:
                 # (_send_batch). Copied, as later reads reuse the shared buffer.
                 if len(chunks) == 1:
                     chunk = chunks[0]
-                    if type(chunk) is memoryview:
-                        chunks[0] = chunk.tobytes()  # cheaper than bytes(view)
-                    elif type(chunk) is not bytes:
-                        chunks[0] = bytes(chunk)
+                    if type(chunk) is not bytes:  # (bytes, the common case: one test)
+                        chunks[0] = (
+                            chunk.tobytes()  # cheaper than bytes(view)
+                            if type(chunk) is memoryview
+                            else bytes(chunk)
+                        )
                 elif conn.datagram:
                     self.send(conn)  # one datagram per chunk: never joined
                     continue
