@@ -65,9 +65,8 @@ class FakeConn:
         self.datagram = datagram
         self.written: list[bytes] = []
         # What the decode loop reads off a runtime Conn: its loop's frame budget
-        # (and `current`, the conn whose callback runs: none here, so replies go
-        # through write) and whether its output is over the high-water mark.
-        self.loop = SimpleNamespace(frame_budget=frame_budget, current=None)
+        # and whether its output is over the high-water mark.
+        self.loop = SimpleNamespace(frame_budget=frame_budget)
         self.write_paused = False
 
     def feed(self, data: bytes) -> None:
