@@ -560,18 +560,27 @@ class EventLoop:
             if chunks is None:
                 continue
             if (
-                len(chunks) == 1
-                and out.size <= BATCH_WRITE_LIMIT
+                out.size <= BATCH_WRITE_LIMIT
                 and out.state == OUT_IDLE
                 and out.waiters is None
             ):
-                # One small reply: sent with the poll's others after its events
+                # Small replies: sent with the poll's others after its events
                 # (_send_batch). Copied, as later reads reuse the shared buffer.
-                chunk = chunks[0]
-                if type(chunk) is memoryview:
-                    chunks[0] = chunk.tobytes()  # cheaper than bytes(view)
-                elif type(chunk) is not bytes:
-                    chunks[0] = bytes(chunk)
+                if len(chunks) == 1:
+                    chunk = chunks[0]
+                    if type(chunk) is not bytes:  # (bytes, the common case: one test)
+                        chunks[0] = (
+                            chunk.tobytes()  # cheaper than bytes(view)
+                            if type(chunk) is memoryview
+                            else bytes(chunk)
+                        )
+                elif conn.datagram:
+                    self.send(conn)  # one datagram per chunk: never joined
+                    continue
+                else:
+                    # The replies to pipelined frames: joined now, as the send
+                    # would, so that they too wait in the batch, not a send each.
+                    out.chunks = [b"".join(chunks)]
                 out.state = OUT_DIRTY
                 batch = self._batch
                 batch.append(conn)

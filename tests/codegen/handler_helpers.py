@@ -12,17 +12,58 @@ from protogen.generator import generate, write_outputs
 from protogen.parser import parse_spec
 
 
+class FakeInbound(bytearray):
+    """The buffered bytes, also as the runtime's `Inbound` (`view`, `r`, `w`,
+    `want`) that an inline-length decode loop reads in place. Moving `r` consumes
+    (recorded as a discard); a nonzero `want` is a sizing hint (recorded)."""
+
+    def __init__(self, data: bytes, discards: list[int], hints: list[int]) -> None:
+        super().__init__(data)
+        self.discards = discards
+        self.hints = hints
+
+    @property
+    def view(self) -> memoryview:
+        # A snapshot, like the runtime's view: valid until on_traffic returns.
+        return memoryview(bytes(self))
+
+    @property
+    def r(self) -> int:
+        return 0
+
+    @r.setter
+    def r(self, value: int) -> None:
+        assert 0 <= value <= len(self)
+        if value:
+            del self[:value]
+            self.discards.append(value)
+
+    @property
+    def w(self) -> int:
+        return len(self)
+
+    @property
+    def want(self) -> int:
+        return 0
+
+    @want.setter
+    def want(self, value: int) -> None:
+        if value:
+            assert value > len(self)  # a hint only for a frame not all there
+            self.hints.append(value)
+
+
 class FakeConn:
     """A stand-in for protogen.runtime.Conn that records the handler's calls."""
 
     def __init__(
         self, data: bytes = b"", *, datagram: bool = False, frame_budget: int = 64
     ) -> None:
-        self.inbound = bytearray(data)
-        self.datagram = datagram
         self.discards: list[int] = []
-        self.written: list[bytes] = []
         self.hints: list[int] = []  # sizes a short peek(n) asked for
+        self.inbound = FakeInbound(data, self.discards, self.hints)
+        self.datagram = datagram
+        self.written: list[bytes] = []
         # What the decode loop reads off a runtime Conn: its loop's frame budget
         # and whether its output is over the high-water mark.
         self.loop = SimpleNamespace(frame_budget=frame_budget)

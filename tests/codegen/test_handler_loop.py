@@ -461,3 +461,111 @@ def test_a_datagram_with_more_frames_than_the_cap_is_refused_whole(
     with pytest.raises(MalformedFrame, match="more than 3 frames"):
         handler.on_traffic(conn)
     assert conn.written == []
+
+
+# --- on the runtime's loop (a real Conn: the inline send path, backpressure) ------
+
+
+def serve_pair(handler: Any, request: bytes, **options: Any) -> Any:
+    """One EventLoop in a thread serving one socketpair, `request` written before
+    it runs (one read). Returns (client socket, loop, thread)."""
+    import socket
+    import threading
+
+    from protogen.runtime import Options
+    from protogen.runtime.eventloop import EventLoop
+
+    loop = EventLoop(handler, Options(install_signal_handlers=False, **options))
+    server_end, client_end = socket.socketpair()
+    client_end.settimeout(20.0)
+    client_end.sendall(request)
+    loop.enroll(server_end, ("pair", 1))
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    return client_end, loop, thread
+
+
+def recv_all(sock: Any, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, f"closed after {len(data)} of {size} bytes"
+        data += chunk
+    return data
+
+
+def stop(loop: Any, thread: Any, client: Any) -> None:
+    loop.request_stop()
+    thread.join(20.0)
+    assert not thread.is_alive()
+    loop.close()
+    client.close()
+
+
+def test_send_and_raw_writes_keep_their_order_within_a_read(generated: Any) -> None:
+    # send() appends to the running callback's queue itself (not through
+    # conn.write): raw writes around it must stay where they were made.
+    module = generated["echo"]
+    Message = module["codec"].Message
+
+    class Bracketing(module["handler"].EchoHandler):  # type: ignore[misc, valid-type]
+        def on_message(self, conn: Any, frame: Any) -> None:
+            conn.write(b"<")
+            self.send(conn, Message(bytes(frame.payload)))
+            self.send(conn, Message(b"+"))
+            conn.write(b">")
+
+    payloads = [b"%d" % i * 3 for i in range(6)]
+    expected = b"".join(
+        b"<" + echo_frame(p) + echo_frame(b"+") + b">" for p in payloads
+    )
+    client, loop, thread = serve_pair(
+        Bracketing(), b"".join(echo_frame(p) for p in payloads)
+    )
+    assert recv_all(client, len(expected)) == expected
+    stop(loop, thread, client)
+
+
+def test_replies_over_the_high_water_mark_stop_the_read_at_once(
+    generated: Any,
+) -> None:
+    # The second reply takes the queue over write_high_water: decoding stops
+    # after that frame (the rest is handled once the output drained).
+    module = generated["echo"]
+    Message = module["codec"].Message
+    per_call: list[int] = []
+
+    class Counting(module["handler"].EchoHandler):  # type: ignore[misc, valid-type]
+        def on_traffic(self, conn: Any) -> Any:
+            per_call.append(0)
+            return super().on_traffic(conn)
+
+        def on_message(self, conn: Any, frame: Any) -> None:
+            per_call[-1] += 1
+            self.send(conn, Message(bytes(frame.payload)))
+
+    payloads = [bytes([65 + i]) * 64 for i in range(10)]
+    request = b"".join(echo_frame(p) for p in payloads)
+    client, loop, thread = serve_pair(
+        Counting(), request, write_high_water=100, write_low_water=50
+    )
+    assert recv_all(client, len(request)) == request
+    stop(loop, thread, client)
+    assert per_call[0] == 2  # 68 + 68 bytes queued > 100
+    assert sum(per_call) == len(payloads)
+
+
+@pytest.mark.parametrize("size", [300, 20_000])
+def test_a_frame_straddling_reads_is_answered_whole(generated: Any, size: int) -> None:
+    # Kept in the shared buffer (small) or in a pooled buffer of its own (large),
+    # read in place by the decode loop once the rest arrived.
+    module = generated["echo"]
+    whole = echo_frame(b"first") + echo_frame(b"second")
+    straddling = echo_frame(bytes(range(256)) * (size // 256) + b"z")
+    client, loop, thread = serve_pair(
+        module["handler"].EchoEchoHandler(), whole + straddling[:100]
+    )
+    assert recv_all(client, len(whole)) == whole
+    client.sendall(straddling[100:])
+    assert recv_all(client, len(straddling)) == straddling
+    stop(loop, thread, client)
