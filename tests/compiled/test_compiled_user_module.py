@@ -4,7 +4,8 @@
 compiled from MOD.py into the build cache (nothing is written beside the
 source); a module Cython refuses is served as pure Python after a warning.
 `protogen compile MOD.py` writes the extension beside the source. The handler
-reports the file it was loaded from, and answers the same as the pure one.
+reports the file it was loaded from, and answers the same as the pure one; compiled into the cache, its `__file__`
+is still its source, so files beside the handler are found as uncompiled.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from echo_codec import Message
 from echo_handler import EchoHandler
 from protogen.runtime import Action
 
-print("HANDLER", __file__, flush=True)
+print("HANDLER", __loader__.path, __file__, flush=True)
 
 
 class Reverse(EchoHandler):
@@ -79,8 +80,8 @@ def work(
 
 def serve(
     work: Path, module: str, source: str, target: str, *flags: str
-) -> tuple[str, list[bytes], str]:
-    """(where the handler module came from, the answers, stderr) of one
+) -> tuple[tuple[str, ...], list[bytes], str]:
+    """((where the handler module came from, its __file__), the answers, stderr) of one
     protogen serve run with `source` as `module`.py in its directory."""
     home = work / f"{module}-{'-'.join(flags) or 'pure'}"
     home.mkdir()
@@ -117,7 +118,9 @@ def serve(
     finally:
         _, stdout, stderr = stop(process)
     loaded = [
-        line.split()[1] for line in stdout.splitlines() if line.startswith("HANDLER")
+        tuple(line.split()[1:])
+        for line in stdout.splitlines()
+        if line.startswith("HANDLER")
     ]
     assert len(loaded) == 1, (stdout, stderr)
     assert sorted(p.name for p in home.iterdir()) == [f"{module}.py"]  # nothing beside
@@ -125,11 +128,15 @@ def serve(
 
 
 def test_serve_compile_imports_the_handler_module_compiled(work: Path) -> None:
-    loaded, answers, _ = serve(work, "reverse", HANDLER, "Reverse", "--compile")
+    (loaded, file), answers, _ = serve(work, "reverse", HANDLER, "Reverse", "--compile")
     assert loaded.endswith(EXTENSION)
     assert str(work / "cache" / "compiled") in loaded
-    pure_loaded, pure_answers, _ = serve(work, "reverse", HANDLER, "Reverse")
-    assert pure_loaded.endswith("reverse.py")
+    # Its code sees its source's path, as uncompiled (not the build cache's).
+    assert file == str(work / "reverse---compile" / "reverse.py")
+    (pure_loaded, pure_file), pure_answers, _ = serve(
+        work, "reverse", HANDLER, "Reverse"
+    )
+    assert pure_loaded == pure_file == str(work / "reverse-pure" / "reverse.py")
     expected = [
         frame(b"cba#1") + frame(b"olleh#2"),
         frame(b"yx#3"),
@@ -141,7 +148,7 @@ def test_serve_compile_imports_the_handler_module_compiled(work: Path) -> None:
 
 
 def test_a_module_cython_refuses_is_served_pure_with_a_warning(work: Path) -> None:
-    loaded, answers, stderr = serve(work, "shout", REFUSED, "Reverse", "--compile")
+    (loaded, _), answers, stderr = serve(work, "shout", REFUSED, "Reverse", "--compile")
     assert loaded.endswith("shout.py")
     assert "warning: --compile: serving handler module shout as pure Python" in stderr
     # Cython's reason, at its line in the user's file (not Cython's scratch copy).
@@ -187,7 +194,7 @@ def test_protogen_compile_writes_the_extension_beside_the_module(work: Path) -> 
             assert recv_exactly(sock, len(frame(b"cba#1"))) == frame(b"cba#1")
     finally:
         _, stdout, _ = stop(process)
-    assert f"HANDLER {extension}" in stdout
+    assert f"HANDLER {extension} {extension}" in stdout
 
 
 def test_protogen_compile_rejects_what_is_not_a_module(work: Path) -> None:
