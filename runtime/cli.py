@@ -520,9 +520,10 @@ def serve(
 ) -> None:
     """`protogen.runtime.run`, with `announce(urls)` once every listener is bound.
 
-    `announce` gets the real URLs (port 0 resolved), from a helper thread:
-    with one loop once `on_boot` returned, with several once the workers are
-    started. A bind error or a failed boot raises and announces nothing.
+    `announce` gets the real URLs (port 0 resolved): with one loop in its
+    thread once `on_boot` returned, before any connection is served; with
+    several from a helper thread once the workers are started. A bind error or
+    a failed boot raises and announces nothing.
     """
     opts = options if isinstance(options, Options) else Options.from_kwargs(**options)
     if not urls:
@@ -546,16 +547,9 @@ def serve(
     engine = Engine(handler, list(urls), opts)
     engine.listen()  # a bind error raises here, before any announcement
     if announce is not None:
-        # After on_boot too: `started` is set once it returned, and a failed
-        # boot sets `fatal_error` before that.
-        def announce_when_booted() -> None:
-            engine.wait_started()
-            if engine.loop.fatal_error is None and not engine.stopped.is_set():
-                announce(engine.urls)
-
-        threading.Thread(
-            target=announce_when_booted, name="protogen-announce", daemon=True
-        ).start()
+        # Once on_boot returned, from the loop's thread before it serves: a
+        # helper thread could lose the race to a quick stop and print nothing.
+        engine.on_started = lambda: announce(engine.urls)
     engine.run()
 
 

@@ -15,7 +15,7 @@ import stat
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .acceptor import Acceptor
 from .address import Address, bind_listener, parse_address
@@ -81,6 +81,10 @@ class Engine:
         self.started = threading.Event()
         self.stopped = threading.Event()
         self._stop_requested = False
+        # Called in the loop's thread once on_boot returned, before the loop
+        # polls: what it reports (the CLI's "serving" line) comes before any
+        # connection is served, and not at all if the server stops first.
+        self.on_started: Callable[[], None] | None = None
         self._unix_paths: list[str] = []
         # The tls:// listeners' TLS layer (made by listen(); SIGHUP reloads it).
         self.tls: Any = None
@@ -239,6 +243,8 @@ class Engine:
                 raise error from exc
             if action == Action.SHUTDOWN or self._stop_requested:
                 self.loop.request_stop()
+            elif self.on_started is not None:
+                self.on_started()
             if self.options.ticker:
                 self.loop.call_soon_threadsafe(self._tick)
             self.started.set()

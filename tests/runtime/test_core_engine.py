@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -219,3 +220,63 @@ def test_run_delegates_to_multicore_when_loops_gt_1(monkeypatch) -> None:
     assert [c[2].loops for c in calls] == [3, 1]
     assert calls[0][0] is handler and calls[0][1][0].port == 0
     assert calls[0][2].load_balancing == "least_connections" and calls[1][2].multicore
+
+
+def test_serve_announces_from_the_loop_thread_before_serving() -> None:
+    # The CLI's "serving" line: a helper thread printing it could lose the race
+    # to the first connection or to a quick stop (then it printed nothing).
+    from protogen.runtime.cli import serve as cli_serve
+
+    events: list[tuple[str, int]] = []
+    announced: list[str] = []
+    engines: list[Any] = []
+
+    class Recorder(EventHandler):
+        def on_boot(self, engine: Any) -> None:
+            engines.append(engine)
+            events.append(("boot", threading.get_ident()))
+
+        def on_open(self, conn: Any) -> None:
+            events.append(("open", threading.get_ident()))
+
+    def announce(urls: list[str]) -> None:
+        events.append(("announce", threading.get_ident()))
+        announced.extend(urls)
+
+    thread = threading.Thread(
+        target=cli_serve,
+        args=(Recorder(), ["tcp://127.0.0.1:0"], {"install_signal_handlers": False}),
+        kwargs={"announce": announce},
+        daemon=True,
+    )
+    thread.start()
+    try:
+        assert wait_for(lambda: bool(announced)), "nothing announced"
+        with connect(announced[0]):
+            assert wait_for(lambda: len(events) == 3)
+    finally:
+        assert wait_for(lambda: bool(engines))
+        engines[0].stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    (boot, boot_thread), (first, first_thread), (last, last_thread) = events
+    assert (boot, first, last) == ("boot", "announce", "open")
+    assert boot_thread == first_thread == last_thread
+
+
+def test_serve_announces_nothing_when_on_boot_shuts_down() -> None:
+    from protogen.runtime.cli import serve as cli_serve
+
+    announced: list[list[str]] = []
+
+    class Quits(EventHandler):
+        def on_boot(self, engine: Any) -> Action:
+            return Action.SHUTDOWN
+
+    cli_serve(
+        Quits(),
+        ["tcp://127.0.0.1:0"],
+        {"install_signal_handlers": False},
+        announce=announced.append,
+    )
+    assert announced == []
