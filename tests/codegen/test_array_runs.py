@@ -249,3 +249,17 @@ def test_the_one_phase_handler_keeps_the_budget_inside_a_run(one_phase, budget) 
     while handler.on_traffic(conn) is one_phase["handler"].Action.YIELD:
         pass
     assert handler.seen == [args_of(wire) for wire in PIPELINE]
+
+
+def test_decode_run_lets_go_of_the_buffer(modules) -> None:
+    # Its scanner holds the buffer while it decodes: the connection's bytearray
+    # must be resizable again once decode_run returns (a BufferError otherwise).
+    decoder = modules["codec"].CommandDecoder()
+    same = command(b"GET", b"k")
+    buffer = bytearray(same * 3 + same[:5])
+    view = memoryview(buffer)
+    frames, end = decoder.decode_run(view, 0, 64)
+    assert len(frames) == 3 and end == 3 * len(same)
+    view.release()
+    del buffer[:end]
+    assert buffer == same[:5]
