@@ -143,6 +143,20 @@ def test_the_frame_budget_stops_a_run_and_the_next_call_goes_on(
     assert [args for _, args in handler.seen] == [args_of(w) for w in PIPELINE]
 
 
+def test_a_run_of_equal_frames_stops_at_its_own_and_keeps_the_budget(modules) -> None:
+    # The loop charges the budget once per run: stopped at the second of equal
+    # frames (equal by value), it charges two, not one, and resumes after it.
+    same = command(b"GET", b"k")
+    handler = recorder(modules, 1, "switch")
+    conn = FakeConn(same * 3, frame_budget=4)
+    assert handler.on_traffic(conn) is modules["handler"].Action.YIELD
+    assert handler.seen == [("Commands", [b"GET", b"k"])] * 2 + [
+        ("Raw", b"*2\r"),
+        ("Raw", b"$3\r"),
+    ]
+    assert conn.discards == [2 * len(same) + 8]
+
+
 def test_the_high_water_mark_stops_a_run_after_its_frame(modules) -> None:
     handler = recorder(modules, 1, "pause")
     conn = FakeConn(b"".join(PIPELINE))
@@ -235,3 +249,17 @@ def test_the_one_phase_handler_keeps_the_budget_inside_a_run(one_phase, budget) 
     while handler.on_traffic(conn) is one_phase["handler"].Action.YIELD:
         pass
     assert handler.seen == [args_of(wire) for wire in PIPELINE]
+
+
+def test_decode_run_lets_go_of_the_buffer(modules) -> None:
+    # Its scanner holds the buffer while it decodes: the connection's bytearray
+    # must be resizable again once decode_run returns (a BufferError otherwise).
+    decoder = modules["codec"].CommandDecoder()
+    same = command(b"GET", b"k")
+    buffer = bytearray(same * 3 + same[:5])
+    view = memoryview(buffer)
+    frames, end = decoder.decode_run(view, 0, 64)
+    assert len(frames) == 3 and end == 3 * len(same)
+    view.release()
+    del buffer[:end]
+    assert buffer == same[:5]
