@@ -4,6 +4,8 @@ trustme at test time."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import random
 import resource
@@ -234,19 +236,42 @@ def test_8_mib_payloads_both_ways(
         tls_cert=str(pki.server),
         edge_triggered=edge,
     ) as engine:
-        with tls_connect(engine.urls[0], client_context(pki)) as sock:
-            wire = b"".join(HEADER.pack(len(p)) + p for p in payloads)
-            sender = threading.Thread(target=sock.sendall, args=(wire,))
-            sender.start()
-            try:
-                # Both frames are in flight at once: the server echoes the first
-                # while the second still arrives (backpressure both ways).
-                for payload in payloads:
-                    (size,) = HEADER.unpack(recv_exact(sock, 4))
-                    assert size == len(payload)
-                    assert recv_exact(sock, size) == payload
-            finally:
-                sender.join(TIMEOUT)
+        # One thread writes and reads the client's TLS connection (asyncio): an
+        # SSLSocket sending in one thread while another receives shares one
+        # OpenSSL connection between threads, which OpenSSL does not allow (it
+        # corrupted records or crashed the test process now and then).
+        echoed = asyncio.run(
+            asyncio.wait_for(
+                _exchange(engine.urls[0], client_context(pki), payloads), TIMEOUT
+            )
+        )
+        assert [len(p) for p in echoed] == [len(p) for p in payloads]
+        assert echoed == payloads
+
+
+async def _exchange(
+    url: str, context: ssl.SSLContext, payloads: list[bytes]
+) -> list[bytes]:
+    """Send every payload as a frame at once and read the echoes meanwhile:
+    the server echoes the first while the second still arrives (backpressure
+    both ways)."""
+    host, port = host_port(url)
+    reader, writer = await asyncio.open_connection(
+        host, port, ssl=context, server_hostname="127.0.0.1", limit=1 << 20
+    )
+    writer.write(b"".join(HEADER.pack(len(p)) + p for p in payloads))
+    sending = asyncio.ensure_future(writer.drain())
+    echoed = []
+    try:
+        for _ in payloads:
+            (size,) = HEADER.unpack(await reader.readexactly(4))
+            echoed.append(await reader.readexactly(size))
+        await sending
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    return echoed
 
 
 class BlockingEcho(Recorder):
