@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -40,6 +41,21 @@ def require_toolchain() -> None:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"compiled mode unavailable: {error}")
+
+
+def compiled_work(
+    tmp_path_factory: pytest.TempPathFactory,
+    with_shared_compiled: Callable[[Path], Path],
+    name: str,
+    caches: tuple[str, ...] = ("cache",),
+) -> Path:
+    """A module's work directory, its PROTOGEN_CACHE_DIRs (`caches`) sharing the
+    session's compiled extensions; skips where compiled mode cannot work."""
+    require_toolchain()
+    work = tmp_path_factory.mktemp(name)
+    for cache in caches:
+        with_shared_compiled(work / cache)
+    return work
 
 
 def env_for(cache: Path, **extra: str) -> dict[str, str]:

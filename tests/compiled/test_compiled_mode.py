@@ -10,25 +10,24 @@ own (PROTOGEN_COMPILED_DIR), so the source tree other tests run stays pure.
 from __future__ import annotations
 
 import json
-import subprocess
 import socket
 import struct
+import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-
 from compiled_helpers import (
     ECHO,
     REPORTING_SERVER,
+    compiled_work,
     connect_when_ready,
     env_for,
     frame,
     free_port,
     protogen,
     recv_exactly,
-    require_toolchain,
     start,
     stop,
 )
@@ -42,11 +41,9 @@ def work(
     tmp_path_factory: pytest.TempPathFactory,
     with_shared_compiled: Callable[[Path], Path],
 ) -> Path:
-    require_toolchain()
-    work = tmp_path_factory.mktemp("compiled")
-    for cache in ("cache", "serve-cache"):
-        with_shared_compiled(work / cache)
-    return work
+    return compiled_work(
+        tmp_path_factory, with_shared_compiled, "compiled", ("cache", "serve-cache")
+    )
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
-from compiled_helpers import ECHO, env_for, protogen, require_toolchain
+from compiled_helpers import ECHO, compiled_work, env_for, protogen
 
 EXTENSION = ".so"
 
@@ -25,10 +24,7 @@ def work(
     tmp_path_factory: pytest.TempPathFactory,
     with_shared_compiled: Callable[[Path], Path],
 ) -> Path:
-    require_toolchain()
-    work = tmp_path_factory.mktemp("compiled-properties")
-    with_shared_compiled(work / "cache")
-    return work
+    return compiled_work(tmp_path_factory, with_shared_compiled, "compiled-properties")
 
 
 @pytest.mark.parametrize("spec", ["mqtt/mqtt", "websocket/websocket"])

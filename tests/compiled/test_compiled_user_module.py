@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
 from compiled_helpers import (
     ECHO,
+    compiled_work,
     connect_when_ready,
     env_for,
     frame,
     free_port,
     protogen,
     recv_exactly,
-    require_toolchain,
     start,
     stop,
 )
@@ -72,10 +71,7 @@ def work(
     tmp_path_factory: pytest.TempPathFactory,
     with_shared_compiled: Callable[[Path], Path],
 ) -> Path:
-    require_toolchain()
-    work = tmp_path_factory.mktemp("compiled-user")
-    with_shared_compiled(work / "cache")
-    return work
+    return compiled_work(tmp_path_factory, with_shared_compiled, "compiled-user")
 
 
 def serve(
