@@ -3,7 +3,9 @@ in, a RESP reply (bytes) out. No I/O here: the wire protocol is the handler's.
 
 Values are byte strings, lists (deques), sets, hashes and sorted sets. Keys
 with a time to live expire when next touched (lazily, as Redis does for keys
-nobody reads; no background sweep).
+nobody reads; no background sweep). A string is kept as written until GET
+first reads it, then as its reply (a `Bulk`), which the GETs after it send as
+it is: formatting a bulk string costs more than the rest of a GET's own work.
 """
 
 from __future__ import annotations
@@ -28,6 +30,16 @@ NOT_INTEGER = resp.error("ERR value is not an integer or out of range")
 SYNTAX = resp.error("ERR syntax error")
 INT64 = (-(1 << 63), (1 << 63) - 1)
 CONFIG = {"save": "", "appendonly": "no", "maxmemory": "0", "databases": "16"}
+
+
+class Bulk(bytes):
+    """A string value in its reply form, `$3\r\nfoo\r\n`: what GET made of it.
+    Any write replaces it (SET stores the bytes it was given)."""
+
+    __slots__ = ()
+
+    def value(self) -> bytes:
+        return self[self.index(b"\n") + 1 : -2]
 
 
 class SortedSet:
@@ -159,6 +171,15 @@ class Store:
             raise _WrongType
         return value
 
+    def _string(self, key: bytes) -> bytes | None:
+        """The string value of `key` (None when missing); WRONGTYPE for another kind."""
+        value = self._lookup(key)
+        if value is None or type(value) is bytes:
+            return value
+        if type(value) is Bulk:
+            return value.value()
+        raise _WrongType
+
     def _drop_if_empty(self, key: bytes, value: object) -> None:
         if not value:  # Redis removes an emptied list, set, hash or sorted set
             self.data.pop(key, None)
@@ -205,11 +226,14 @@ class Store:
     def get(self, command: Command) -> Reply:
         key = command[1]
         value = self._lookup(key) if key in self.expires else self.data.get(key)
-        if value is None:
-            return resp.NULL
-        if type(value) is not bytes:
-            return WRONGTYPE
-        return b"$%d\r\n%s\r\n" % (len(value), value)
+        if type(value) is Bulk:
+            return value
+        if type(value) is bytes:
+            # The first read since the value was written: its reply is kept
+            # for the next reads. (No change to the key's time to live.)
+            reply = self.data[key] = Bulk(b"$%d\r\n%s\r\n" % (len(value), value))
+            return reply
+        return resp.NULL if value is None else WRONGTYPE
 
     def set(self, command: Command) -> Reply:
         key = command[1]
@@ -252,11 +276,13 @@ class Store:
         return resp.OK
 
     def mget(self, command: Command) -> Reply:
-        values = []
+        values: list[bytes | None] = []
         for key in command[1:]:
-            value = self._lookup(key)
-            values.append(value if type(value) is bytes else None)
-        return resp.array(values)  # type: ignore[arg-type]
+            try:
+                values.append(self._string(key))
+            except _WrongType:  # Redis answers nil for a key of another kind
+                values.append(None)
+        return resp.array(values)
 
     def mset(self, command: Command) -> Reply:
         if len(command) % 2 != 1:
@@ -282,10 +308,10 @@ class Store:
 
     def _add(self, key: bytes, delta: int) -> Reply:
         try:
-            value = self._typed(key, bytes, False)
+            value = self._string(key)
         except _WrongType:
             return WRONGTYPE
-        current = 0 if value is None else parse_int(value)  # type: ignore[arg-type]
+        current = 0 if value is None else parse_int(value)
         if current is None:
             return NOT_INTEGER
         result = current + delta
