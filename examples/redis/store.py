@@ -4,8 +4,10 @@ in, a RESP reply (bytes) out. No I/O here: the wire protocol is the handler's.
 Values are byte strings, lists (deques), sets, hashes and sorted sets. Keys
 with a time to live expire when next touched (lazily, as Redis does for keys
 nobody reads; no background sweep). A string is kept as written until GET
-first reads it, then as its reply (a `Bulk`), which the GETs after it send as
-it is: formatting a bulk string costs more than the rest of a GET's own work.
+first reads it, then as its reply in a 1-tuple, `(b"$3\r\nfoo\r\n",)`, which the
+GETs after it send as it is: formatting a bulk string costs more than the rest
+of a GET's own work. (A tuple: the cheapest wrapper to make, and no other value
+is one.) Any write replaces it; SET stores the bytes it was given.
 """
 
 from __future__ import annotations
@@ -30,16 +32,6 @@ NOT_INTEGER = resp.error("ERR value is not an integer or out of range")
 SYNTAX = resp.error("ERR syntax error")
 INT64 = (-(1 << 63), (1 << 63) - 1)
 CONFIG = {"save": "", "appendonly": "no", "maxmemory": "0", "databases": "16"}
-
-
-class Bulk(bytes):
-    """A string value in its reply form, `$3\r\nfoo\r\n`: what GET made of it.
-    Any write replaces it (SET stores the bytes it was given)."""
-
-    __slots__ = ()
-
-    def value(self) -> bytes:
-        return self[self.index(b"\n") + 1 : -2]
 
 
 class SortedSet:
@@ -176,8 +168,9 @@ class Store:
         value = self._lookup(key)
         if value is None or type(value) is bytes:
             return value
-        if type(value) is Bulk:
-            return value.value()
+        if type(value) is tuple:  # GET's reply form: `$<length>\r\n<value>\r\n`
+            reply: bytes = value[0]
+            return reply[reply.index(b"\n") + 1 : -2]
         raise _WrongType
 
     def _drop_if_empty(self, key: bytes, value: object) -> None:
@@ -226,12 +219,13 @@ class Store:
     def get(self, command: Command) -> Reply:
         key = command[1]
         value = self._lookup(key) if key in self.expires else self.data.get(key)
-        if type(value) is Bulk:
-            return value
+        if type(value) is tuple:
+            return value[0]  # type: ignore[no-any-return]
         if type(value) is bytes:
             # The first read since the value was written: its reply is kept
             # for the next reads. (No change to the key's time to live.)
-            reply = self.data[key] = Bulk(b"$%d\r\n%s\r\n" % (len(value), value))
+            reply = b"$%d\r\n%s\r\n" % (len(value), value)
+            self.data[key] = (reply,)
             return reply
         return resp.NULL if value is None else WRONGTYPE
 
