@@ -218,7 +218,8 @@ class Store:
 
     def get(self, command: Command) -> Reply:
         key = command[1]
-        value = self._lookup(key) if key in self.expires else self.data.get(key)
+        expires = self.expires  # (empty, its test costs less than a lookup)
+        value = self._lookup(key) if expires and key in expires else self.data.get(key)
         if type(value) is tuple:
             return value[0]  # type: ignore[no-any-return]
         if type(value) is bytes:
@@ -233,8 +234,9 @@ class Store:
         key = command[1]
         if len(command) == 3:  # no options: the common case, without parsing them
             self.data[key] = command[2]
-            if key in self.expires:
-                del self.expires[key]
+            expires = self.expires
+            if expires and key in expires:
+                del expires[key]
             return resp.OK
         value = command[2]
         ttl: float | None = None
