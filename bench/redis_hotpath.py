@@ -5,7 +5,8 @@
 
 The example's handler (`examples/redis/handler.py` over its generated codec and
 handler, pure Python) gets reads of 16 pipelined `SET key:N xxx` (or `GET
-key:N`) commands from a stand-in connection (`peek`, `discard`, `write`: no
+key:N` of keys set before, as redis-benchmark's GET test reads what its SET test
+wrote) commands from a stand-in connection (`peek`, `discard`, `write`: no
 socket, no event loop), as redis-benchmark -P 16 sends them. Run under valgrind
 twice with different numbers of reads, the difference in instructions divided
 by the commands in between is the decode, dispatch, store and reply work of one
@@ -56,13 +57,12 @@ class Conn:
 def command(*args):
     return b"*%d\\r\\n" % len(args) + b"".join(b"$%d\\r\\n%s\\r\\n" % (len(a), a) for a in args)
 
-if {test!r} == "set":
-    wire = b"".join(command(b"SET", b"key:%012d" % i, b"xxx") for i in range({pipeline}))
-else:
-    wire = b"".join(command(b"GET", b"key:%012d" % i) for i in range({pipeline}))
+sets = b"".join(command(b"SET", b"key:%012d" % i, b"xxx") for i in range({pipeline}))
+gets = b"".join(command(b"GET", b"key:%012d" % i) for i in range({pipeline}))
 handler = RedisExample()
-conn = Conn(bytearray(wire))
-handler.on_traffic(conn)  # the keys exist, the first allocations are made
+handler.on_traffic(Conn(bytearray(sets)))
+conn = Conn(bytearray(sets if {test!r} == "set" else gets))
+handler.on_traffic(conn)  # the first allocations are made
 for _ in range(int(sys.argv[1])):
     handler.on_traffic(conn)
 """

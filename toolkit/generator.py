@@ -45,6 +45,7 @@ IMPORT_USES = {
     for name, pattern in {
         "enum": r"\benum\.IntEnum\b",
         "re": r"\bre\.compile\(",
+        "islice": r"\bislice\(",
         "struct": r"\bstruct\.\w+\b",
         "zlib": r"\bzlib\.\w+\(",
         "wire": r"\bwire\.\w+\b",

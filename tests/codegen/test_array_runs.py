@@ -183,6 +183,37 @@ def test_decode_run_stops_before_what_decode_must_take(modules) -> None:
     assert decoder.decode_run(PIPELINE[0], 0, 64) == ([], 0)
 
 
+def test_a_run_of_one_count_stops_at_its_limit_and_at_another_count(modules) -> None:
+    decoder = modules["codec"].CommandDecoder()
+    gets = [command(b"GET", b"k%d" % i) for i in range(5)]
+    wire = b"".join(gets) + command(b"SET", b"k", b"v") + gets[0]
+    for limit in (1, 3, 5):
+        frames, end = decoder.decode_run(wire, 0, limit)
+        assert [frame.args for frame in frames] == [args_of(w) for w in gets[:limit]]
+        assert end == sum(map(len, gets[:limit]))
+    frames, end = decoder.decode_run(wire, 0, 64)
+    assert [frame.args for frame in frames] == [
+        args_of(w) for w in gets + [command(b"SET", b"k", b"v"), gets[0]]
+    ]
+    assert end == len(wire)
+    assert decoder.decode_run(wire, 0, 0) == ([], 0)
+
+
+def test_a_max_frame_under_the_longest_short_frame_leaves_runs_to_decode(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # 851 bytes: a frame of 8 elements of 99 bytes would be over it, so the
+    # run leaves every frame to `decode` (which checks each against max_frame).
+    codec = build(
+        SPEC.replace("max_frame 64 KiB", "max_frame 851"), tmp_path_factory.mktemp("mf")
+    )["codec"]
+    decoder = codec.CommandDecoder()
+    wire = command(b"GET", b"k") * 3
+    assert decoder.decode_run(wire, 0, 64) == ([], 0)
+    assert decoder.decode_all(wire)[1] == len(wire)
+    assert codec._COMMAND_SHORT_LONGEST == 852
+
+
 def test_a_run_keeps_to_max_frame(modules) -> None:
     decoder = modules["codec"].CommandDecoder(max_frame=20)
     wire = command(b"SET", b"key", b"value")  # 33 bytes

@@ -167,6 +167,34 @@ def test_inline_commands_and_arrays_mix_on_one_connection(
     assert exchange(server, stream, 4) == b"+OK\r\n:6\r\n$1\r\n6\r\n"
 
 
+def test_a_string_read_by_get_stays_a_string_to_every_command(
+    server: ExampleServer,
+) -> None:
+    # GET keeps a string it read as its reply: the commands after it see the value.
+    steps = [
+        (command(b"SET", b"g:k", b"41"), b"+OK\r\n"),
+        (command(b"GET", b"g:k"), b"$2\r\n41\r\n"),
+        (command(b"GET", b"g:k"), b"$2\r\n41\r\n"),
+        (command(b"INCR", b"g:k"), b":42\r\n"),
+        (command(b"GET", b"g:k"), b"$2\r\n42\r\n"),
+        (command(b"MGET", b"g:k", b"g:none"), b"*2\r\n$2\r\n42\r\n$-1\r\n"),
+        (command(b"SET", b"g:k", b"\r\n$", b"NX"), b"$-1\r\n"),
+        (command(b"EXISTS", b"g:k"), b":1\r\n"),
+        (command(b"LPUSH", b"g:k", b"x"), b"-WRONGTYPE"),
+        (command(b"SET", b"g:k", b"\r\n$"), b"+OK\r\n"),
+        (command(b"GET", b"g:k"), b"$3\r\n\r\n$\r\n"),
+        (command(b"INCR", b"g:k"), b"-ERR value is not an integer"),
+        (command(b"GET", b"g:k"), b"$3\r\n\r\n$\r\n"),
+        (command(b"DEL", b"g:k"), b":1\r\n"),
+        (command(b"GET", b"g:k"), b"$-1\r\n"),
+    ]
+    with server.connect() as sock:
+        for request, reply in steps:
+            sock.sendall(request)
+            got = read_replies(sock, reply.count(b"\r\n") or 1)
+            assert got.startswith(reply), (request, got)
+
+
 def test_pipelined_commands_split_at_every_byte(server: ExampleServer) -> None:
     """Every cut falls somewhere inside an array frame or an inline command."""
     stream = (
