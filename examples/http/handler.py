@@ -363,12 +363,10 @@ class HttpExampleHandler(HttpHandler):
             checked = 0 if run is None else run.end()
         checked -= len(head) + 4
         self._checked = checked
-        line_end = head.find(b"\r\n")
-        # (A head without CRLF gives head[:-1], perhaps a route's line, but
-        # never common fields: they hold a Host line.)
-        route = self._routes.get(head[:line_end])
+        line = head.partition(b"\r\n")[0]
+        route = self._routes.get(line)
         if route is not None and (
-            checked >= 0 or common_fields(head, line_end) is not None
+            checked >= 0 or common_fields(head, len(line)) is not None
         ):
             answer, keep_alive = route
             self._out.append(answer)
