@@ -76,7 +76,7 @@ LINES = [
     for method in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"BREW")
     for path in (b"/plaintext", b"/echo", b"/plaintext?x", b"/missing", b"/")
     for minor in (0, 1)
-]
+] + [b"GET /plaintext HTTP/1.1\rX", b"GET /plaintext HTTP/1.1 "]
 FIELDS = st.lists(
     st.sampled_from(
         [
