@@ -42,8 +42,16 @@ accepted, the final answer). An unfinished head is watched too, so a client
 ending lines with a bare LF is refused instead of waiting forever.
 
 Every request is parsed: no answer depends on having seen the same bytes before.
-The plaintext answers are preformatted: their bytes are rebuilt once a second,
-when the Date changes, never per request.
+Static routes: a request line in the table of the example's routes
+(STATIC_METHODS x STATIC_PATHS, HTTP/1.0 and 1.1: GET and HEAD /plaintext,
+POST and PUT /echo, the other methods' 405) with a common head (one valid
+Host, none of Connection, Content-Length, Transfer-Encoding, Expect, every
+field line well-formed: what parse_head accepts by its first pattern) is
+answered from the table, whose answers _response itself built: the same bytes
+as the general path's, rebuilt once a second with the Date. The field lines of
+the read's pipelined heads are checked by one `request.common_run` match at
+the read's first request (Host-first heads), a head outside that run by
+`request.common_fields` alone; any other head takes parse_head.
 """
 
 from __future__ import annotations
