@@ -42,8 +42,16 @@ accepted, the final answer). An unfinished head is watched too, so a client
 ending lines with a bare LF is refused instead of waiting forever.
 
 Every request is parsed: no answer depends on having seen the same bytes before.
-The plaintext answers are preformatted: their bytes are rebuilt once a second,
-when the Date changes, never per request.
+Static routes: a request line in the table of the example's routes
+(STATIC_METHODS x STATIC_PATHS, HTTP/1.0 and 1.1: GET and HEAD /plaintext,
+POST and PUT /echo, the other methods' 405) with a common head (one valid
+Host, none of Connection, Content-Length, Transfer-Encoding, Expect, every
+field line well-formed: what parse_head accepts by its first pattern) is
+answered from the table, whose answers _response itself built: the same bytes
+as the general path's, rebuilt once a second with the Date. The field lines of
+the read's pipelined heads are checked by one `request.common_run` match at
+the read's first request (Host-first heads), a head outside that run by
+`request.common_fields` alone; any other head takes parse_head.
 """
 
 from __future__ import annotations
@@ -64,13 +72,20 @@ from request import (  # beside this file (serve.py puts it on sys.path)
     PendingRequest,
     RequestHead,
     common_fields,
+    common_run,
     parse_head,
 )
 
 from protogen.errors import FrameTooLarge, ProtocolError
 from protogen.runtime import Action
 
-__all__ = ["HttpExampleHandler", "PLAINTEXT_BODY", "SERVER_NAME"]
+__all__ = [
+    "HttpExampleHandler",
+    "PLAINTEXT_BODY",
+    "SERVER_NAME",
+    "STATIC_METHODS",
+    "STATIC_PATHS",
+]
 
 SERVER_NAME = b"protogen"
 PLAINTEXT_BODY = b"Hello, World!"
@@ -86,10 +101,25 @@ REASONS = {
     501: b"Not Implemented",
 }
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# The request line on_http_request answers without parse_head (its fields are
-# still checked), and its length: where the field lines start.
-_PLAINTEXT_LINE = b"GET /plaintext HTTP/1.1"
-_PLAINTEXT_LINE_SIZE = len(_PLAINTEXT_LINE)
+# The static routes: every request line whose answer, to a common head (see
+# on_http_request), depends on nothing else. The example's paths without a
+# query, by the methods of RFC 9110 and PATCH, in HTTP/1.0 and 1.1: GET and
+# HEAD /plaintext, POST and PUT /echo (a common head has no body: the echo is
+# empty), the 405 of every other method. (/ws needs its handshake's fields; a
+# 404, a query or another method takes the general path, to the same answer.
+# Each line is within request.RUN_LINE, so common_run covers it.)
+STATIC_PATHS = (b"/plaintext", b"/echo")
+STATIC_METHODS = (
+    b"GET",
+    b"HEAD",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"CONNECT",
+    b"OPTIONS",
+    b"TRACE",
+    b"PATCH",
+)
 WEBSOCKET = Path(__file__).resolve().parent.parent / "websocket"
 
 
@@ -151,6 +181,9 @@ class HttpExampleHandler(HttpHandler):
         self._pending: dict[Any, PendingRequest] = {}
         # Connections reading a chunked body: its request's head, and the reader.
         self._chunked: dict[Any, tuple[RequestHead, ChunkedBody]] = {}
+        # The bytes at the front of the current on_traffic call's frames that
+        # common_run found to be common heads (None: not looked at yet).
+        self._checked: int | None = None
         # What bounds a request (head + body), as the decoder does.
         self.request_limit = self.max_frame
         modules, self._websocket = websocket_example()
@@ -182,6 +215,17 @@ class HttpExampleHandler(HttpHandler):
         )
         self._plaintext_heads = heads  # answers to HEAD
         self._plaintext = tuple(h + PLAINTEXT_BODY for h in heads)  # to GET
+        # The static routes' answers to a common head (whose keep-alive is its
+        # version's), from the general path's own _response: (answer, keep_alive).
+        self._routes = {
+            b"%s %s HTTP/1.%d" % (method, path, minor): (
+                self._response(method, path, minor == 1, minor == 1, b""),
+                minor == 1,
+            )
+            for method in STATIC_METHODS
+            for path in STATIC_PATHS
+            for minor in (0, 1)
+        }
 
     def _date_timer(self) -> None:
         self._refresh_date()
@@ -218,6 +262,7 @@ class HttpExampleHandler(HttpHandler):
         a chunked request it stopped at (at most two bodies per call: fairness)."""
         if conn in self._chunked and not self._read_chunked(conn):
             return None  # the body is unfinished (or refused)
+        self._checked = None  # the frames of a new decode loop
         action = super().on_traffic(conn)
         if action is Action.YIELD and conn in self._chunked:
             # The loop stopped at a chunked head (and consumed it).
@@ -314,16 +359,35 @@ class HttpExampleHandler(HttpHandler):
         if self._pending:
             self._pending.pop(conn, None)
         head = frame.head
-        if (
-            head.startswith(_PLAINTEXT_LINE)
-            and len(head) <= MAX_REQUEST_LINE
-            and common_fields(head, _PLAINTEXT_LINE_SIZE) is not None
+        # A common head of a static route is answered from the table: its field
+        # lines are checked as parse_head's first check does (no Connection,
+        # Content-Length, Transfer-Encoding or Expect field, one valid Host), by
+        # one common_run match over the read's heads at its first frame (the
+        # decode loop discards nothing before it returns: the frames start at
+        # the front of conn.peek()), else by common_fields for this head alone.
+        checked = self._checked
+        if checked is None:
+            run = common_run(conn.peek())  # (it always matches: none is a run)
+            checked = 0 if run is None else run.end()
+        checked -= len(head) + 4
+        self._checked = checked
+        # Up to the first CR (cheaper to find than CRLF): a route's line holds
+        # none, and the fields must start there with a CRLF.
+        line = head.partition(b"\r")[0]
+        route = self._routes.get(line)
+        if route is not None and (
+            checked >= 0 or common_fields(head, len(line)) is not None
         ):
-            # parse_head's common case, without its call or _respond's: the head
-            # is validated all the same (a valid request line, then the field
-            # lines parse_head's first check accepts).
-            self._out.append(self._plaintext[1])
+            answer, keep_alive = route
+            self._out.append(answer)
+            if not keep_alive:
+                self._closing = True
             return None
+        return self._request(conn, frame)
+
+    def _request(self, conn: Any, frame: HttpRequest) -> Action | None:
+        """on_http_request's general path: parse_head, then the route."""
+        head = frame.head
         try:
             request = parse_head(head)
         except HeadError as refused:
@@ -371,19 +435,28 @@ class HttpExampleHandler(HttpHandler):
         keep_alive: bool,
         body: bytes,
     ) -> None:
+        self._out.append(self._response(method, target, http11, keep_alive, body))
+        if not keep_alive:
+            self._closing = True
+
+    def _response(
+        self,
+        method: bytes,
+        target: bytes,
+        http11: bool,
+        keep_alive: bool,
+        body: bytes,
+    ) -> bytes:
+        """The answer to an accepted request (not an upgrade), by its route."""
         path = target if target == b"/plaintext" else target.partition(b"?")[0]
         if path == b"/plaintext" and (method == b"GET" or method == b"HEAD"):
             mode = (1 if http11 else 2) if keep_alive else 0
             if method == b"GET":
-                self._out.append(self._plaintext[mode])
-            else:
-                self._out.append(self._plaintext_heads[mode])
-        elif path == b"/echo" and (method == b"POST" or method == b"PUT"):
-            self._out.append(self._answer(body, http11, keep_alive))
-        else:
-            self._out.append(NOT_ALLOWED.get(path, NOT_FOUND)[keep_alive])
-        if not keep_alive:
-            self._closing = True
+                return self._plaintext[mode]
+            return self._plaintext_heads[mode]
+        if path == b"/echo" and (method == b"POST" or method == b"PUT"):
+            return self._answer(body, http11, keep_alive)
+        return NOT_ALLOWED.get(path, NOT_FOUND)[keep_alive]
 
     def _answer(self, body: bytes, http11: bool, keep_alive: bool) -> bytes:
         if not keep_alive:

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 from hypothesis import given, settings
@@ -255,6 +255,90 @@ def test_common_fields_refuse(fields: bytes) -> None:
     assert request.common_fields(PLAINTEXT_LINE + fields, len(PLAINTEXT_LINE)) is None
 
 
+# -- a run of pipelined heads in one match ---------------------------------------------
+
+RUN_LINES = st.sampled_from(
+    [
+        PLAINTEXT_LINE,
+        b"HEAD /plaintext HTTP/1.0",
+        b"POST /echo HTTP/1.1",
+        b"GET /plaintext HTTP/1.1 ",
+        b"GET /" + b"a" * 60 + b" HTTP/1.1",  # over RUN_LINE
+        b"",
+        b"GET / HTTP/1.1\nX: y",
+    ]
+)
+RUN_FIELDS = st.lists(
+    st.tuples(NAMES, st.sampled_from([b":", b" :", b""]), VALUES), max_size=4
+)
+HOST_FIRST = st.tuples(
+    st.sampled_from([b"Host", b"host", b"Hostx", b""]),
+    st.sampled_from([b":", b" :"]),
+    VALUES,
+)
+
+
+def run_head(head: bytes) -> bool:
+    """Whether common_run should take `head`: common_fields accepts it after its
+    first line, with its Host field first."""
+    line, crlf, _ = head.partition(b"\r\n")
+    return (
+        0 < len(line) <= request.RUN_LINE
+        and b"\r" not in line
+        and bool(crlf)
+        and head[len(line) :].lower().startswith(b"\r\nhost:")
+        and request.common_fields(head, len(line)) is not None
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(RUN_LINES, st.one_of(st.none(), HOST_FIRST), RUN_FIELDS), max_size=6
+    ),
+    st.sampled_from([b"", b"GET /plaintext HTTP/1.1\r\nHost: a", b"\r\n"]),
+)
+def test_common_run_ends_at_the_first_head_common_fields_refuses(
+    parts: list[tuple[bytes, tuple[bytes, bytes, bytes] | None, list[Any]]],
+    tail: bytes,
+) -> None:
+    """common_run covers exactly the leading heads, as a decoder cuts them at
+    CRLFCRLF, that common_fields accepts with their Host first (an unfinished
+    tail never), and each one's meaning is the common one."""
+    heads = []
+    for line, host, fields in parts:
+        pieces = ([host] if host is not None else []) + fields
+        heads.append(line + b"".join(b"\r\n" + n + c + v for n, c, v in pieces))
+    data = b"".join(head + b"\r\n\r\n" for head in heads) + tail
+    framed = data.split(b"\r\n\r\n")[:-1]  # the heads as the decoder cuts them
+    expected = 0
+    for head in framed:
+        if not run_head(head):
+            break
+        expected += len(head) + 4
+        line = head.partition(b"\r\n")[0]
+        if outcome(request._parse_any_head, line + b"\r\nHost: a") != 400:
+            # A valid request line: parse_head gives the head the common meaning.
+            method, target, minor = line[:-9], line.split(b" ")[1], line[-1:]
+            http11 = minor == b"1"
+            assert outcome(parse_head, head) == (
+                method.split(b" ")[0],
+                target,
+                http11,
+                http11,
+                False,
+                False,
+            )
+    run = request.common_run(data)
+    assert run is not None and run.end() == expected
+
+
+def test_common_run_stops_after_run_heads() -> None:
+    head = PLAINTEXT_LINE + b"\r\nHost: a\r\n\r\n"
+    run = request.common_run(head * (request.RUN_HEADS + 5))
+    assert run is not None and run.end() == len(head) * request.RUN_HEADS
+
+
 # -- unfinished heads -----------------------------------------------------------------
 
 
@@ -338,12 +422,18 @@ ADVERSARIAL = {
 }
 
 
+def run_of_one(head: bytes) -> object:
+    """common_run over the head as a pipelined one (the Host field first)."""
+    line, _, fields = head.partition(b"\r\n")
+    return request.common_run(line + b"\r\nHost: a\r\n" + fields + b"\r\n\r\n")
+
+
 @pytest.mark.parametrize("name", list(ADVERSARIAL))
 def test_adversarial_heads_cost_linear_time(name: str) -> None:
     """Linear: 4x; quadratic: 16x. The best of three ratios, so that a noisy
     neighbour on the machine does not fail a linear parser."""
     small, large = (ADVERSARIAL[name](size) for size in (16 * 1024, 64 * 1024))
-    for parse in (parse_head, request._parse_any_head):
+    for parse in (parse_head, request._parse_any_head, run_of_one):
         ratio = min(
             _cost(large, parse) / max(_cost(small, parse), 1e-7) for _ in range(3)
         )
