@@ -170,8 +170,14 @@ def test_inline_commands_and_arrays_mix_on_one_connection(
 def test_a_string_read_by_get_stays_a_string_to_every_command(
     server: ExampleServer,
 ) -> None:
-    # GET keeps a string it read as its reply: the commands after it see the value.
+    # GET formats short strings from a table of headers, longer ones by %.
     steps = [
+        (command(b"SET", b"g:short", b"y" * 1023), b"+OK\r\n"),
+        (command(b"GET", b"g:short"), b"$1023\r\n" + b"y" * 1023 + b"\r\n"),
+        (command(b"SET", b"g:long", b"z" * 1024), b"+OK\r\n"),
+        (command(b"GET", b"g:long"), b"$1024\r\n" + b"z" * 1024 + b"\r\n"),
+        (command(b"SET", b"g:empty", b""), b"+OK\r\n"),
+        (command(b"GET", b"g:empty"), b"$0\r\n\r\n"),
         (command(b"SET", b"g:k", b"41"), b"+OK\r\n"),
         (command(b"GET", b"g:k"), b"$2\r\n41\r\n"),
         (command(b"GET", b"g:k"), b"$2\r\n41\r\n"),
