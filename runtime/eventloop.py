@@ -122,7 +122,6 @@ class EventLoop:
         "closed",
         "bytes_in",
         "bytes_out",
-        "current",
         "dirty",
         "high",
         "_low",
@@ -193,7 +192,6 @@ class EventLoop:
         self.bytes_in = 0
         self.bytes_out = 0
         # Shared with Conn.write (the write path's half of the loop's state).
-        self.current: Conn | None = None  # the conn whose on_traffic is running
         self.dirty: list[Conn] = []  # conns written to outside their own callback
         self.high = options.write_high_water
         self._low = options.write_low_water
@@ -476,6 +474,7 @@ class EventLoop:
         """
         memory = self.memory
         on_traffic = self._on_traffic
+        high = self.high
         for fd, ev in events:
             conn = conns.get(fd)
             if conn is None:
@@ -535,15 +534,16 @@ class EventLoop:
             elif not ev & _HANDLE:
                 continue  # writable only
             r0 = inbound.r
-            self.current = conn  # its writes skip the dirty list while it runs
+            # Its writes skip the dirty list while it runs (Conn.queue_limit).
+            conn.queue_limit = high
             try:
                 action = on_traffic(conn)
             except Exception as exc:
-                self.current = None
+                conn.queue_limit = -1
                 self.handler_error(conn, exc, "on_traffic")  # flushes, then closes
                 self._settle(conn, r0)
                 continue
-            self.current = None
+            conn.queue_limit = -1
             if (
                 action  # CLOSE, SHUTDOWN or YIELD (None and Action.NONE are falsy)
                 or inbound.r != inbound.w
@@ -751,6 +751,7 @@ class EventLoop:
             ):
                 # The common case: everything went out at once.
                 out.chunks = None
+                out.size = 0  # (Conn.write adds to it without a None check)
                 out.state = OUT_IDLE
                 continue
             self._sent(conn, n)
@@ -834,9 +835,9 @@ class EventLoop:
                 # caller's write would pull the conn from under it).
                 conn.state = CLOSING
                 self._closing[conn] = exc
-                if self.current is conn:
-                    self.current = None  # its next writes see the close
+                conn.queue_limit = -1  # its next writes see the close
                 conn.outbound.chunks = None
+                conn.outbound.size = 0
                 conn.outbound.state = OUT_IDLE
                 self._tasks.append((self._finish_close, (conn, exc)))
             raise exc
@@ -978,8 +979,7 @@ class EventLoop:
             conn.timer = self._timers.call_at(
                 monotonic() + self.options.drain_timeout, self._deadline, conn
             )
-            if self.current is conn:
-                self.current = None  # its writes must see the close from now on
+            conn.queue_limit = -1  # its writes must see the close from now on
             if conn.outbound.state != OUT_WAITING:
                 self.send(conn)
             else:
@@ -994,8 +994,7 @@ class EventLoop:
         conn.state = CLOSED
         conn.pending = 0
         self._closing.pop(conn, None)
-        if self.current is conn:
-            self.current = None
+        conn.queue_limit = -1
         fd = conn.fd
         if self._conns.get(fd) is conn:
             del self._conns[fd]
