@@ -473,8 +473,12 @@ class EventLoop:
         One call per poll, not per event: a call is ~2 % of an echo's event.
         """
         memory = self.memory
+        # The shared buffer and its view are the loop's for its whole life.
+        shared = memory.view
+        shared_buffer = memory.buffer
         on_traffic = self._on_traffic
         high = self.high
+        now = self.now
         for fd, ev in events:
             conn = conns.get(fd)
             if conn is None:
@@ -499,13 +503,15 @@ class EventLoop:
                     conn.pending |= PENDING_READ
                     continue
                 try:
-                    if inbound.view is memory.view:
-                        n = conn.transport.recv_into(memory.buffer)
+                    if inbound.view is shared:
+                        n = conn.transport.recv_into(shared_buffer)
                         inbound.r = 0
+                        r0 = 0  # (what on_traffic starts from)
                         inbound.w = n
                         full = n == SHARED_READ_SIZE
                     else:
                         n = inbound.recv(conn.transport, memory)
+                        r0 = inbound.r
                         full = inbound.w == len(inbound.view)
                 except (BlockingIOError, InterruptedError):
                     if conn.eof == EOF_SEEN:
@@ -522,7 +528,7 @@ class EventLoop:
                         self._end_of_stream(conn)
                     continue
                 self.bytes_in += n
-                conn.last = self.now
+                conn.last = now
                 if full:  # the recv filled its space
                     if self._edge or conn.transport is not conn.sock:
                         # epoll will not report the rest (nor the bytes a
@@ -531,9 +537,10 @@ class EventLoop:
                 elif conn.eof and conn.eof == EOF_SEEN:
                     # Data and FIN in one read: answer the data, then the end.
                     conn.eof = EOF_PENDING
-            elif not ev & _HANDLE:
+            elif ev & _HANDLE:
+                r0 = inbound.r
+            else:
                 continue  # writable only
-            r0 = inbound.r
             # Its writes skip the dirty list while it runs (Conn.queue_limit).
             conn.queue_limit = high
             try:
@@ -547,7 +554,7 @@ class EventLoop:
             if (
                 action  # CLOSE, SHUTDOWN or YIELD (None and Action.NONE are falsy)
                 or inbound.r != inbound.w
-                or inbound.view is not memory.view
+                or inbound.view is not shared
                 or conn.timer  # a read deadline to cancel (TimerHandle is truthy)
                 or conn.eof
                 or self.dirty
