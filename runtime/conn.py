@@ -90,6 +90,7 @@ class Conn:
         "pending",
         "last",
         "timer",
+        "queue_limit",
     )
 
     # A dialed UDP socket sends each write as its own datagram.
@@ -122,6 +123,11 @@ class Conn:
         self.pending = 0  # PENDING_* work queued on loop's ready list
         self.last = 0.0  # loop time of the last bytes in or out (idle timeout)
         self.timer: Any = None  # read-timeout or drain deadline (a TimerHandle)
+        # While the connection's own callback runs (and it is open): the queue
+        # size up to which write() takes its fast path (write_high_water); -1
+        # otherwise. One field, so that the common write (its own callback, below
+        # the mark) is one comparison and touches neither the loop nor its state.
+        self.queue_limit = -1
 
     def __repr__(self) -> str:
         state = ("open", "connecting", "closing", "closed")[self.state]
@@ -194,9 +200,9 @@ class Conn:
             data = bytes(data)  # the caller may reuse its bytearray at once
         n = len(data)
         out = self.outbound
-        loop = self.loop
-        if loop.current is self:
-            # The connection's own callback (it is open then): the loop sends the
+        size = out.size + n  # (out.size is 0 while nothing is queued)
+        if size <= self.queue_limit:
+            # Its own callback, below the high-water mark: the loop sends the
             # queue when the callback returns, so nothing is scheduled here.
             chunks = out.chunks
             if chunks is None:
@@ -206,9 +212,20 @@ class Conn:
                     out.size = n
                 return n
             chunks.append(data)  # (a view behind refused bytes is copied by the loop)
-            size = out.size = out.size + n
-            if size > loop.high:
-                loop.pressure(self, size)
+            out.size = size
+            return n
+        loop = self.loop
+        if self.queue_limit >= 0:
+            # Its own callback, the queue going over the high-water mark.
+            chunks = out.chunks
+            if chunks is None:
+                # One chunk: the send path checks it against the water marks.
+                out.chunks = [data]
+                out.size = n
+                return n
+            chunks.append(data)
+            out.size = size
+            loop.pressure(self, size)
             return n
         if self.state >= CLOSING:
             raise ConnectionClosed(f"write on a closed connection {self!r}")

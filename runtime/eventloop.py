@@ -122,7 +122,6 @@ class EventLoop:
         "closed",
         "bytes_in",
         "bytes_out",
-        "current",
         "dirty",
         "high",
         "_low",
@@ -193,7 +192,6 @@ class EventLoop:
         self.bytes_in = 0
         self.bytes_out = 0
         # Shared with Conn.write (the write path's half of the loop's state).
-        self.current: Conn | None = None  # the conn whose on_traffic is running
         self.dirty: list[Conn] = []  # conns written to outside their own callback
         self.high = options.write_high_water
         self._low = options.write_low_water
@@ -475,7 +473,12 @@ class EventLoop:
         One call per poll, not per event: a call is ~2 % of an echo's event.
         """
         memory = self.memory
+        # The shared buffer and its view are the loop's for its whole life.
+        shared = memory.view
+        shared_buffer = memory.buffer
         on_traffic = self._on_traffic
+        high = self.high
+        now = self.now
         for fd, ev in events:
             conn = conns.get(fd)
             if conn is None:
@@ -500,13 +503,15 @@ class EventLoop:
                     conn.pending |= PENDING_READ
                     continue
                 try:
-                    if inbound.view is memory.view:
-                        n = conn.transport.recv_into(memory.buffer)
+                    if inbound.view is shared:
+                        n = conn.transport.recv_into(shared_buffer)
                         inbound.r = 0
+                        r0 = 0  # (what on_traffic starts from)
                         inbound.w = n
                         full = n == SHARED_READ_SIZE
                     else:
                         n = inbound.recv(conn.transport, memory)
+                        r0 = inbound.r
                         full = inbound.w == len(inbound.view)
                 except (BlockingIOError, InterruptedError):
                     if conn.eof == EOF_SEEN:
@@ -523,7 +528,7 @@ class EventLoop:
                         self._end_of_stream(conn)
                     continue
                 self.bytes_in += n
-                conn.last = self.now
+                conn.last = now
                 if full:  # the recv filled its space
                     if self._edge or conn.transport is not conn.sock:
                         # epoll will not report the rest (nor the bytes a
@@ -532,22 +537,24 @@ class EventLoop:
                 elif conn.eof and conn.eof == EOF_SEEN:
                     # Data and FIN in one read: answer the data, then the end.
                     conn.eof = EOF_PENDING
-            elif not ev & _HANDLE:
+            elif ev & _HANDLE:
+                r0 = inbound.r
+            else:
                 continue  # writable only
-            r0 = inbound.r
-            self.current = conn  # its writes skip the dirty list while it runs
+            # Its writes skip the dirty list while it runs (Conn.queue_limit).
+            conn.queue_limit = high
             try:
                 action = on_traffic(conn)
             except Exception as exc:
-                self.current = None
+                conn.queue_limit = -1
                 self.handler_error(conn, exc, "on_traffic")  # flushes, then closes
                 self._settle(conn, r0)
                 continue
-            self.current = None
+            conn.queue_limit = -1
             if (
                 action  # CLOSE, SHUTDOWN or YIELD (None and Action.NONE are falsy)
                 or inbound.r != inbound.w
-                or inbound.view is not memory.view
+                or inbound.view is not shared
                 or conn.timer  # a read deadline to cancel (TimerHandle is truthy)
                 or conn.eof
                 or self.dirty
@@ -751,6 +758,7 @@ class EventLoop:
             ):
                 # The common case: everything went out at once.
                 out.chunks = None
+                out.size = 0  # (Conn.write adds to it without a None check)
                 out.state = OUT_IDLE
                 continue
             self._sent(conn, n)
@@ -834,9 +842,9 @@ class EventLoop:
                 # caller's write would pull the conn from under it).
                 conn.state = CLOSING
                 self._closing[conn] = exc
-                if self.current is conn:
-                    self.current = None  # its next writes see the close
+                conn.queue_limit = -1  # its next writes see the close
                 conn.outbound.chunks = None
+                conn.outbound.size = 0
                 conn.outbound.state = OUT_IDLE
                 self._tasks.append((self._finish_close, (conn, exc)))
             raise exc
@@ -978,8 +986,7 @@ class EventLoop:
             conn.timer = self._timers.call_at(
                 monotonic() + self.options.drain_timeout, self._deadline, conn
             )
-            if self.current is conn:
-                self.current = None  # its writes must see the close from now on
+            conn.queue_limit = -1  # its writes must see the close from now on
             if conn.outbound.state != OUT_WAITING:
                 self.send(conn)
             else:
@@ -994,8 +1001,7 @@ class EventLoop:
         conn.state = CLOSED
         conn.pending = 0
         self._closing.pop(conn, None)
-        if self.current is conn:
-            self.current = None
+        conn.queue_limit = -1
         fd = conn.fd
         if self._conns.get(fd) is conn:
             del self._conns[fd]

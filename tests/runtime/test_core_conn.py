@@ -357,6 +357,38 @@ def test_write_after_close_raises_and_bytearray_is_copied() -> None:
     assert isinstance(outcome[0], ConnectionClosed)
 
 
+def test_own_callback_writes_count_toward_the_marks_and_the_cap() -> None:
+    """Writes in the connection's own callback: below write_high_water they are
+    only queued; the one crossing it pauses the connection; the one crossing
+    write_buffer_cap raises OutboundOverflow, and every write after it
+    ConnectionClosed (nothing of the callback's is sent)."""
+    seen: list = []
+
+    class Flood(EventHandler):
+        def on_traffic(self, conn):
+            conn.discard()
+            for i in range(40):
+                try:
+                    conn.write(b"x" * 1000)
+                except ConnectionClosed as exc:
+                    seen.append((i, type(exc).__name__))
+                    if type(exc) is ConnectionClosed:
+                        break
+                    continue
+                seen.append((i, conn.is_write_paused(), conn.outbound_buffered()))
+            return Action.NONE
+
+    options = dict(write_high_water=4500, write_low_water=1000, write_buffer_cap=9500)
+    with serving(Flood(), "tcp://127.0.0.1:0", **options) as engine:
+        with connect(engine.urls[0]) as sock:
+            sock.sendall(b"go")
+            assert wait_for(lambda: len(seen) >= 11)
+            assert is_closed_by_peer(sock)
+    assert seen[:4] == [(i, False, 1000 * (i + 1)) for i in range(4)]
+    assert seen[4:9] == [(i, True, 1000 * (i + 1)) for i in range(4, 9)]
+    assert seen[9:] == [(9, "OutboundOverflow"), (10, "ConnectionClosed")]
+
+
 def test_cross_thread_calls_after_shutdown_report_closed() -> None:
     handler = Recorder()
     results: list = []
